@@ -1,0 +1,1 @@
+"""Script templates for --print-only; shipped inside wrapdock as wrapdock._templates."""

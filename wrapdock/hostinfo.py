@@ -1,0 +1,54 @@
+"""What the host already has (links, IPv4 addresses, routes), read with `ip -j` and parsed purely."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv4Network
+
+from wrapdock.errors import EnvironmentProblem
+from wrapdock.netspec import HostPrefix
+from wrapdock.runner import Runner
+
+ADDR_QUERY = ("ip", "-j", "addr", "show")
+ROUTE_QUERY = ("ip", "-j", "-4", "route", "show", "table", "main")
+
+
+@dataclass(frozen=True)
+class HostNetworking:
+    links: tuple[str, ...]
+    prefixes: tuple[HostPrefix, ...]
+
+
+def parse_addresses(text: str) -> tuple[list[str], list[HostPrefix]]:
+    links: list[str] = []
+    prefixes: list[HostPrefix] = []
+    for link in json.loads(text or "[]"):
+        links.append(link["ifname"])
+        for addr in link.get("addr_info", []):
+            if addr.get("family") != "inet":
+                continue
+            iface = IPv4Interface(f"{addr['local']}/{addr['prefixlen']}")
+            prefixes.append(HostPrefix(iface.network, f"address {iface} on {link['ifname']}"))
+    return links, prefixes
+
+
+def parse_routes(text: str) -> list[HostPrefix]:
+    prefixes: list[HostPrefix] = []
+    for route in json.loads(text or "[]"):
+        dst = route.get("dst", "default")
+        if dst == "default":
+            continue
+        network = IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+        prefixes.append(HostPrefix(network, f"route {dst} dev {route.get('dev', '?')}"))
+    return prefixes
+
+
+def read(runner: Runner) -> HostNetworking:
+    note = "read the host's links, addresses and routes"
+    results = [runner.query(ADDR_QUERY, note), runner.query(ROUTE_QUERY, note)]
+    for result in results:
+        if not result.ok:
+            raise EnvironmentProblem(f"`{' '.join(result.argv)}` failed: {result.stderr.strip()}")
+    links, addr_prefixes = parse_addresses(results[0].stdout)
+    return HostNetworking(tuple(links), tuple(addr_prefixes + parse_routes(results[1].stdout)))

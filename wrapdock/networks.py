@@ -1,0 +1,96 @@
+"""Network operations: check the request against state and host, plan, carry out, record.
+
+Order matters for safety: everything that can refuse (input, state, host) is checked before the first
+command runs; state is written only after the plan succeeded, and a failure to write it rolls the
+plan back.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from wrapdock import hostinfo, netspec
+from wrapdock.errors import UsageError
+from wrapdock.ipam import RecordStore
+from wrapdock.model import Network
+from wrapdock.plans import network as network_plans
+from wrapdock.session import Session
+
+
+def _lock(session: Session):
+    return nullcontext() if session.print_only else session.state.locked()
+
+
+def _load(session: Session, name: str) -> Network:
+    record = session.state.network(name)
+    if record is None:
+        raise UsageError(f"no such network: {name}")
+    return Network.from_record(record)
+
+
+def all_networks(session: Session) -> list[Network]:
+    return [Network.from_record(record) for record in session.state.networks()]
+
+
+def create(session: Session, request: netspec.NetworkRequest) -> Network:
+    network = netspec.build_network(request)
+    session.require_root()
+    with _lock(session):
+        netspec.check_against_networks(network, all_networks(session))
+        host = hostinfo.read(session.runner)
+        netspec.check_against_host(network, host.links, host.prefixes)
+        completed = session.carry_out(network_plans.create(network))
+        if session.print_only:
+            return network
+        try:
+            session.state.save_network(network.to_record())
+            session.state.save_ipam(RecordStore.new_record(network.name, network.subnet, network.gateway))
+        except BaseException:
+            session.runner.rollback(completed)
+            session.state.delete_network(network.name)
+            raise
+    return network
+
+
+def remove(session: Session, names: list[str]) -> list[Network]:
+    session.require_root()
+    with _lock(session):
+        doomed = [_load(session, name) for name in dict.fromkeys(names)]
+        for network in doomed:
+            holders = sorted(set(allocations(session, network.name).values()))
+            if holders:
+                raise UsageError(
+                    f"network {network.name!r} still has {len(holders)} attached endpoint(s) "
+                    f"({', '.join(holders[:3])}{', ...' if len(holders) > 3 else ''}): remove them first"
+                )
+        survivors = {n.name for n in all_networks(session)} - {n.name for n in doomed}
+        for position, network in enumerate(doomed, start=1):
+            last = not survivors and position == len(doomed)
+            session.carry_out(network_plans.remove(network, last=last))
+            if not session.print_only:
+                session.state.delete_network(network.name)
+    return doomed
+
+
+def allocations(session: Session, name: str) -> dict[str, str]:
+    record = session.state.ipam(name)
+    return dict(RecordStore(record).allocations()) if record else {}
+
+
+def describe(session: Session, network: Network) -> dict[str, Any]:
+    """The inspect/list view of a network: its record plus who holds which address."""
+    record = session.state.ipam(network.name)
+    view = network.to_record()
+    del view["version"]
+    view["allocations"] = [
+        {"address": address, **entry}
+        for address, entry in sorted((record or {}).get("allocations", {}).items(),
+                                     key=lambda item: tuple(int(part) for part in item[0].split(".")))
+    ]
+    view["last_reserved"] = (record or {}).get("last_reserved")
+    return view
+
+
+def inspect(session: Session, names: list[str]) -> list[dict[str, Any]]:
+    return [describe(session, _load(session, name)) for name in names]

@@ -1,0 +1,65 @@
+"""Plans: what an operation will run, decided before anything runs.
+
+A plan is pure data. The same plan feeds the live runner (trail + rollback), the `--print-only`
+script renderer and the golden-file tests, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command with the step that undoes it.
+
+    `stdin` holds the input lines of a batch (`ip -batch -`, `iptables-restore --noflush`).
+    `skip_if` is a probe that proves the step is already done (an "ensure": adding twice is
+    harmless); `only_if` is a probe that proves there is something to do (a delete that finds the
+    object already gone goes on). Probes only read the host.
+    """
+
+    argv: tuple[str, ...]
+    note: str
+    stdin: tuple[str, ...] = ()
+    undo: Step | None = None
+    skip_if: tuple[str, ...] | None = None
+    only_if: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ValueError("a step needs a command")
+        if self.skip_if and self.only_if:
+            raise ValueError("a step is either an ensure (skip_if) or a guarded delete (only_if)")
+
+
+@dataclass
+class Plan:
+    """An ordered list of steps for one operation; `title` heads the trail and the script."""
+
+    title: str
+    steps: list[Step] = field(default_factory=list)
+
+    def add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    def extend(self, steps: Iterable[Step]) -> None:
+        self.steps.extend(steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = (),
+        skip_if: Iterable[str] | None = None, only_if: Iterable[str] | None = None) -> Step:
+    """Shorthand for building a step from argv words."""
+    return Step(
+        argv=tuple(argv),
+        note=note,
+        stdin=tuple(stdin),
+        undo=undo,
+        skip_if=tuple(skip_if) if skip_if is not None else None,
+        only_if=tuple(only_if) if only_if is not None else None,
+    )

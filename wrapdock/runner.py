@@ -1,0 +1,221 @@
+"""The one place where commands run: print the trail, execute through `sh`, roll back on failure.
+
+Planning decides; this module only carries a plan out. Tests give it a fake executor (the seam),
+never a mock of `sh`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from wrapdock.errors import EnvironmentProblem, OperationFailed
+from wrapdock.plan import Plan, Step
+from wrapdock.shell import quote, step_text
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Executor(Protocol):
+    def __call__(self, argv: Sequence[str], stdin: str | None) -> Result: ...
+
+
+_ANY_EXIT = [*range(-64, 0), *range(256)]
+
+
+def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
+    """Run one command with `sh`: no pty, output captured, every exit code returned (not raised)."""
+    import sh  # imported here: costly, and only commands that change or read the host need it
+
+    started = time.monotonic()
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise EnvironmentProblem(f"command not found: {argv[0]} (see README: Requirements)") from None
+    finished = command(
+        *argv[1:],
+        _in=stdin,
+        _tty_out=False,
+        _return_cmd=True,
+        _ok_code=_ANY_EXIT,
+        _decode_errors="replace",
+    )
+    return Result(
+        argv=tuple(argv),
+        exit_code=finished.exit_code,
+        stdout=finished.stdout.decode(errors="replace"),
+        stderr=finished.stderr.decode(errors="replace"),
+        seconds=time.monotonic() - started,
+    )
+
+
+class Trail:
+    """Shows what runs: `+ command` lines under `# note` headings, or JSON lines, or nothing."""
+
+    def __init__(self, mode: str = "text", stream: TextIO | None = None) -> None:
+        if mode not in ("text", "json", "quiet"):
+            raise ValueError(mode)
+        self.mode = mode
+        self.stream = stream
+        self._last_note: str | None = None
+
+    def _write(self, text: str) -> None:
+        import sys
+
+        stream = self.stream or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+    def heading(self, note: str) -> None:
+        if self.mode == "text" and note != self._last_note:
+            self._write(f"# {note}")
+        self._last_note = note
+
+    def command(self, text: str) -> None:
+        if self.mode == "text":
+            self._write("+ " + text.replace("\n", "\n  "))
+
+    def remark(self, text: str) -> None:
+        if self.mode == "text":
+            self._write(f"  ({text})")
+
+    def executed(self, result: Result, phase: str, note: str, stdin: Sequence[str]) -> None:
+        if self.mode == "json":
+            record = {
+                "phase": phase,
+                "note": note,
+                "argv": list(result.argv),
+                "exit_code": result.exit_code,
+                "duration_ms": round(result.seconds * 1000, 3),
+            }
+            if stdin:
+                record["stdin"] = list(stdin)
+            self._write(json.dumps(record))
+
+
+AuditSink = Callable[[dict], None]
+
+
+class Runner:
+    """Executes plans step by step; on failure undoes the completed steps in reverse.
+
+    `fail_at` (1-based) makes the k-th changing command of the run fail without running it: the
+    fault-injection hook the reliability tests use (set from WRAPDOCK_FAIL_AT by the CLI).
+    """
+
+    def __init__(self, trail: Trail, execute: Executor = sh_executor, audit: AuditSink | None = None,
+                 fail_at: int | None = None) -> None:
+        self.trail = trail
+        self.execute = execute
+        self.audit = audit
+        self.fail_at = fail_at
+        self.changes_run = 0
+
+    # -- low level ---------------------------------------------------------------------------
+    def _run(self, argv: Sequence[str], stdin: Sequence[str], phase: str, note: str) -> Result:
+        text = "\n".join(stdin) + "\n" if stdin else None
+        if phase == "do":
+            self.changes_run += 1
+            if self.fail_at is not None and self.changes_run == self.fail_at:
+                result = Result(tuple(argv), 1, "", f"injected fault at command {self.fail_at}", 0.0)
+                self._record(result, phase, note, stdin)
+                return result
+        result = self.execute(argv, text)
+        self._record(result, phase, note, stdin)
+        return result
+
+    def _record(self, result: Result, phase: str, note: str, stdin: Sequence[str]) -> None:
+        self.trail.executed(result, phase, note, stdin)
+        if self.audit is not None:
+            self.audit({
+                "time": time.time(),
+                "pid": os.getpid(),
+                "phase": phase,
+                "argv": list(result.argv),
+                "stdin": list(stdin),
+                "exit_code": result.exit_code,
+                "duration_ms": round(result.seconds * 1000, 3),
+            })
+
+    def query(self, argv: Sequence[str], note: str) -> Result:
+        """Read the host (never changes it); shown in the trail like any command."""
+        self.trail.heading(note)
+        self.trail.command(quote(argv))
+        return self._run(argv, (), "query", note)
+
+    # -- steps and plans -----------------------------------------------------------------------
+    def _step(self, step: Step, phase: str) -> tuple[Result | None, bool]:
+        """Run one step; returns (result of the main command or None if skipped, skipped?)."""
+        self.trail.heading(step.note)
+        self.trail.command(step_text(step))
+        if step.skip_if:
+            if self._run(step.skip_if, (), "check", step.note).ok:
+                self.trail.remark("already in place")
+                return None, True
+        elif step.only_if and not self._run(step.only_if, (), "check", step.note).ok:
+            self.trail.remark("already gone")
+            return None, True
+        return self._run(step.argv, step.stdin, phase, step.note), False
+
+    def apply(self, plan: Plan) -> list[Step]:
+        """Carry out a plan, or leave the host as it found it and raise OperationFailed.
+
+        Returns the steps that ran, so a caller whose own next move fails can still roll them back.
+        """
+        completed: list[Step] = []
+        for step in plan.steps:
+            result, skipped = self._step(step, "do")
+            if skipped:
+                continue
+            assert result is not None
+            if not result.ok:
+                undone, undo_errors = self.rollback(completed)
+                raise OperationFailed(_failure_line(result, undone, undo_errors))
+            completed.append(step)
+        return completed
+
+    def rollback(self, completed: list[Step]) -> tuple[int, list[str]]:
+        undos = [step.undo for step in reversed(completed) if step.undo is not None]
+        errors: list[str] = []
+        if not undos:
+            return 0, errors
+        self.trail.heading(f"rollback: undo {len(undos)} completed step(s), last first")
+        self.trail._last_note = "rollback"  # keep the undo lines under the rollback heading
+        for undo in undos:
+            self.trail.command(step_text(undo))
+            if undo.only_if and not self._run(undo.only_if, (), "check", "rollback").ok:
+                self.trail.remark("already gone")
+                continue
+            result = self._run(undo.argv, undo.stdin, "undo", "rollback")
+            if not result.ok:
+                errors.append(f"{quote(undo.argv)}: {_last_line(result.stderr)}")
+        return len(undos), errors
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no error output"
+
+
+def _failure_line(result: Result, undone: int, undo_errors: list[str]) -> str:
+    message = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {_last_line(result.stderr)}"
+    if undo_errors:
+        message += f"; rollback incomplete, {len(undo_errors)} undo step(s) failed: " + "; ".join(undo_errors)
+    else:
+        message += f"; rolled back {undone} step(s)"
+    return message

@@ -1,0 +1,53 @@
+"""What one wrapdock invocation works with: where state lives, how the trail shows, print-only or live.
+
+Operations take a Session and either apply a plan (live) or collect it for the script (print-only);
+they never decide that themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from wrapdock.plan import Plan
+from wrapdock.runner import Runner, Trail
+from wrapdock.state import DEFAULT_STATE_DIR, StateStore
+
+
+@dataclass
+class Session:
+    state_dir: Path = DEFAULT_STATE_DIR
+    trail_mode: str = "text"
+    print_only: bool = False
+    argv: list[str] = field(default_factory=list)
+    printed: list[Plan] = field(default_factory=list)
+
+    @cached_property
+    def state(self) -> StateStore:
+        return StateStore(self.state_dir)
+
+    @cached_property
+    def runner(self) -> Runner:
+        fail_at = os.environ.get("WRAPDOCK_FAIL_AT")
+        return Runner(
+            Trail(self.trail_mode, sys.stderr),
+            audit=None if self.print_only else self.state.audit,
+            fail_at=int(fail_at) if fail_at and fail_at.isdigit() else None,
+        )
+
+    def carry_out(self, plan: Plan) -> list:
+        """Live: run the plan (rolled back on failure). Print-only: keep it for the script."""
+        if self.print_only:
+            self.printed.append(plan)
+            return []
+        return self.runner.apply(plan)
+
+    def require_root(self) -> None:
+        """Changing the host needs root; printing a script does not."""
+        if not self.print_only and os.geteuid() != 0:
+            from wrapdock.errors import EnvironmentProblem
+
+            raise EnvironmentProblem("this changes the host and needs root (sudo); --print-only works without it")

@@ -1,0 +1,34 @@
+"""How a step reads as shell: one function shared by the trail and the `--print-only` script."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from wrapdock.plan import Step
+
+HEREDOC_END = "WRAPDOCK_EOF"
+
+
+def quote(argv: Sequence[str]) -> str:
+    """Shell-quote every word (safe for any name, quote or metacharacter)."""
+    return shlex.join(argv)
+
+
+def probe_text(argv: Sequence[str]) -> str:
+    return f"{quote(argv)} >/dev/null 2>&1"
+
+
+def step_text(step: Step) -> str:
+    """The shell text of a step: exactly what the runner does, in a form bash runs the same way."""
+    line = quote(step.argv)
+    if step.stdin:
+        if any(text == HEREDOC_END for text in step.stdin):
+            raise ValueError(f"batch input may not contain the line {HEREDOC_END}")
+        body = "\n".join(step.stdin)
+        return f"{line} <<'{HEREDOC_END}'\n{body}\n{HEREDOC_END}"
+    if step.skip_if:
+        return f"{probe_text(step.skip_if)} || {line}"
+    if step.only_if:
+        return f"if {probe_text(step.only_if)}; then {line}; fi"
+    return line
