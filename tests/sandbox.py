@@ -1,0 +1,153 @@
+"""Throwaway "sandbox hosts" for integration tests.
+
+A sandbox is a process that is PID 1 of fresh net + mount + pid namespaces, with its own /run (so
+`ip netns` and /run/wrapdock are private), its own /sys (so /sys/class/net shows its links), its own
+iptables and bridges. Tests drive the real CLI inside it with nsenter. The machine's root network
+namespace, iptables and mounts are never touched; killing PID 1 ends everything inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+INIT = Path(__file__).with_name("sandbox_init.sh")
+OUTSIDE_NS = "outside"
+OUTSIDE_IP = "203.0.113.1"
+UPLINK_IP = "203.0.113.2"
+
+
+def wrapdock_argv() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m wrapdock`."""
+    script = Path(sys.executable).with_name("wrapdock")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "wrapdock"]
+
+
+class Sandbox:
+    def __init__(self) -> None:
+        self._unshare = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+             "bash", str(INIT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        line = self._unshare.stdout.readline().strip() if self._unshare.stdout else ""
+        if line != "ready":
+            err = self._unshare.stderr.read() if self._unshare.stderr else ""
+            self._unshare.kill()
+            raise RuntimeError(f"sandbox did not start: {line} {err}")
+        self.pid = self._find_init()
+        self.closed = False
+
+    def _find_init(self) -> int:
+        children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
+        for _ in range(200):
+            text = children.read_text().split()
+            if text:
+                return int(text[0])
+            time.sleep(0.01)
+        raise RuntimeError("sandbox init not found")
+
+    # -- running things inside ---------------------------------------------------------------
+    def enter_argv(self) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "--"]
+
+    def sh(self, *argv: str, check: bool = True, input: str | None = None, env: dict | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command in the sandbox host; returns the completed process (text)."""
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run([*self.enter_argv(), *argv], capture_output=True, text=True, input=input,
+                              env=full_env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def wrapdock(self, *args: str, check: bool = True, env: dict | None = None, input: str | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the real wrapdock CLI inside the sandbox host."""
+        return self.sh(*wrapdock_argv(), *args, check=check, env=env, input=input, timeout=timeout)
+
+    def popen_wrapdock(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([*self.enter_argv(), *wrapdock_argv(), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+    def bash(self, script: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.sh("bash", "-c", script, check=check, timeout=timeout)
+
+    # -- a simulated outside world -----------------------------------------------------------
+    def add_outside(self) -> None:
+        """A namespace `outside` holding 203.0.113.1/24, reached through the uplink 203.0.113.2.
+
+        It has no route back to container subnets, like a real upstream router.
+        """
+        self.bash(f"""
+            ip netns add {OUTSIDE_NS}
+            ip link add uplink type veth peer name wan0 netns {OUTSIDE_NS}
+            ip addr add {UPLINK_IP}/24 dev uplink
+            ip link set uplink up
+            ip -n {OUTSIDE_NS} link set lo up
+            ip -n {OUTSIDE_NS} addr add {OUTSIDE_IP}/24 dev wan0
+            ip -n {OUTSIDE_NS} link set wan0 up
+            ip route add default via {OUTSIDE_IP}
+        """)
+
+    # -- what the host looks like ------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Links, addresses, routes, netns and iptables rules, comparable before/after."""
+        def ip_json(*args: str) -> list:
+            return json.loads(self.sh("ip", "-j", *args).stdout or "[]")
+
+        links = sorted(
+            (link["ifname"], link.get("master", ""), tuple(link.get("flags", [])), link.get("mtu"))
+            for link in ip_json("link", "show"))
+        addrs = sorted(
+            (link["ifname"], a["local"], a["prefixlen"])
+            for link in ip_json("addr", "show") for a in link.get("addr_info", []) if a.get("family") == "inet")
+        routes = sorted(json.dumps(route, sort_keys=True) for route in ip_json("-4", "route", "show", "table", "all"))
+        rules = []
+        table = ""
+        for line in self.sh("iptables-save").stdout.splitlines():
+            line = re.sub(r" ?\[\d+:\d+\]", "", line).strip()
+            if line.startswith("*"):
+                table = line
+            # an empty table and a built-in chain with the default policy are "nothing"
+            elif line.startswith("-") or (line.startswith(":") and not line.endswith(" ACCEPT")):
+                rules.append(f"{table} {line}")
+        netns = sorted(self.sh("ip", "netns", "list").stdout.split())
+        return {"links": links, "addrs": addrs, "routes": routes, "iptables": rules, "netns": netns}
+
+    def state_records(self, folder: str = "networks") -> list[str]:
+        out = self.sh("bash", "-c", f"ls /run/wrapdock/{folder} 2>/dev/null || true").stdout
+        return sorted(out.split())
+
+    # -- the end --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        try:
+            self._unshare.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._unshare.kill()
+            self._unshare.wait()
+        for stream in (self._unshare.stdout, self._unshare.stderr):
+            if stream:
+                stream.close()
+
+
+def can_sandbox() -> str | None:
+    """Why sandboxes cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "integration tests need root"
+    for tool in ("unshare", "nsenter", "ip", "iptables", "busybox"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None

@@ -1,0 +1,3 @@
+from wrapdock.cli import run
+
+run()
