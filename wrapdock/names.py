@@ -43,7 +43,7 @@ def check_ifname(name: str, what: str = "interface") -> str:
         raise UsageError(
             f"{what} name {name!r} is {len(name)} characters long; Linux allows at most {IFNAME_MAX}"
         )
-    if name in (".", "..") or not _IFNAME.fullmatch(name):
+    if name in (".", "..", "all", "default") or not _IFNAME.fullmatch(name):
         raise UsageError(f"invalid {what} name {name!r}: use letters, digits, '_', '.' and '-'")
     return name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
-from wrapdock import hostinfo, netspec
+from wrapdock import hostinfo, names, netspec
 from wrapdock.errors import UsageError
 from wrapdock.ipam import RecordStore
 from wrapdock.model import Network
@@ -23,14 +23,15 @@ def _lock(session: Session):
 
 
 def _load(session: Session, name: str) -> Network:
-    record = session.state.network(name)
+    names.check_object_name("network", name)
+    record = session.state.get("network", name)
     if record is None:
         raise UsageError(f"no such network: {name}")
     return Network.from_record(record)
 
 
 def all_networks(session: Session) -> list[Network]:
-    return [Network.from_record(record) for record in session.state.networks()]
+    return [Network.from_record(record) for record in session.state.all("network")]
 
 
 def create(session: Session, request: netspec.NetworkRequest) -> Network:
@@ -44,11 +45,12 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
         if session.print_only:
             return network
         try:
-            session.state.save_network(network.to_record())
-            session.state.save_ipam(RecordStore.new_record(network.name, network.subnet, network.gateway))
+            session.state.put("network", network.name, network.to_record())
+            session.state.put("ipam", network.name,
+                              RecordStore.new_record(network.name, network.subnet, network.gateway))
         except BaseException:
             session.runner.rollback(completed)
-            session.state.delete_network(network.name)
+            _forget(session, network.name)
             raise
     return network
 
@@ -69,18 +71,24 @@ def remove(session: Session, names: list[str]) -> list[Network]:
             last = not survivors and position == len(doomed)
             session.carry_out(network_plans.remove(network, last=last))
             if not session.print_only:
-                session.state.delete_network(network.name)
+                _forget(session, network.name)
     return doomed
 
 
+def _forget(session: Session, name: str) -> None:
+    """Drop a network's records: allocations first, so a crash in between leaves a network without leases."""
+    session.state.remove("ipam", name)
+    session.state.remove("network", name)
+
+
 def allocations(session: Session, name: str) -> dict[str, str]:
-    record = session.state.ipam(name)
+    record = session.state.get("ipam", name)
     return dict(RecordStore(record).allocations()) if record else {}
 
 
 def describe(session: Session, network: Network) -> dict[str, Any]:
     """The inspect/list view of a network: its record plus who holds which address."""
-    record = session.state.ipam(network.name)
+    record = session.state.get("ipam", network.name)
     view = network.to_record()
     del view["version"]
     view["allocations"] = [

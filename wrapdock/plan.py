@@ -6,6 +6,7 @@ script renderer and the golden-file tests, so the three can never disagree.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ class Step:
             raise ValueError("a step needs a command")
         if self.skip_if and self.only_if:
             raise ValueError("a step is either an ensure (skip_if) or a guarded delete (only_if)")
+        if self.stdin and (self.skip_if or self.only_if):
+            raise ValueError("a batch step cannot be guarded by a probe")
 
 
 @dataclass
@@ -63,3 +66,8 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
         skip_if=tuple(skip_if) if skip_if is not None else None,
         only_if=tuple(only_if) if only_if is not None else None,
     )
+
+
+def write(path: str, value: str, note: str, undo: Step | None = None) -> Step:
+    """`echo VALUE > FILE`, the way an ops engineer writes a cgroup or /proc/sys file."""
+    return cmd("sh", "-c", f"echo {shlex.quote(value)} > {shlex.quote(path)}", note=note, undo=undo)

@@ -178,15 +178,21 @@ class Runner:
         Returns the steps that ran, so a caller whose own next move fails can still roll them back.
         """
         completed: list[Step] = []
-        for step in plan.steps:
-            result, skipped = self._step(step, "do")
-            if skipped:
-                continue
-            assert result is not None
-            if not result.ok:
-                undone, undo_errors = self.rollback(completed)
-                raise OperationFailed(_failure_line(result, undone, undo_errors))
-            completed.append(step)
+        try:
+            for step in plan.steps:
+                result, skipped = self._step(step, "do")
+                if skipped:
+                    continue
+                assert result is not None
+                if not result.ok:
+                    undone, undo_errors = self.rollback(completed)
+                    completed = []
+                    raise OperationFailed(_failure_line(result, undone, undo_errors))
+                completed.append(step)
+        except BaseException:  # a missing tool or Ctrl-C halfway: still leave the host as it was
+            if completed:
+                self.rollback(completed)
+            raise
         return completed
 
     def rollback(self, completed: list[Step]) -> tuple[int, list[str]]:

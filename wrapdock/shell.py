@@ -23,9 +23,9 @@ def step_text(step: Step) -> str:
     """The shell text of a step: exactly what the runner does, in a form bash runs the same way."""
     line = quote(step.argv)
     if step.stdin:
-        if any(text == HEREDOC_END for text in step.stdin):
-            raise ValueError(f"batch input may not contain the line {HEREDOC_END}")
         body = "\n".join(step.stdin)
+        if HEREDOC_END in body.split("\n"):
+            raise ValueError(f"batch input may not contain the line {HEREDOC_END}")
         return f"{line} <<'{HEREDOC_END}'\n{body}\n{HEREDOC_END}"
     if step.skip_if:
         return f"{probe_text(step.skip_if)} || {line}"

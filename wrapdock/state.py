@@ -1,10 +1,13 @@
 """JSON state under /var/run/wrapdock: one file per object, validated, written atomically, locked.
 
 Layout (STATE_DIR = --state-dir, $WRAPDOCK_STATE_DIR or /var/run/wrapdock):
-  networks/NAME.json   a network            (state/network.schema.json)
-  ipam/NAME.json       its IP allocations   (state/ipam.schema.json)
+  networks/NAME.json   a network                    (state/network.schema.json)
+  ipam/NAME.json       its IP allocations           (state/ipam.schema.json)
+  containers/ID.json   a container's configuration  (state/container.schema.json)
   audit.log            every command run, as JSON lines
   lock                 flock'd by every operation that changes something
+Images outlive a reboot, so their records live in the data directory (DATA_DIR/images/NAME.json,
+state/image.schema.json) through a second StateStore rooted there.
 
 Writes go to a temporary file that is fsync'd and renamed over the old one, so a reader (or a crash)
 sees either the old or the new record, never half of one. A file that does not parse or does not
@@ -26,6 +29,7 @@ from wrapdock import resources
 from wrapdock.errors import StateError
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
+FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images"}
 _validators: dict[str, Any] = {}
 
 
@@ -48,11 +52,14 @@ class StateStore:
         self.root = Path(root)
 
     # -- files ---------------------------------------------------------------------------------
-    def _path(self, kind: str, name: str) -> Path:
-        folder = {"network": "networks", "ipam": "ipam"}[kind]
-        return self.root / folder / f"{name}.json"
+    def path(self, kind: str, name: str) -> Path:
+        if not name or "/" in name or name.startswith(".") or "\0" in name:
+            raise StateError(f"invalid {kind} name {name!r}")
+        return self.root / FOLDERS[kind] / f"{name}.json"
 
-    def _load(self, kind: str, path: Path) -> dict[str, Any] | None:
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The record, None if there is none, StateError if the file is broken."""
+        path = self.path(kind, name)
         try:
             text = path.read_text()
         except FileNotFoundError:
@@ -66,8 +73,8 @@ class StateStore:
         validate(kind, record, str(path))
         return record
 
-    def _save(self, kind: str, name: str, record: dict[str, Any]) -> None:
-        path = self._path(kind, name)
+    def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        path = self.path(kind, name)
         validate(kind, record, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -88,39 +95,19 @@ class StateStore:
         finally:
             os.close(dir_fd)
 
-    def _delete(self, kind: str, name: str) -> None:
-        self._path(kind, name).unlink(missing_ok=True)
+    def remove(self, kind: str, name: str) -> None:
+        self.path(kind, name).unlink(missing_ok=True)
 
-    def _all(self, kind: str) -> list[dict[str, Any]]:
-        folder = self._path(kind, "x").parent
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        folder = self.root / FOLDERS[kind]
         if not folder.is_dir():
             return []
         records = []
         for path in sorted(folder.glob("*.json")):
-            record = self._load(kind, path)
+            record = self.get(kind, path.stem)
             if record is not None:
                 records.append(record)
         return records
-
-    # -- networks and their allocations -------------------------------------------------------
-    def networks(self) -> list[dict[str, Any]]:
-        return self._all("network")
-
-    def network(self, name: str) -> dict[str, Any] | None:
-        return self._load("network", self._path("network", name))
-
-    def save_network(self, record: dict[str, Any]) -> None:
-        self._save("network", record["name"], record)
-
-    def delete_network(self, name: str) -> None:
-        self._delete("ipam", name)
-        self._delete("network", name)
-
-    def ipam(self, network: str) -> dict[str, Any] | None:
-        return self._load("ipam", self._path("ipam", network))
-
-    def save_ipam(self, record: dict[str, Any]) -> None:
-        self._save("ipam", record["network"], record)
 
     # -- locking and the audit log -----------------------------------------------------------------
     @contextmanager

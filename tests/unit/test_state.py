@@ -1,0 +1,268 @@
+"""StateStore: round trips, atomic writes, errors that name the file, schema checks, the lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wrapdock.errors import StateError
+from wrapdock.state import StateStore, validate
+
+NETWORK = {"version": 1, "name": "web", "id": "ab" * 32, "driver": "bridge", "subnet": "10.20.0.0/24",
+           "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False,
+           "created": "2024-01-02T03:04:05+00:00"}
+IPAM = {"version": 1, "network": "web", "subnet": "10.20.0.0/24", "gateway": "10.20.0.1",
+        "last_reserved": "10.20.0.3",
+        "allocations": {"10.20.0.2": {"owner": "c1", "time": "2024-01-02T03:04:05+00:00"},
+                        "10.20.0.3": {"owner": "c2"}}}
+
+
+def with_(record: dict, **changes) -> dict:
+    return {**record, **changes}
+
+
+def without(record: dict, key: str) -> dict:
+    return {k: v for k, v in record.items() if k != key}
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# -- round trips ---------------------------------------------------------------------------------
+def test_network_and_ipam_round_trip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    assert store.all("network") == []
+    assert store.get("network", "web") is None
+    assert store.get("ipam", "web") is None
+    store.put("network", "web", NETWORK)
+    store.put("ipam", "web", IPAM)
+    assert store.get("network", "web") == NETWORK
+    assert store.get("ipam", "web") == IPAM
+    other = with_(NETWORK, name="api", bridge="api", subnet="10.21.0.0/24", gateway="10.21.0.1", mtu=1400)
+    store.put("network", "api", other)
+    assert [r["name"] for r in store.all("network")] == ["api", "web"]
+    assert (tmp_path / "state" / "networks" / "web.json").is_file()
+    assert (tmp_path / "state" / "ipam" / "web.json").is_file()
+    assert store.path("network", "web") == tmp_path / "state" / "networks" / "web.json"
+    assert json.loads((tmp_path / "state" / "networks" / "api.json").read_text()) == other
+    store.remove("ipam", "web")
+    store.remove("network", "web")
+    assert store.get("network", "web") is None and store.get("ipam", "web") is None
+    store.remove("network", "web")  # removing twice is harmless
+    assert [r["name"] for r in store.all("network")] == ["api"]
+
+
+def test_overwrite_replaces_whole_record(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.put("ipam", "web", IPAM)
+    store.put("ipam", "web", with_(IPAM, allocations={}, last_reserved=None))
+    assert store.get("ipam", "web") == with_(IPAM, allocations={}, last_reserved=None)
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    for i in range(5):
+        store.put("network", "web", with_(NETWORK, mtu=1400 + i))
+        store.put("ipam", "web", IPAM)
+    names = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert names == ["ipam/web.json", "networks/web.json"]
+    assert oct((tmp_path / "networks" / "web.json").stat().st_mode & 0o777) == "0o644"
+
+
+def test_failed_write_leaves_old_record_and_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    store = StateStore(tmp_path)
+    store.put("network", "web", NETWORK)
+    before = snapshot(tmp_path)
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        store.put("network", "web", with_(NETWORK, mtu=9000))
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before
+    assert store.get("network", "web") == NETWORK
+
+
+def test_invalid_record_is_never_written(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with pytest.raises(StateError, match=r"networks/web\.json"):
+        store.put("network", "web", with_(NETWORK, subnet="10.20.0.0/31"))
+    assert snapshot(tmp_path) == {}
+
+
+# -- damaged files ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("content", "why"), [
+    ("{not json", "not valid JSON"),
+    ("", "not valid JSON"),
+    ('{"version": 1, "name": "web"', "not valid JSON"),
+    (json.dumps(with_(NETWORK, mtu=12)), "$.mtu"),
+    (json.dumps(without(NETWORK, "bridge")), "'bridge' is a required property"),
+    (json.dumps(with_(NETWORK, name="bad name")), "$.name"),
+    (json.dumps([NETWORK]), "is not of type 'object'"),
+])
+def test_damaged_network_file_names_the_path_and_is_left_alone(tmp_path: Path, content: str, why: str) -> None:
+    store = StateStore(tmp_path)
+    path = tmp_path / "networks" / "web.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    for read in (lambda: store.get("network", "web"), lambda: store.all("network")):
+        with pytest.raises(StateError) as caught:
+            read()
+        message = caught.value.message
+        assert message.startswith(f"{path}: ")
+        assert why in message
+        assert "\n" not in message
+        assert caught.value.exit_code == 3
+    assert path.read_text() == content
+    assert sorted(p.name for p in path.parent.iterdir()) == ["web.json"]
+
+
+def test_damaged_ipam_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    path = tmp_path / "ipam" / "web.json"
+    path.parent.mkdir()
+    content = json.dumps(with_(IPAM, allocations={"10.20.0.2": {}}))
+    path.write_text(content)
+    with pytest.raises(StateError, match=r"ipam/web\.json: .*'owner' is a required property"):
+        store.get("ipam", "web")
+    assert path.read_text() == content
+
+
+def test_unreadable_state_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    (tmp_path / "networks" / "web.json").mkdir(parents=True)  # a directory where a file should be
+    with pytest.raises(StateError, match=r"networks/web\.json: cannot read"):
+        store.get("network", "web")
+
+
+# -- schemas ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("record", [
+    NETWORK,
+    with_(NETWORK, mtu=68),
+    with_(NETWORK, mtu=65535, internal=True),
+    with_(NETWORK, subnet="10.0.0.0/8", gateway="10.0.0.1"),
+    with_(NETWORK, name="a" * 64, bridge="b" * 15),
+])
+def test_valid_network_records(record: dict) -> None:
+    validate("network", record, "here")
+
+
+@pytest.mark.parametrize("record", [
+    with_(NETWORK, version=2),
+    with_(NETWORK, id="ab" * 31),
+    with_(NETWORK, id="AB" * 32),
+    with_(NETWORK, driver="overlay"),
+    with_(NETWORK, subnet="10.0.0.0/7"),
+    with_(NETWORK, subnet="10.0.0.0/31"),
+    with_(NETWORK, subnet="10.0.0.0"),
+    with_(NETWORK, gateway="10.0.0.300"),
+    with_(NETWORK, gateway="fe80::1"),
+    with_(NETWORK, bridge="b" * 16),
+    with_(NETWORK, bridge="a b"),
+    with_(NETWORK, name="-web"),
+    with_(NETWORK, name="a" * 65),
+    with_(NETWORK, mtu=67),
+    with_(NETWORK, mtu=65536),
+    with_(NETWORK, mtu="1500"),
+    with_(NETWORK, internal="no"),
+    with_(NETWORK, extra=1),
+    without(NETWORK, "created"),
+    without(NETWORK, "mtu"),
+])
+def test_invalid_network_records(record: dict) -> None:
+    with pytest.raises(StateError) as caught:
+        validate("network", record, "the/place.json")
+    assert caught.value.message.startswith("the/place.json: $")
+
+
+@pytest.mark.parametrize("record", [
+    IPAM,
+    with_(IPAM, last_reserved=None, allocations={}),
+    with_(IPAM, subnet="10.0.0.0/8"),
+])
+def test_valid_ipam_records(record: dict) -> None:
+    validate("ipam", record, "here")
+
+
+@pytest.mark.parametrize("record", [
+    with_(IPAM, version=0),
+    with_(IPAM, network="bad name"),
+    with_(IPAM, last_reserved="10.20.0"),
+    with_(IPAM, allocations={"10.20.0.x": {"owner": "a"}}),
+    with_(IPAM, allocations={"10.20.0.2": {"owner": ""}}),
+    with_(IPAM, allocations={"10.20.0.2": {"owner": "a", "note": "x"}}),
+    with_(IPAM, allocations={"10.20.0.2": "a"}),
+    with_(IPAM, allocations=[]),
+    with_(IPAM, subnet="10.20.0.0/32"),
+    without(IPAM, "last_reserved"),
+    with_(IPAM, extra=True),
+])
+def test_invalid_ipam_records(record: dict) -> None:
+    with pytest.raises(StateError, match=r"^x\.json: \$"):
+        validate("ipam", record, "x.json")
+
+
+# -- audit log and lock ----------------------------------------------------------------------------
+def test_audit_appends_json_lines(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "new")
+    store.audit({"argv": ["ip", "link"], "exit_code": 0})
+    store.audit({"argv": ["iptables", "-w"], "exit_code": 1})
+    lines = (tmp_path / "new" / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["argv"] for line in lines] == [["ip", "link"], ["iptables", "-w"]]
+
+
+def _bump_counter(root: str, times: int) -> None:
+    store = StateStore(Path(root))
+    counter = Path(root) / "counter"
+    for _ in range(times):
+        with store.locked():
+            value = int(counter.read_text())
+            time.sleep(0.0005)  # widen the race window: without the lock, increments get lost
+            counter.write_text(str(value + 1))
+
+
+def test_locked_serializes_processes(tmp_path: Path) -> None:
+    (tmp_path / "counter").write_text("0")
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_bump_counter, args=(str(tmp_path), 50)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert (tmp_path / "counter").read_text() == "100"
+
+
+def test_locked_is_exclusive_within_the_holder(tmp_path: Path) -> None:
+    """While one process holds the lock, another cannot take it (checked with a non-blocking flock)."""
+    import fcntl
+
+    store = StateStore(tmp_path)
+    with store.locked():
+        fd = os.open(tmp_path / "lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the block
+    finally:
+        os.close(fd)
+
+
+def test_locked_reports_unusable_state_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StateError, match=r"file/sub: cannot use the state directory"), \
+            StateStore(blocker / "sub").locked():
+        pass
