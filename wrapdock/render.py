@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from string import Template
 
 from wrapdock import __version__, resources
 from wrapdock.plan import Plan
@@ -31,9 +30,9 @@ def script_body(plans: Sequence[Plan]) -> str:
 
 def render_script(plans: Sequence[Plan], command: Sequence[str]) -> str:
     title = "; ".join(plan.title for plan in plans) or "nothing to do"
-    return Template(resources.template("script.sh.tmpl")).substitute(
+    return resources.fill(resources.template("script.sh.tmpl"), dict(
         title=comment_text(title),
         version=__version__,
         command=comment_text(quote(["wrapdock", *command])),
         body=script_body(plans),
-    )
+    ))

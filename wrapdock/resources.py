@@ -25,6 +25,16 @@ def template(name: str) -> str:
     return _read("templates", "wrapdock._templates", name)
 
 
+def fill(text: str, values: dict[str, str]) -> str:
+    """Fill `{{name}}` placeholders; shell syntax such as ${x#y} and "$@" passes through untouched."""
+    import re
+
+    def value(match: re.Match[str]) -> str:
+        return values[match.group(1)]
+
+    return re.sub(r"\{\{(\w+)\}\}", value, text)
+
+
 @cache
 def schema_text(kind: str) -> str:
     return _read("state", "wrapdock._state", f"{kind}.schema.json")
