@@ -44,6 +44,10 @@ class Sandbox:
             raise RuntimeError(f"sandbox did not start: {line} {err}")
         self.pid = self._find_init()
         self.closed = False
+        # containers' layers live in the sandbox's private /run; their cgroups (the machine's
+        # hierarchy: cgroups are not namespaced by mounts) under a parent named after this sandbox
+        self.cgroup_parent = f"wdtest-{self.pid}"
+        self.env = {"WRAPDOCK_DATA_DIR": "/run/wrapdock-data", "WRAPDOCK_CGROUP_PARENT": self.cgroup_parent}
 
     def _find_init(self) -> int:
         children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
@@ -61,7 +65,7 @@ class Sandbox:
     def sh(self, *argv: str, check: bool = True, input: str | None = None, env: dict | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command in the sandbox host; returns the completed process (text)."""
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, **self.env, **(env or {})}
         proc = subprocess.run([*self.enter_argv(), *argv], capture_output=True, text=True, input=input,
                               env=full_env, timeout=timeout)
         if check and proc.returncode != 0:
@@ -75,7 +79,7 @@ class Sandbox:
 
     def popen_wrapdock(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         return subprocess.Popen([*self.enter_argv(), *wrapdock_argv(), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **self.env, **(env or {})})
 
     def bash(self, script: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.sh("bash", "-c", script, check=check, timeout=timeout)
@@ -126,6 +130,26 @@ class Sandbox:
         out = self.sh("bash", "-c", f"ls /run/wrapdock/{folder} 2>/dev/null || true").stdout
         return sorted(out.split())
 
+    def cgroup_dirs(self) -> list[Path]:
+        """The cgroup directories wrapdock made for this sandbox's containers (should be none at the end)."""
+        root = Path("/sys/fs/cgroup")
+        found = []
+        for parent in [root / self.cgroup_parent, *root.glob(f"*/{self.cgroup_parent}")]:
+            if parent.is_dir():
+                found.extend(sorted(p for p in parent.rglob("*") if p.is_dir()))
+        return found
+
+    def _remove_cgroups(self) -> None:
+        root = Path("/sys/fs/cgroup")
+        for parent in [root / self.cgroup_parent, *root.glob(f"*/{self.cgroup_parent}")]:
+            if not parent.is_dir():
+                continue
+            for directory in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
     # -- the end --------------------------------------------------------------------------------
     def close(self) -> None:
         if self.closed:
@@ -141,6 +165,11 @@ class Sandbox:
         for stream in (self._unshare.stdout, self._unshare.stderr):
             if stream:
                 stream.close()
+        for _ in range(50):  # the killed processes leave their cgroups a moment later
+            self._remove_cgroups()
+            if not self.cgroup_dirs() and not any(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")):
+                break
+            time.sleep(0.05)
 
 
 def can_sandbox() -> str | None:

@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from wrapdock import __version__
+from wrapdock.errors import UsageError as WrapdockUsage
 from wrapdock.errors import WrapdockError
-from wrapdock.session import Session
+from wrapdock.session import DEFAULT_DATA_DIR, Session
 from wrapdock.state import DEFAULT_STATE_DIR
 
 EXIT_INTERNAL = 70
@@ -62,15 +63,19 @@ def _emit_script(session: Session) -> None:
               show_default=True, help="How the command trail is printed on stderr.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WRAPDOCK_STATE_DIR",
               default=DEFAULT_STATE_DIR, show_default=True, help="Where wrapdock keeps its JSON state.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WRAPDOCK_DATA_DIR",
+              default=DEFAULT_DATA_DIR, show_default=True,
+              help="Where images and containers' writable layers live.")
 @click.pass_context
-def cli(ctx: click.Context, print_only: bool, quiet: bool, trail_mode: str, state_dir: Path) -> None:
+def cli(ctx: click.Context, print_only: bool, quiet: bool, trail_mode: str, state_dir: Path,
+        data_dir: Path) -> None:
     """Build Linux containers and container networks from real commands, and show every step.
 
     Every command that changes the host prints what it runs (the trail, on stderr) and can print it
     as a standalone bash script instead (--print-only).
     """
     invocation = ctx.obj or {}
-    ctx.obj = Session(state_dir=state_dir, trail_mode="quiet" if quiet else trail_mode,
+    ctx.obj = Session(state_dir=state_dir, data_dir=data_dir, trail_mode="quiet" if quiet else trail_mode,
                       print_only=print_only, argv=list(invocation.get("argv", sys.argv[1:])))
 
 
@@ -154,6 +159,239 @@ def network_rm(names: tuple[str, ...]) -> None:
     else:
         for network in removed:
             click.echo(network.name)
+
+
+# -- containers -------------------------------------------------------------------------------
+_NO_INTERSPERSED = {"allow_interspersed_args": False}
+
+
+@cli.command("run", context_settings=_NO_INTERSPERSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--name", "-name", "name", help="Container name (also the series' -name).")
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; output goes to `wrapdock logs`.")
+@click.option("--interactive", "-i", is_flag=True, help="Keep stdin attached.")
+@click.option("--tty", "-t", is_flag=True, help="The workload runs on this terminal (use with -i).")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("--env", "-e", multiple=True, help="KEY=VALUE (or KEY to pass this environment's value).")
+@click.option("--volume", "-v", "volumes", multiple=True, help="HOST_PATH:CONTAINER_PATH[:ro|rw] bind mount.")
+@click.option("--memory", "-m", help="Memory limit, e.g. 64m (over it the container is OOM-killed).")
+@click.option("--cpus", help="CPU limit, e.g. 0.5.")
+@click.option("--cpu-shares", type=int, help="Relative CPU weight (2-262144).")
+@click.option("--cpuset-cpus", help="CPUs the container may use, e.g. 0-1.")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (-1: no limit).")
+@click.option("--hostname", help="Host name inside (default: the container name).")
+@click.option("--workdir", "-w", help="Working directory inside.")
+@click.option("--cap-add", multiple=True, help="Add a capability (e.g. NET_ADMIN, or ALL).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
+@click.option("--privileged", is_flag=True, help="All capabilities.")
+@print_only_option
+def run_command(args: tuple[str, ...], name: str | None, detach: bool, interactive: bool, tty: bool,
+                auto_remove: bool, env: tuple[str, ...], volumes: tuple[str, ...], memory: str | None,
+                cpus: str | None, cpu_shares: int | None, cpuset_cpus: str | None, pids_limit: int | None,
+                hostname: str | None, workdir: str | None, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
+                privileged: bool) -> None:
+    """Run a command in a new container: run [OPTIONS] [IMAGE] [COMMAND [ARG...]].
+
+    When the first word is not an image (the series' `run top`), it runs in the default image busybox.
+    """
+    from wrapdock import containers
+
+    if detach and (interactive or tty):
+        raise WrapdockUsage("-d cannot be combined with -i/-t")
+    session = _session()
+    request = containers.RunRequest(
+        args=args, name=name, env=env, volumes=volumes, memory=memory, cpus=cpus, cpu_shares=cpu_shares,
+        cpuset_cpus=cpuset_cpus, pids_limit=pids_limit, hostname=hostname, workdir=workdir, cap_add=cap_add,
+        cap_drop=cap_drop, privileged=privileged, detach=detach, interactive=interactive, tty=tty,
+        auto_remove=auto_remove)
+    config, code = containers.run(session, request)
+    for note in request.notes:
+        click.echo(f"wrapdock: note: {note}", err=True)
+    if session.print_only:
+        _emit_script(session)
+    elif detach:
+        click.echo(config.id)
+    if code:
+        click.get_current_context().exit(code)
+
+
+@cli.command("ps")
+@click.option("--all", "-a", "show_all", is_flag=True, help="Also stopped containers.")
+@click.option("--quiet", "-q", is_flag=True, help="Only ids.")
+@format_option
+def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
+    """List containers (running ones; -a for all)."""
+    from wrapdock import containers
+
+    views = containers.listing(_session(), show_all)
+    if quiet:
+        for v in views:
+            click.echo(v["id"][:12])
+    elif output_format == "json":
+        click.echo(json.dumps(views, indent=2))
+    else:
+        import shlex
+
+        from tabulate import tabulate
+
+        def short(command: list[str]) -> str:
+            text = shlex.join(command)
+            return text if len(text) <= 30 else text[:29] + "…"
+
+        rows = [[v["id"][:12], v["name"], v["image"], short(v["command"]), v["state"]["text"],
+                 v["state"]["pid"] or "", containers.ago(v["created"])] for v in views]
+        click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED"],
+                            tablefmt="plain"))
+
+
+@cli.command("logs")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the container stops.")
+@click.argument("container")
+def logs_command(follow: bool, container: str) -> None:
+    """Print a detached container's output."""
+    from wrapdock import containers
+
+    containers.logs(_session(), container, follow)
+
+
+@cli.command("exec", context_settings=_NO_INTERSPERSED)
+@click.option("--interactive", "-i", is_flag=True, help="Keep stdin attached.")
+@click.option("--tty", "-t", is_flag=True, help="Allocate nothing new: use this terminal.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@print_only_option
+def exec_command(interactive: bool, tty: bool, container: str, command: tuple[str, ...]) -> None:
+    """Run a command inside a running container (its namespaces, root, cgroups, env, capabilities)."""
+    from wrapdock import containers
+
+    session = _session()
+    code = containers.exec_in(session, container, list(command), tty)
+    if session.print_only:
+        _emit_script(session)
+    elif code:
+        click.get_current_context().exit(code)
+
+
+@cli.command("stop")
+@click.option("--time", "-t", "timeout", type=click.IntRange(0, 3600), default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@print_only_option
+def stop_command(timeout: int, containers_: tuple[str, ...]) -> None:
+    """Stop containers: SIGTERM, then SIGKILL after -t seconds."""
+    from wrapdock import containers
+
+    session = _session()
+    stopped = containers.stop(session, list(containers_), timeout)
+    _report(session, [r["name"] for r in stopped])
+
+
+@cli.command("start")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@print_only_option
+def start_command(containers_: tuple[str, ...]) -> None:
+    """Start stopped containers again, with their configuration (detached)."""
+    from wrapdock import containers
+
+    session = _session()
+    started = containers.start(session, list(containers_))
+    _report(session, [r["name"] for r in started])
+
+
+@cli.command("rm")
+@click.option("--force", "-f", is_flag=True, help="Kill running containers first.")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@print_only_option
+def rm_command(force: bool, containers_: tuple[str, ...]) -> None:
+    """Remove containers: their process (-f), namespace, cgroups, layer and record."""
+    from wrapdock import containers
+
+    session = _session()
+    removed = containers.remove(session, list(containers_), force)
+    _report(session, [r["name"] for r in removed])
+
+
+@cli.command("inspect")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+def inspect_command(containers_: tuple[str, ...]) -> None:
+    """Show containers as JSON: configuration, state, paths."""
+    from wrapdock import containers
+
+    session = _session()
+    click.echo(json.dumps([containers.view(session, containers.find(session, ref)) for ref in containers_],
+                          indent=2))
+
+
+@cli.command("commit")
+@click.argument("container")
+@click.argument("image")
+@print_only_option
+def commit_command(container: str, image: str) -> None:
+    """Save a container's files (its layer over its image) as a new image."""
+    from wrapdock import containers
+
+    session = _session()
+    record = containers.commit(session, container, image)
+    _report(session, [record["name"]])
+
+
+# -- images -------------------------------------------------------------------------------------
+@cli.group("image", cls=AliasGroup, aliases={"list": "ls", "remove": "rm"})
+def image_group() -> None:
+    """Manage images (import, ls|list, rm|remove)."""
+
+
+@image_group.command("import")
+@click.argument("tarball")
+@click.argument("name")
+@print_only_option
+def image_import(tarball: str, name: str) -> None:
+    """Import a root filesystem tarball (such as `docker export` writes) as image NAME."""
+    from wrapdock import images
+
+    session = _session()
+    record = images.import_tarball(session, tarball, name)
+    _report(session, [record["name"]])
+
+
+@image_group.command("ls")
+@format_option
+def image_ls(output_format: str) -> None:
+    """List images."""
+    from wrapdock import containers, images
+
+    session = _session()
+    views = [{**r, "size": images.size(session, r["name"]), "containers": containers.image_users(session, r["name"])}
+             for r in images.all_images(session)]
+    if output_format == "json":
+        click.echo(json.dumps(views, indent=2))
+        return
+    from tabulate import tabulate
+
+    rows = [[v["name"], v["id"][:12], containers.ago(v["created"]), f"{v['size'] / 1e6:.1f}MB", v["source"]]
+            for v in views]
+    click.echo(tabulate(rows, headers=["NAME", "ID", "CREATED", "SIZE", "SOURCE"], tablefmt="plain"))
+
+
+@image_group.command("rm")
+@click.argument("names_", metavar="IMAGE...", nargs=-1, required=True)
+@print_only_option
+def image_rm(names_: tuple[str, ...]) -> None:
+    """Remove images (refused while a container uses one)."""
+    from wrapdock import containers, images
+
+    session = _session()
+    for name in names_:
+        images.remove(session, name, containers.image_users(session, name))
+    _report(session, list(names_))
+
+
+def _report(session: Session, names: list[str]) -> None:
+    if session.print_only:
+        _emit_script(session)
+    else:
+        for name in names:
+            click.echo(name)
 
 
 # -- entry point ------------------------------------------------------------------------------

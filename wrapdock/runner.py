@@ -64,6 +64,23 @@ def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
     )
 
 
+def sh_attached(argv: Sequence[str]) -> Result:
+    """Run one command with this terminal (stdin, stdout, stderr inherited): a workload, an exec."""
+    import sh
+
+    started = time.monotonic()
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise EnvironmentProblem(f"command not found: {argv[0]} (see README: Requirements)") from None
+    try:
+        command(*argv[1:], _fg=True)  # _fg takes no other options: a failure arrives as an exception
+        code = 0
+    except sh.ErrorReturnCode as failed:
+        code = failed.exit_code
+    return Result(tuple(argv), 128 - code if code < 0 else code, "", "", time.monotonic() - started)
+
+
 class Trail:
     """Shows what runs: `+ command` lines under `# note` headings, or JSON lines, or nothing."""
 
@@ -119,9 +136,11 @@ class Runner:
     """
 
     def __init__(self, trail: Trail, execute: Executor = sh_executor, audit: AuditSink | None = None,
-                 fail_at: int | None = None) -> None:
+                 fail_at: int | None = None,
+                 execute_attached: Callable[[Sequence[str]], Result] = sh_attached) -> None:
         self.trail = trail
         self.execute = execute
+        self.execute_attached = execute_attached
         self.audit = audit
         self.fail_at = fail_at
         self.changes_run = 0
@@ -194,6 +213,14 @@ class Runner:
                 self.rollback(completed)
             raise
         return completed
+
+    def attach(self, step: Step) -> int:
+        """Run a step on the user's terminal and return its exit code (the workload's: no rollback)."""
+        self.trail.heading(step.note)
+        self.trail.command(step_text(step))
+        result = self.execute_attached(step.argv)
+        self._record(result, "attach", step.note, ())
+        return result.exit_code
 
     def rollback(self, completed: list[Step]) -> tuple[int, list[str]]:
         undos = [step.undo for step in reversed(completed) if step.undo is not None]

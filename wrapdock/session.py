@@ -16,10 +16,13 @@ from wrapdock.plan import Plan
 from wrapdock.runner import Runner, Trail
 from wrapdock.state import DEFAULT_STATE_DIR, StateStore
 
+DEFAULT_DATA_DIR = Path("/var/lib/wrapdock")
+
 
 @dataclass
 class Session:
     state_dir: Path = DEFAULT_STATE_DIR
+    data_dir: Path = DEFAULT_DATA_DIR
     trail_mode: str = "text"
     print_only: bool = False
     argv: list[str] = field(default_factory=list)
@@ -28,6 +31,11 @@ class Session:
     @cached_property
     def state(self) -> StateStore:
         return StateStore(self.state_dir)
+
+    @cached_property
+    def images(self) -> StateStore:
+        """Image records outlive a reboot: they live in the data directory, beside the images."""
+        return StateStore(self.data_dir)
 
     @cached_property
     def runner(self) -> Runner:

@@ -1,0 +1,70 @@
+"""Which cgroup hierarchy this host has, and where a container's cgroups live in it.
+
+cgroup v1 (this project's CI machines: one hierarchy per controller under /sys/fs/cgroup/<controller>)
+and v2 (one unified hierarchy with memory.max, cpu.max, pids.max). Python only reads the layout;
+the directories and limit files are made and written by plan steps (plans/cgroups.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from wrapdock.errors import EnvironmentProblem
+
+CGROUP_ROOT = Path(os.environ.get("WRAPDOCK_CGROUP_ROOT", "/sys/fs/cgroup"))
+V1_CONTROLLERS = ("memory", "cpu", "cpuset", "pids")
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    version: int  # 1 or 2
+    root: Path
+    parent: str  # wrapdock's own cgroup, e.g. "wrapdock"
+    controllers: tuple[str, ...]  # v1: the mounted controllers we use; v2: those enabled at the root
+    swap_accounting: bool = False  # v1: memory.memsw.* exists, so memory+swap can be limited too
+
+    def dirs(self, container_id: str) -> dict[str, Path]:
+        """controller -> the container's directory (v2: one directory, keyed "unified")."""
+        if self.version == 2:
+            return {"unified": self.root / self.parent / container_id}
+        return {c: self.root / c / self.parent / container_id for c in self.controllers}
+
+    def parent_dirs(self) -> dict[str, Path]:
+        if self.version == 2:
+            return {"unified": self.root / self.parent}
+        return {c: self.root / c / self.parent for c in self.controllers}
+
+    def memory_dir(self, container_id: str) -> Path | None:
+        dirs = self.dirs(container_id)
+        return dirs.get("unified") or dirs.get("memory")
+
+
+def detect(parent: str | None = None) -> CgroupLayout:
+    parent = parent or os.environ.get("WRAPDOCK_CGROUP_PARENT", "wrapdock")
+    unified = CGROUP_ROOT / "cgroup.controllers"
+    if unified.is_file():
+        available = tuple(unified.read_text().split())
+        return CgroupLayout(2, CGROUP_ROOT, parent, available)
+    mounted = tuple(c for c in V1_CONTROLLERS if (CGROUP_ROOT / c / "cgroup.procs").is_file())
+    if not mounted:
+        raise EnvironmentProblem(f"no cgroup hierarchy found under {CGROUP_ROOT} (is cgroupfs mounted?)")
+    swap = (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").is_file()
+    return CgroupLayout(1, CGROUP_ROOT, parent, mounted, swap)
+
+
+def oom_kills(memory_dir: Path | None) -> int:
+    """How many processes the kernel OOM-killed in this cgroup (v1 memory.oom_control, v2 memory.events)."""
+    if memory_dir is None:
+        return 0
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            text = (memory_dir / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return 0

@@ -1,0 +1,383 @@
+"""Container operations: run, start, stop, rm, exec, ps, inspect, logs, commit.
+
+Safety order, as for networks: everything that can refuse is checked before the first command; the
+container's record is written first with phase "creating" (so a crash leaves a record gc can act
+on), the plan runs (rolled back on failure), then the record is marked "ready".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wrapdock import cgroups, containerspec, images
+from wrapdock.containerspec import ContainerConfig, Volume
+from wrapdock.errors import UsageError
+from wrapdock.plan import Plan
+from wrapdock.plans import container as plans
+from wrapdock.plans.cgroups import Limits
+from wrapdock.plans.container import ContainerPaths, Runtime
+from wrapdock.procstatus import Status, live_pid, status
+from wrapdock.session import Session
+
+
+@dataclass
+class RunRequest:
+    args: tuple[str, ...]  # [IMAGE] COMMAND...
+    name: str | None = None
+    env: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    memory: str | None = None
+    cpus: str | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+    hostname: str | None = None
+    workdir: str | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    auto_remove: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# -- records ------------------------------------------------------------------------------------
+def _record(config: ContainerConfig, request: RunRequest, netns: str) -> dict[str, Any]:
+    limits = config.limits
+    return {
+        "version": 1, "id": config.id, "name": config.name, "image": config.image,
+        "command": list(config.command), "env": list(config.env), "hostname": config.hostname,
+        "workdir": config.workdir,
+        "volumes": [{"source": v.source, "target": v.target, "readonly": v.readonly} for v in config.volumes],
+        "limits": {"memory": limits.memory, "cpus": limits.cpus, "cpu_shares": limits.cpu_shares,
+                   "cpuset_cpus": limits.cpuset_cpus, "pids": limits.pids},
+        "caps": list(config.caps), "privileged": config.privileged, "netns": netns,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "detach": request.detach, "auto_remove": request.auto_remove, "tty": request.tty,
+        "phase": "creating", "owner_pid": os.getpid(),
+    }
+
+
+def config_of(record: dict[str, Any]) -> ContainerConfig:
+    return ContainerConfig(
+        id=record["id"], name=record["name"], image=record["image"], command=tuple(record["command"]),
+        env=tuple(record["env"]), hostname=record["hostname"], workdir=record["workdir"],
+        volumes=tuple(Volume(v["source"], v["target"], v["readonly"]) for v in record["volumes"]),
+        limits=Limits(**record["limits"]), caps=tuple(record["caps"]), privileged=record["privileged"])
+
+
+def paths_of(session: Session, container_id: str) -> ContainerPaths:
+    return ContainerPaths(session.data_dir / "containers" / container_id)
+
+
+def runtime_of(session: Session, record: dict[str, Any]) -> Runtime:
+    return Runtime(images.host_busybox(), cgroups.detect(), images.rootfs(session, record["image"]),
+                   record["netns"])
+
+
+def all_records(session: Session) -> list[dict[str, Any]]:
+    return session.state.all("container")
+
+
+def find(session: Session, ref: str) -> dict[str, Any]:
+    """A container by name, full id or unique id prefix (as Docker resolves them)."""
+    records = all_records(session)
+    for record in records:
+        if ref in (record["name"], record["id"]):
+            return record
+    matches = [r for r in records if len(ref) >= 3 and r["id"].startswith(ref.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(f"{ref!r} matches several containers: use more of the id or the name")
+    raise UsageError(f"no such container: {ref}")
+
+
+def current_status(session: Session, record: dict[str, Any]) -> Status:
+    layout = _layout_or_none()
+    return status(paths_of(session, record["id"]), layout, record["id"])
+
+
+def _layout_or_none() -> cgroups.CgroupLayout | None:
+    try:
+        return cgroups.detect()
+    except Exception:
+        return None
+
+
+# -- run ------------------------------------------------------------------------------------------
+def _resolve_image(session: Session, args: tuple[str, ...], notes: list[str]) -> tuple[str, tuple[str, ...]]:
+    """Docker's `run IMAGE CMD...`; a first word that is no image runs in the default image (the series)."""
+    if not args:
+        return images.DEFAULT_IMAGE, ("sh",)
+    first, rest = args[0], args[1:]
+    if first == images.DEFAULT_IMAGE or images.get(session, first) is not None:
+        return first, rest or ("sh",)
+    notes.append(f"{first!r} is not an image; running it in the default image {images.DEFAULT_IMAGE}")
+    return images.DEFAULT_IMAGE, args
+
+
+def _in_image(rootfs: Path, command: str, env: tuple[str, ...]) -> bool:
+    if "/" in command:
+        return os.path.lexists(rootfs / command.lstrip("/"))
+    path = containerspec.DEFAULT_PATH
+    for item in env:
+        if item.startswith("PATH="):
+            path = item[5:]
+    return any(os.path.lexists(rootfs / d.lstrip("/") / command) for d in path.split(":") if d)
+
+
+def _online_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def build_config(session: Session, request: RunRequest) -> ContainerConfig:
+    image, command = _resolve_image(session, request.args, request.notes)
+    container_id = containerspec.new_id()
+    name = containerspec.check_name(request.name) if request.name is not None else containerspec.random_name(
+        container_id)
+    online = _online_cpus()
+    if request.cpu_shares is not None and not 2 <= request.cpu_shares <= 262144:
+        raise UsageError(f"invalid --cpu-shares {request.cpu_shares}: it must be between 2 and 262144")
+    if request.pids_limit is not None and request.pids_limit == 0:
+        raise UsageError("invalid --pids-limit 0: give a positive number, or -1 for no limit")
+    limits = Limits(
+        memory=containerspec.parse_size(request.memory) if request.memory is not None else None,
+        cpus=containerspec.parse_cpus(request.cpus, online),
+        cpu_shares=request.cpu_shares,
+        cpuset_cpus=containerspec.parse_cpuset(request.cpuset_cpus, online),
+        pids=request.pids_limit,
+    )
+    return ContainerConfig(
+        id=container_id, name=name, image=image, command=command,
+        env=containerspec.parse_env(request.env, dict(os.environ)),
+        hostname=containerspec.check_hostname(request.hostname or name[:63].replace("_", "-").replace(".", "-")),
+        workdir=containerspec.check_workdir(request.workdir or "/"),
+        volumes=tuple(containerspec.parse_volume(v, os.path.exists) for v in request.volumes),
+        limits=limits,
+        caps=containerspec.parse_caps(request.cap_add, request.cap_drop),
+        privileged=request.privileged,
+    )
+
+
+def _lock(session: Session):
+    return nullcontext() if session.print_only else session.state.locked()
+
+
+def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | None]:
+    """Create and start a container; returns (config, the workload's exit code when attached)."""
+    config = build_config(session, request)
+    session.require_root()
+    if config.image == images.DEFAULT_IMAGE:
+        images.ensure_default(session)
+    elif images.get(session, config.image) is None:
+        raise UsageError(f"no such image: {config.image}")
+    image_rootfs = images.rootfs(session, config.image)
+    if not session.print_only and not _in_image(image_rootfs, config.command[0], config.env):
+        raise UsageError(f"{config.command[0]!r}: executable file not found in image {config.image}")
+    netns = config.name
+    runtime = Runtime(images.host_busybox(), cgroups.detect(), image_rootfs, netns)
+    paths = paths_of(session, config.id)
+    record = _record(config, request, netns)
+    with _lock(session):
+        for other in all_records(session):
+            if other["name"] == config.name:
+                raise UsageError(f"container name {config.name!r} is already in use")
+        if Path(f"/run/netns/{netns}").exists():
+            raise UsageError(f"a network namespace named {netns!r} already exists on this host")
+        if not session.print_only:
+            session.state.put("container", config.id, record)
+    plan = plans.prepare(config, paths, runtime)
+    if request.detach:
+        plan.extend(plans.start_detached(config, paths, runtime, request.tty))
+        if request.auto_remove:
+            plan.add(plans.remove_when_done(config, paths, wrapdock_argv(session)))
+    try:
+        session.carry_out(plan)
+    except BaseException:
+        if not session.print_only:
+            session.state.remove("container", config.id)
+        raise
+    if session.print_only:
+        if not request.detach:
+            session.printed.append(Plan(f"run {config.name} in the foreground",
+                                        plans.start_attached(config, paths, runtime, request.tty)))
+        return config, None
+    record["phase"], record["owner_pid"] = "ready", None
+    session.state.put("container", config.id, record)
+    if request.detach:
+        return config, None
+    code = _attach(session, config, paths, runtime, request.tty)
+    if request.auto_remove:
+        remove(session, [config.id], force=True)
+    return config, code
+
+
+def _attach(session: Session, config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> int:
+    steps = plans.start_attached(config, paths, runtime, tty)
+    code = 0
+    for step in steps:
+        code = session.runner.attach(step)
+    return code
+
+
+def wrapdock_argv(session: Session) -> list[str]:
+    """How a helper started by a plan calls this wrapdock again, with the same state and data dirs."""
+    return [sys.executable, "-m", "wrapdock", "--quiet", "--state-dir", str(session.state_dir),
+            "--data-dir", str(session.data_dir)]
+
+
+# -- start / stop / rm -------------------------------------------------------------------------------
+def start(session: Session, refs: list[str]) -> list[dict[str, Any]]:
+    session.require_root()
+    records = [find(session, ref) for ref in refs]
+    for record in records:
+        if current_status(session, record).state == "running":
+            raise UsageError(f"container {record['name']} is already running")
+    for record in records:
+        config, paths = config_of(record), paths_of(session, record["id"])
+        runtime = runtime_of(session, record)
+        plan = Plan(f"start container {config.name}", plans.start_detached(config, paths, runtime, record["tty"]))
+        session.carry_out(plan)
+    return records
+
+
+def stop(session: Session, refs: list[str], timeout: int) -> list[dict[str, Any]]:
+    session.require_root()
+    records = [find(session, ref) for ref in refs]
+    for record in records:
+        paths = paths_of(session, record["id"])
+        pid = live_pid(paths)
+        if pid is None:
+            continue  # already stopped: Docker says nothing either
+        session.carry_out(plans.stop(record["name"], pid, paths, timeout))
+    return records
+
+
+def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any]]:
+    session.require_root()
+    records = [find(session, ref) for ref in dict.fromkeys(refs)]
+    running = {r["id"]: live_pid(paths_of(session, r["id"])) is not None for r in records}
+    for record in records:
+        if running[record["id"]] and not force:
+            raise UsageError(f"container {record['name']} is running: stop it first or use rm -f")
+    for record in records:
+        config = config_of(record)
+        plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
+                            running[record["id"]])
+        session.carry_out(plan)
+        if not session.print_only:
+            session.state.remove("container", record["id"])
+    return records
+
+
+# -- exec ---------------------------------------------------------------------------------------------
+def _environ(pid: int) -> list[str]:
+    """The container's environment, read from its PID 1 as the series does."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return [item.decode(errors="replace") for item in raw.split(b"\0") if item]
+
+
+def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
+    session.require_root()
+    record = find(session, ref)
+    pid = live_pid(paths_of(session, record["id"]))
+    if pid is None:
+        raise UsageError(f"container {record['name']} is not running")
+    if not command:
+        raise UsageError("exec needs a command")
+    config = config_of(record)
+    if not config.privileged and "sys_admin" not in config.caps:
+        root = Path(f"/proc/{pid}/root")
+        if not any(os.path.lexists(root / d / "setpriv") for d in ("bin", "sbin", "usr/bin", "usr/sbin")):
+            raise UsageError(f"exec into {record['name']} needs setpriv (busybox or util-linux) in its image "
+                             "to drop capabilities")
+    env = _environ(pid)
+    if tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    step = plans.exec_step(config, pid, env, command, cgroups.detect())
+    if session.print_only:
+        session.printed.append(Plan(f"exec in container {record['name']}", [step]))
+        return 0
+    return session.runner.attach(step)
+
+
+# -- views --------------------------------------------------------------------------------------------
+def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
+    state = current_status(session, record)
+    paths = paths_of(session, record["id"])
+    data = {k: v for k, v in record.items() if k not in ("version", "owner_pid")}
+    data["state"] = {"status": state.state, "text": state.text(), "pid": state.pid, "exit_code": state.exit_code,
+                     "oom_killed": state.oom_kills > 0}
+    data["paths"] = {"dir": str(paths.dir), "log": str(paths.log), "upper": str(paths.upper)}
+    return data
+
+
+def listing(session: Session, include_stopped: bool) -> list[dict[str, Any]]:
+    views = [view(session, r) for r in all_records(session)]
+    if not include_stopped:
+        views = [v for v in views if v["state"]["status"] == "running"]
+    return sorted(views, key=lambda v: v["created"], reverse=True)
+
+
+def ago(iso: str) -> str:
+    try:
+        seconds = int(time.time() - datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return iso
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{max(seconds, 0)} seconds ago"
+
+
+def logs(session: Session, ref: str, follow: bool) -> None:
+    record = find(session, ref)
+    paths = paths_of(session, record["id"])
+    out = sys.stdout.buffer
+    try:
+        handle = paths.log.open("rb")
+    except FileNotFoundError:
+        if not record["detach"]:
+            raise UsageError(f"container {record['name']} ran in the foreground: its output went to the "
+                             "terminal, not to a log") from None
+        return
+    with handle:
+        while True:
+            chunk = handle.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow or live_pid(paths) is None:
+                break
+            time.sleep(0.1)
+
+
+def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
+    from wrapdock.plans import image as image_plans
+
+    images.check_image_name(image)
+    session.require_root()
+    record = find(session, ref)
+    with _lock(session):
+        if images.get(session, image) is not None:
+            raise UsageError(f"image {image!r} already exists")
+        paths = paths_of(session, record["id"])
+        plan = image_plans.commit(images.image_dir(session, image), image, record["name"], paths.upper,
+                                  images.rootfs(session, record["image"]), paths.dir / "commit")
+        return images._make(session, image, plan, f"commit {record['name']}")
+
+
+def image_users(session: Session, image: str) -> list[str]:
+    return [r["name"] for r in all_records(session) if r["image"] == image]

@@ -1,0 +1,95 @@
+"""Steps that make a container's cgroups and write its limits (v1 and v2), and remove them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wrapdock.cgroups import CgroupLayout
+from wrapdock.plan import Step, cmd, write
+
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids: int | None = None
+
+
+
+def _v1_writes(layout: CgroupLayout, container_id: str, limits: Limits) -> list[tuple[str, str]]:
+    dirs = layout.dirs(container_id)
+    writes: list[tuple[str, str]] = []
+    if limits.memory is not None and "memory" in dirs:
+        writes.append((f"{dirs['memory']}/memory.limit_in_bytes", str(limits.memory)))
+        if layout.swap_accounting:  # no swapping around the limit: over it means OOM, as with Docker
+            writes.append((f"{dirs['memory']}/memory.memsw.limit_in_bytes", str(limits.memory)))
+        else:
+            writes.append((f"{dirs['memory']}/memory.swappiness", "0"))
+    if "cpu" in dirs:
+        if limits.cpus is not None:
+            writes.append((f"{dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US)))
+            writes.append((f"{dirs['cpu']}/cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US))))
+        if limits.cpu_shares is not None:
+            writes.append((f"{dirs['cpu']}/cpu.shares", str(limits.cpu_shares)))
+    if "cpuset" in dirs and limits.cpuset_cpus is not None:
+        writes.append((f"{dirs['cpuset']}/cpuset.cpus", limits.cpuset_cpus))
+    if limits.pids is not None and "pids" in dirs:
+        writes.append((f"{dirs['pids']}/pids.max", "max" if limits.pids < 0 else str(limits.pids)))
+    return writes
+
+
+def _v2_writes(layout: CgroupLayout, container_id: str, limits: Limits) -> list[tuple[str, str]]:
+    d = layout.dirs(container_id)["unified"]
+    writes: list[tuple[str, str]] = []
+    if limits.memory is not None:
+        writes.append((f"{d}/memory.max", str(limits.memory)))
+        writes.append((f"{d}/memory.swap.max", "0"))
+    if limits.cpus is not None:
+        writes.append((f"{d}/cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}"))
+    if limits.cpu_shares is not None:  # Docker's conversion of shares (2..262144) to weight (1..10000)
+        writes.append((f"{d}/cpu.weight", str(1 + ((limits.cpu_shares - 2) * 9999) // 262142)))
+    if limits.cpuset_cpus is not None:
+        writes.append((f"{d}/cpuset.cpus", limits.cpuset_cpus))
+    if limits.pids is not None:
+        writes.append((f"{d}/pids.max", "max" if limits.pids < 0 else str(limits.pids)))
+    return writes
+
+
+def create(layout: CgroupLayout, container_id: str, limits: Limits) -> list[Step]:
+    """mkdir the container's cgroups (undo: rmdir) and write its limits."""
+    note = f"cgroup v{layout.version}: the container's cgroups and limits"
+    steps: list[Step] = []
+    if layout.version == 2:
+        parent = layout.parent_dirs()["unified"]
+        enable = " ".join(f"+{c}" for c in ("memory", "pids", "cpu", "cpuset") if c in layout.controllers)
+        steps.append(cmd("mkdir", "-p", str(parent), note=note))
+        steps.append(write(str(layout.root / "cgroup.subtree_control"), enable, note))
+        steps.append(write(str(parent / "cgroup.subtree_control"), enable, note))
+    parents = layout.parent_dirs()
+    for controller, path in layout.dirs(container_id).items():
+        steps.append(cmd("mkdir", "-p", str(path), note=note,
+                         undo=cmd("rmdir", str(path), note=note, only_if=("test", "-d", str(path)))))
+        if controller == "cpuset":  # a v1 cpuset holds no process until its cpus and mems are set
+            root = layout.root / "cpuset"
+            for directory in (parents["cpuset"], path):
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    steps.append(cmd("sh", "-c", f"cat {root / name} > {directory / name}", note=note))
+    writes = _v2_writes(layout, container_id, limits) if layout.version == 2 else _v1_writes(
+        layout, container_id, limits)
+    steps.extend(write(path, value, note) for path, value in writes)
+    return steps
+
+
+def remove(layout: CgroupLayout, container_id: str) -> list[Step]:
+    note = "remove the container's cgroups"
+    return [cmd("rmdir", str(path), note=note, only_if=("test", "-d", str(path)))
+            for path in layout.dirs(container_id).values()]
+
+
+def join_commands(layout: CgroupLayout, container_id: str, who: str = "$$") -> list[str]:
+    """Shell lines that move a process into the container's cgroups (nsenter does not do it)."""
+    return [f"echo {who} > {path}/cgroup.procs" for path in layout.dirs(container_id).values()]

@@ -1,0 +1,234 @@
+"""Which commands start, stop, exec into and remove a container, in which order.
+
+A container is: a directory with its own layer (DATA_DIR/containers/ID), a named network namespace
+(`ip netns exec NAME` works on the host), cgroups, and a process started as
+
+  env -i ENV  nsenter --net=/run/netns/NAME  [setpriv --inh-caps  setpriv --bounding-set]
+      busybox unshare --fork --pid --mount --uts --ipc  busybox sh init.sh  WORKLOAD...
+
+busybox's unshare, not util-linux's: when the workload dies of SIGKILL (OOM, stop), util-linux 2.38
+reports exit 1 ("sigprocmask unblock failed") where busybox passes on the signal (exit 137).
+
+init.sh (templates/container-init.sh.tmpl, written into the container directory by a step, so it
+shows in the trail and in --print-only scripts) builds the root filesystem and pivots into it.
+
+Capabilities: the workload gets Docker's default set. The bounding set is cut before the init runs;
+the init itself still needs CAP_SYS_ADMIN to mount and pivot_root, so that one is passed through the
+inheritable set, and the init's last act (`setpriv --inh-caps -sys_admin`) removes it before exec.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from wrapdock import resources
+from wrapdock.cgroups import CgroupLayout
+from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
+from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plans import cgroups as cgroup_plans
+
+HELPER_CAP = "sys_admin"  # what the init and exec need beyond the container's own set
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    dir: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def init(self) -> Path:
+        return self.dir / "init.sh"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "container.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def statfile(self) -> Path:
+        return self.dir / "stat"
+
+    @property
+    def ready(self) -> Path:
+        return self.dir / "ready"
+
+    @property
+    def exitfile(self) -> Path:
+        return self.dir / "exit_code"
+
+    def runtime_files(self) -> list[Path]:
+        return [self.pidfile, self.statfile, self.ready, self.exitfile]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Host facts the plans need: where busybox is, the cgroup layout, the image's root filesystem."""
+
+    busybox: str
+    cgroups: CgroupLayout
+    image_rootfs: Path
+    netns: str
+
+
+def _q(word: str | Path) -> str:
+    return shlex.quote(str(word))
+
+
+def _cap_wrappers(config: ContainerConfig) -> tuple[list[str], list[str], str]:
+    """(outer setpriv words, inner words after entering, final init exec line)."""
+    if config.privileged:
+        return [], [], 'exec "$@"'
+    bounding = "--bounding-set=-all" + "".join(f",+{c}" for c in config.caps)
+    if HELPER_CAP in config.caps:
+        return ["setpriv", bounding], [], 'exec "$@"'
+    outer = ["setpriv", f"--inh-caps=+{HELPER_CAP}", "setpriv", bounding]
+    drop = ["setpriv", "--inh-caps", f"-{HELPER_CAP}", "--"]
+    return outer, drop, f'exec setpriv --inh-caps -{HELPER_CAP} -- "$@"'
+
+
+def environment(config: ContainerConfig, tty: bool) -> list[str]:
+    """Docker's defaults, then the user's -e (later wins with env -i)."""
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={config.hostname}", "HOME=/root"]
+    if tty:
+        env.append("TERM=xterm")
+    return env + list(config.env)
+
+
+def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
+                extra_mounts: list[str] = ()) -> list[str]:
+    mounts: list[str] = []
+    for volume in config.volumes:
+        target = "." + volume.target
+        mounts.append(f"mkdir -p {_q(target)}")
+        mounts.append(f"mount --bind {_q(volume.source)} {_q(target)}")
+        if volume.readonly:
+            mounts.append(f"mount -o remount,bind,ro {_q(target)}")
+    mounts.extend(extra_mounts)
+    join = cgroup_plans.join_commands(runtime.cgroups, config.id)
+    _, _, exec_line = _cap_wrappers(config)
+    text = resources.fill(resources.template("container-init.sh.tmpl"), {
+        "name": config.name,
+        "id": config.id,
+        "pidfile": _q(paths.pidfile),
+        "statfile": _q(paths.statfile),
+        "cgroup_join": "\n".join(join) or ":",
+        "overlay_source": _q(f"wrapdock-{config.id[:12]}"),
+        "overlay_options": _q(f"lowerdir={runtime.image_rootfs},upperdir={paths.upper},workdir={paths.work}"),
+        "rootfs": _q(paths.rootfs),
+        "mounts": "\n".join(mounts) or ":",
+        "hostname": _q(config.hostname),
+        "workdir": _q(config.workdir),
+        "readyfile": _q(paths.ready),
+        "exec_line": exec_line,
+    })
+    return text.rstrip("\n").split("\n")
+
+
+def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> list[str]:
+    outer, _, _ = _cap_wrappers(config)
+    return ["env", "-i", *environment(config, tty),
+            "nsenter", f"--net=/run/netns/{runtime.netns}", *outer,
+            runtime.busybox, "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--propagation", "private",
+            runtime.busybox, "sh", str(paths.init), *config.command]
+
+
+def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
+    """SIGKILL the container's PID 1 (if it started) and wait until it is gone."""
+    script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
+              'while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done')
+    return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
+
+
+def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime) -> Plan:
+    """Everything up to (not including) starting the process: directory, init script, netns, cgroups."""
+    plan = Plan(f"create container {config.name} ({config.id[:12]})")
+    note = f"the container's directory {paths.dir}: its layer, work dir and mount point"
+    plan.add(cmd("mkdir", "-p", str(paths.upper), str(paths.work), str(paths.rootfs), note=note,
+                 undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=note)))
+    plan.add(cmd("install", "-m", "755", "/dev/stdin", str(paths.init), note="the container's init script",
+                 stdin=init_script(config, paths, runtime)))
+    netns_note = f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)"
+    plan.add(cmd("ip", "netns", "add", runtime.netns, note=netns_note,
+                 undo=cmd("ip", "netns", "del", runtime.netns, note=netns_note)))
+    plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "lo", "up", note=netns_note))
+    plan.extend(cgroup_plans.create(runtime.cgroups, config.id, config.limits))
+    return plan
+
+
+def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool = False) -> list[Step]:
+    """Start in the background (output to the log) and wait until the init handed over to the workload."""
+    note = f"start {config.name}: its output goes to {paths.log}"
+    shim = 'log=$1 exitfile=$2; shift 2; "$@" </dev/null >>"$log" 2>&1; echo $? >"$exitfile"'
+    start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
+                *start_chain(config, paths, runtime, tty), note=note, undo=_kill_and_wait(paths, note))
+    wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 1000 ]; then '
+            'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.01; n=$((n+1)); done')
+    ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
+                note=f"wait until {config.name}'s init has handed over to the workload")
+    return [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note), start, ready]
+
+
+def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: list[str]) -> Step:
+    """-d --rm: a watcher in the background calls `wrapdock rm -f` once the workload has ended."""
+    watcher = f"until [ -e {_q(paths.exitfile)} ]; do sleep 0.2; done; exec {shlex.join(wrapdock)} rm -f {config.id}"
+    return cmd("setsid", "-f", "sh", "-c", watcher, note=f"remove {config.name} when it exits (--rm)")
+
+
+def start_attached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> list[Step]:
+    """Run in the foreground with the terminal; the exit code is the workload's."""
+    note = f"run {config.name} in the foreground"
+    shim = 'exitfile=$1; shift; "$@"; rc=$?; echo $rc >"$exitfile"; exit $rc'
+    return [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note),
+            cmd("sh", "-c", shim, "wrapdock-shim", str(paths.exitfile),
+                *start_chain(config, paths, runtime, tty), note=note)]
+
+
+def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
+    """TERM, then KILL after `timeout` seconds: a PID-namespace init ignores TERM it has no handler for."""
+    plan = Plan(f"stop container {name}")
+    note = f"stop {name}: SIGTERM, then SIGKILL after {timeout}s"
+    plan.add(cmd("kill", "-s", "TERM", str(pid), note=note, only_if=("kill", "-0", str(pid))))
+    script = ('n=0; while kill -0 "$1" 2>/dev/null; do if [ $n -ge "$2" ]; then kill -s KILL "$1" 2>/dev/null; fi; '
+              'sleep 0.1; n=$((n+1)); done; n=0; while [ ! -e "$3" ] && [ $n -lt 50 ]; do sleep 0.02; n=$((n+1)); done')
+    plan.add(cmd("sh", "-c", script, "wrapdock-stop", str(pid), str(timeout * 10), str(paths.exitfile), note=note))
+    return plan
+
+
+def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool) -> Plan:
+    plan = Plan(f"remove container {config.name} ({config.id[:12]})")
+    if running:
+        plan.add(_kill_and_wait(paths, f"kill {config.name} (rm -f)"))
+    netns_note = f"network namespace {runtime.netns}"
+    plan.add(cmd("ip", "netns", "del", runtime.netns, note=netns_note,
+                 only_if=("test", "-e", f"/run/netns/{runtime.netns}")))
+    plan.extend(cgroup_plans.remove(runtime.cgroups, config.id))
+    plan.add(cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=f"the container's directory {paths.dir}",
+                 only_if=("test", "-d", str(paths.dir))))
+    return plan
+
+
+def exec_step(config: ContainerConfig, pid: int, env: list[str], command: list[str],
+              cgroups: CgroupLayout) -> Step:
+    """Enter every namespace and the root of PID 1, in its cgroups, with its environment and capabilities."""
+    outer, drop, _ = _cap_wrappers(config)
+    join = "; ".join(cgroup_plans.join_commands(cgroups, config.id))
+    prelude = f"{join}; exec \"$@\"" if join else 'exec "$@"'
+    return cmd("env", "-i", *env, "sh", "-c", prelude, "wrapdock-exec", *outer,
+               "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", *drop, *command,
+               note=f"exec in {config.name}: its namespaces, root, cgroups, environment and capabilities")

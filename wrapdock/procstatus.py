@@ -1,0 +1,66 @@
+"""Is a container running? Read from the files its init and shim wrote, never from the PID alone.
+
+The init writes its host PID and its /proc/PID/stat line when it starts; a PID counts as the
+container only while /proc/PID/stat shows the same start time, so a reused PID is never mistaken
+for it. The shim writes the exit code when the process ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wrapdock.cgroups import CgroupLayout, oom_kills
+from wrapdock.plans.container import ContainerPaths
+
+
+def start_time(stat_line: str) -> str | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot); the name in (...) may hold spaces."""
+    _, _, rest = stat_line.rpartition(")")
+    fields = rest.split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # created | running | exited | oom-killed
+    pid: int | None
+    exit_code: int | None
+    oom_kills: int
+
+    def text(self) -> str:
+        if self.state == "running":
+            return "running"
+        if self.state == "created":
+            return "created"
+        code = "unknown" if self.exit_code is None else str(self.exit_code)
+        return f"OOM-killed ({code})" if self.state == "oom-killed" else f"exited ({code})"
+
+
+def live_pid(paths: ContainerPaths) -> int | None:
+    pid_text, stat_text = _read(paths.pidfile), _read(paths.statfile)
+    if not pid_text or not stat_text or not pid_text.isdigit():
+        return None
+    now = _read(Path(f"/proc/{pid_text}/stat"))
+    if now is None or start_time(now) != start_time(stat_text):
+        return None
+    return int(pid_text)
+
+
+def status(paths: ContainerPaths, cgroups: CgroupLayout | None, container_id: str) -> Status:
+    pid = live_pid(paths)
+    kills = oom_kills(cgroups.memory_dir(container_id)) if cgroups else 0
+    if pid is not None:
+        return Status("running", pid, None, kills)
+    if not paths.pidfile.exists() and not paths.exitfile.exists():
+        return Status("created", None, None, kills)
+    code_text = _read(paths.exitfile)
+    code = int(code_text) if code_text and code_text.lstrip("-").isdigit() else None
+    return Status("oom-killed" if kills else "exited", None, code, kills)
