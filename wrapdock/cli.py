@@ -94,9 +94,10 @@ def network() -> None:
 @click.option("--bridge-name", help="Name of the bridge link (default: the network name; at most 15 chars).")
 @click.option("--mtu", type=click.IntRange(68, 65535), help="MTU of the bridge.")
 @click.option("--internal", is_flag=True, help="No NAT and no forwarding beyond the bridge.")
+@click.option("--isolated", is_flag=True, help="No traffic to or from other wrapdock networks (Docker's way).")
 @print_only_option
 def network_create(name: str, driver: str, subnet: str, gateway: str | None, bridge_name: str | None,
-                   mtu: int | None, internal: bool) -> None:
+                   mtu: int | None, internal: bool, isolated: bool) -> None:
     """Create a bridge network NAME."""
     from wrapdock import networks
     from wrapdock.netspec import NetworkRequest
@@ -104,7 +105,7 @@ def network_create(name: str, driver: str, subnet: str, gateway: str | None, bri
     session = _session()
     created = networks.create(session, NetworkRequest(
         name=name, subnet=subnet, driver=driver, gateway=gateway, bridge_name=bridge_name, mtu=mtu,
-        internal=internal))
+        internal=internal, isolated=isolated))
     if session.print_only:
         _emit_script(session)
     else:
@@ -147,18 +148,46 @@ def network_inspect(names: tuple[str, ...], output_format: str) -> None:
 
 @network.command("rm")
 @click.argument("names", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Disconnect attached containers first.")
 @print_only_option
-def network_rm(names: tuple[str, ...]) -> None:
+def network_rm(names: tuple[str, ...], force: bool) -> None:
     """Remove networks and exactly the links and rules they made (alias: remove)."""
     from wrapdock import networks
 
     session = _session()
-    removed = networks.remove(session, list(names))
+    removed = networks.remove(session, list(names), force=force)
     if session.print_only:
         _emit_script(session)
     else:
         for network in removed:
             click.echo(network.name)
+
+
+@network.command("connect")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("container")
+@click.option("--ip", help="The address on NETWORK (default: the next free one).")
+@print_only_option
+def network_connect(network_name: str, container: str, ip: str | None) -> None:
+    """Give a container one more interface (eth1, eth2, ...) on NETWORK."""
+    from wrapdock import containers
+
+    session = _session()
+    record = containers.connect(session, network_name, container, ip)
+    _report(session, [record["name"]])
+
+
+@network.command("disconnect")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("container")
+@print_only_option
+def network_disconnect(network_name: str, container: str) -> None:
+    """Take a container off NETWORK (its interface and address there)."""
+    from wrapdock import containers
+
+    session = _session()
+    record = containers.disconnect(session, network_name, container)
+    _report(session, [record["name"]])
 
 
 # -- containers -------------------------------------------------------------------------------
@@ -184,12 +213,20 @@ _NO_INTERSPERSED = {"allow_interspersed_args": False}
 @click.option("--cap-add", multiple=True, help="Add a capability (e.g. NET_ADMIN, or ALL).")
 @click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
 @click.option("--privileged", is_flag=True, help="All capabilities.")
+@click.option("--net", "--network", "-net", "network",
+              help="A wrapdock network NAME, 'none' (the default: only lo) or 'host' (the host's network).")
+@click.option("--ip", help="The container's address on --net (default: the next free one).")
+@click.option("--publish", "-p", multiple=True,
+              help="[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp] (ranges a-b:c-d too); repeatable.")
+@click.option("--dns", multiple=True, help="Nameserver for /etc/resolv.conf (default: the host's).")
+@click.option("--add-host", multiple=True, help="NAME:IP line for /etc/hosts.")
 @print_only_option
 def run_command(args: tuple[str, ...], name: str | None, detach: bool, interactive: bool, tty: bool,
                 auto_remove: bool, env: tuple[str, ...], volumes: tuple[str, ...], memory: str | None,
                 cpus: str | None, cpu_shares: int | None, cpuset_cpus: str | None, pids_limit: int | None,
                 hostname: str | None, workdir: str | None, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
-                privileged: bool) -> None:
+                privileged: bool, network: str | None, ip: str | None, publish: tuple[str, ...],
+                dns: tuple[str, ...], add_host: tuple[str, ...]) -> None:
     """Run a command in a new container: run [OPTIONS] [IMAGE] [COMMAND [ARG...]].
 
     When the first word is not an image (the series' `run top`), it runs in the default image busybox.
@@ -203,7 +240,7 @@ def run_command(args: tuple[str, ...], name: str | None, detach: bool, interacti
         args=args, name=name, env=env, volumes=volumes, memory=memory, cpus=cpus, cpu_shares=cpu_shares,
         cpuset_cpus=cpuset_cpus, pids_limit=pids_limit, hostname=hostname, workdir=workdir, cap_add=cap_add,
         cap_drop=cap_drop, privileged=privileged, detach=detach, interactive=interactive, tty=tty,
-        auto_remove=auto_remove)
+        auto_remove=auto_remove, network=network, ip=ip, publish=publish, dns=dns, add_hosts=add_host)
     config, code = containers.run(session, request)
     for note in request.notes:
         click.echo(f"wrapdock: note: {note}", err=True)
@@ -239,9 +276,10 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
             return text if len(text) <= 30 else text[:29] + "…"
 
         rows = [[v["id"][:12], v["name"], v["image"], short(v["command"]), v["state"]["text"],
-                 v["state"]["pid"] or "", containers.ago(v["created"])] for v in views]
-        click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED"],
-                            tablefmt="plain"))
+                 v["state"]["pid"] or "", containers.ago(v["created"]),
+                 ", ".join(e["address"] for e in v["endpoints"]), ", ".join(v["published"])] for v in views]
+        click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES",
+                                           "PORTS"], tablefmt="plain"))
 
 
 @cli.command("logs")

@@ -13,16 +13,22 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from wrapdock import cgroups, containerspec, images
+from wrapdock import cgroups, containerspec, hostsfile, images, names, portspec
 from wrapdock.containerspec import ContainerConfig, Volume
 from wrapdock.errors import UsageError
-from wrapdock.plan import Plan
+from wrapdock.ipam import Ipam, RecordStore
+from wrapdock.model import Network
+from wrapdock.plan import Plan, Step
 from wrapdock.plans import container as plans
+from wrapdock.plans import endpoint as endpoint_plans
 from wrapdock.plans.cgroups import Limits
 from wrapdock.plans.container import ContainerPaths, Runtime
+from wrapdock.plans.endpoint import Attachment
+from wrapdock.portspec import PortMapping
 from wrapdock.procstatus import Status, live_pid, status
 from wrapdock.session import Session
 
@@ -47,11 +53,16 @@ class RunRequest:
     interactive: bool = False
     tty: bool = False
     auto_remove: bool = False
+    network: str | None = None
+    ip: str | None = None
+    publish: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    add_hosts: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
 
 
 # -- records ------------------------------------------------------------------------------------
-def _record(config: ContainerConfig, request: RunRequest, netns: str) -> dict[str, Any]:
+def _record(config: ContainerConfig, request: RunRequest, netns: str | None) -> dict[str, Any]:
     limits = config.limits
     return {
         "version": 1, "id": config.id, "name": config.name, "image": config.image,
@@ -64,6 +75,8 @@ def _record(config: ContainerConfig, request: RunRequest, netns: str) -> dict[st
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "detach": request.detach, "auto_remove": request.auto_remove, "tty": request.tty,
         "phase": "creating", "owner_pid": os.getpid(),
+        "net_mode": "none", "endpoints": [], "ports": [], "dns": list(request.dns),
+        "add_hosts": list(request.add_hosts),
     }
 
 
@@ -82,6 +95,86 @@ def paths_of(session: Session, container_id: str) -> ContainerPaths:
 def runtime_of(session: Session, record: dict[str, Any]) -> Runtime:
     return Runtime(images.host_busybox(), cgroups.detect(), images.rootfs(session, record["image"]),
                    record["netns"])
+
+
+def _network(session: Session, name: str) -> Network:
+    names.check_object_name("network", name)
+    record = session.state.get("network", name)
+    if record is None:
+        raise UsageError(f"no such network: {name}")
+    return Network.from_record(record)
+
+
+def attachments(session: Session, record: dict[str, Any]) -> list[Attachment]:
+    return [Attachment(_network(session, e["network"]), e["ifname"], e["host_ifname"], IPv4Address(e["address"]),
+                       position == 0)
+            for position, e in enumerate(record["endpoints"])]
+
+
+def ports_of(record: dict[str, Any]) -> list[PortMapping]:
+    return [portspec.from_record(p) for p in record["ports"]]
+
+
+def _ipam(session: Session, network: Network) -> tuple[Ipam, dict[str, Any]]:
+    ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
+        network.name, network.subnet, network.gateway)
+    return Ipam(network.subnet, network.gateway, RecordStore(ipam_record)), ipam_record
+
+
+def _release(session: Session, record: dict[str, Any], network_names: list[str] | None = None) -> None:
+    """Give back the container's addresses (all, or on the named networks); call with the lock held."""
+    for endpoint in record["endpoints"]:
+        if network_names is not None and endpoint["network"] not in network_names:
+            continue
+        ipam_record = session.state.get("ipam", endpoint["network"])
+        if ipam_record is None:
+            continue
+        Ipam(_network(session, endpoint["network"]).subnet, IPv4Address(ipam_record["gateway"]),
+             RecordStore(ipam_record)).release(record["id"])
+        session.state.put("ipam", endpoint["network"], ipam_record)
+
+
+def _check_ports_free(session: Session, ports: list[PortMapping], own_id: str) -> None:
+    for other in all_records(session):
+        if other["id"] == own_id:
+            continue
+        for theirs in ports_of(other):
+            for mine in ports:
+                if mine.clashes_with(theirs):
+                    raise UsageError(f"host port {mine.host_port}/{mine.proto} is already published by container "
+                                     f"{other['name']} ({theirs.text()})")
+
+
+def _host_resolv() -> str:
+    try:
+        return Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return ""
+
+
+def etc_files(session: Session, record: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        "hosts": hostsfile.hosts_lines(record, all_records(session)),
+        "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
+        "hostname": [record["hostname"]],
+    }
+
+
+def _refresh_hosts(session: Session, network_names: set[str], skip: str | None = None) -> None:
+    """Rewrite /etc/hosts of every container on these networks (same file, so their bind mounts follow)."""
+    if not network_names:
+        return
+    records = all_records(session)
+    steps: list[Step] = []
+    for record in records:
+        if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
+            continue
+        paths = paths_of(session, record["id"])
+        if paths.dir.is_dir():
+            steps.append(plans.write_file(paths.etc_file("hosts"), hostsfile.hosts_lines(record, records),
+                                          note=f"/etc/hosts of {record['name']}: the containers on its networks"))
+    if steps:
+        session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), steps))
 
 
 def all_records(session: Session) -> list[dict[str, Any]]:
@@ -173,9 +266,34 @@ def _lock(session: Session):
     return nullcontext() if session.print_only else session.state.locked()
 
 
+def _check_network_options(request: RunRequest) -> tuple[str, list[PortMapping]]:
+    mode = "none" if request.network in (None, "none") else "host" if request.network == "host" else "bridge"
+    ports = portspec.parse_all(request.publish)
+    if ports and mode != "bridge":
+        raise UsageError("-p needs the container on a bridge network (--net NAME)")
+    if request.ip and mode != "bridge":
+        raise UsageError("--ip needs --net NAME")
+    for server in request.dns:
+        try:
+            IPv4Address(server)
+        except ValueError:
+            raise UsageError(f"invalid --dns {server!r}: not an IPv4 address") from None
+    for entry in request.add_hosts:
+        host, sep, address = entry.partition(":")
+        try:
+            IPv4Address(address)
+        except ValueError:
+            raise UsageError(f"invalid --add-host {entry!r}: expected NAME:IPv4") from None
+        if not sep or not containerspec.valid_hostname(host):
+            raise UsageError(f"invalid --add-host {entry!r}: expected NAME:IPv4")
+    return mode, ports
+
+
 def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | None]:
     """Create and start a container; returns (config, the workload's exit code when attached)."""
     config = build_config(session, request)
+    mode, ports = _check_network_options(request)
+    network = _network(session, request.network) if mode == "bridge" and request.network else None
     session.require_root()
     if config.image == images.DEFAULT_IMAGE:
         images.ensure_default(session)
@@ -184,19 +302,34 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     image_rootfs = images.rootfs(session, config.image)
     if not session.print_only and not _in_image(image_rootfs, config.command[0], config.env):
         raise UsageError(f"{config.command[0]!r}: executable file not found in image {config.image}")
-    netns = config.name
+    netns = None if mode == "host" else config.name
     runtime = Runtime(images.host_busybox(), cgroups.detect(), image_rootfs, netns)
     paths = paths_of(session, config.id)
     record = _record(config, request, netns)
+    record["net_mode"], record["ports"] = mode, [p.to_record() for p in ports]
     with _lock(session):
         for other in all_records(session):
             if other["name"] == config.name:
                 raise UsageError(f"container name {config.name!r} is already in use")
-        if Path(f"/run/netns/{netns}").exists():
+        if netns and Path(f"/run/netns/{netns}").exists():
             raise UsageError(f"a network namespace named {netns!r} already exists on this host")
+        _check_ports_free(session, ports, config.id)
+        if network is not None:
+            ipam, ipam_record = _ipam(session, network)
+            address = ipam.reserve(request.ip, config.id) if request.ip else ipam.allocate(config.id)
+            record["endpoints"] = [{"network": network.name, "ifname": "eth0",
+                                    "host_ifname": endpoint_plans.host_ifname(config.id, 0), "address": str(address)}]
+            if not session.print_only:
+                session.state.put("ipam", network.name, ipam_record)
         if not session.print_only:
             session.state.put("container", config.id, record)
-    plan = plans.prepare(config, paths, runtime)
+        files = etc_files(session, record)
+    network_steps: list[Step] = []
+    for att in attachments(session, record):
+        network_steps += endpoint_plans.attach(att, netns or "", config.name)
+        if ports and att.primary:
+            network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
+    plan = plans.prepare(config, paths, runtime, files, network_steps)
     if request.detach:
         plan.extend(plans.start_detached(config, paths, runtime, request.tty))
         if request.auto_remove:
@@ -205,15 +338,19 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         session.carry_out(plan)
     except BaseException:
         if not session.print_only:
-            session.state.remove("container", config.id)
+            with session.state.locked():
+                _release(session, record)
+                session.state.remove("container", config.id)
         raise
     if session.print_only:
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
                                         plans.start_attached(config, paths, runtime, request.tty)))
         return config, None
-    record["phase"], record["owner_pid"] = "ready", None
-    session.state.put("container", config.id, record)
+    with session.state.locked():
+        record["phase"], record["owner_pid"] = "ready", None
+        session.state.put("container", config.id, record)
+        _refresh_hosts(session, {e["network"] for e in record["endpoints"]}, skip=config.id)
     if request.detach:
         return config, None
     code = _attach(session, config, paths, runtime, request.tty)
@@ -272,12 +409,79 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             raise UsageError(f"container {record['name']} is running: stop it first or use rm -f")
     for record in records:
         config = config_of(record)
+        network_steps: list[Step] = []
+        if record["ports"]:
+            network_steps += endpoint_plans.unpublish(record["id"], record["name"], ports_of(record))
+        network_steps += [endpoint_plans.detach(att, record["name"]) for att in attachments(session, record)]
         plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
-                            running[record["id"]])
+                            running[record["id"]], network_steps)
         session.carry_out(plan)
         if not session.print_only:
-            session.state.remove("container", record["id"])
+            with session.state.locked():
+                _release(session, record)
+                session.state.remove("container", record["id"])
+                _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
     return records
+
+
+# -- network connect / disconnect --------------------------------------------------------------------
+def connect(session: Session, network_name: str, ref: str, ip: str | None) -> dict[str, Any]:
+    network = _network(session, network_name)
+    session.require_root()
+    with _lock(session):
+        record = find(session, ref)
+        if record["net_mode"] == "host":
+            raise UsageError(f"container {record['name']} uses the host's network (--net host)")
+        if any(e["network"] == network.name for e in record["endpoints"]):
+            raise UsageError(f"container {record['name']} is already connected to {network.name}")
+        used = {e["ifname"] for e in record["endpoints"]}
+        index = next(i for i in range(100) if f"eth{i}" not in used)
+        ipam, ipam_record = _ipam(session, network)
+        address = ipam.reserve(ip, record["id"]) if ip else ipam.allocate(record["id"])
+        endpoint = {"network": network.name, "ifname": f"eth{index}",
+                    "host_ifname": endpoint_plans.host_ifname(record["id"], index), "address": str(address)}
+        att = Attachment(network, endpoint["ifname"], endpoint["host_ifname"], address, primary=not record["endpoints"])
+        plan = Plan(f"connect container {record['name']} to network {network.name}",
+                    endpoint_plans.attach(att, record["netns"], record["name"]))
+        completed = session.carry_out(plan)
+        if session.print_only:
+            return record
+        try:
+            session.state.put("ipam", network.name, ipam_record)
+            record["endpoints"].append(endpoint)
+            record["net_mode"] = "bridge"
+            session.state.put("container", record["id"], record)
+        except BaseException:
+            session.runner.rollback(completed)
+            raise
+        _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
+    return record
+
+
+def disconnect(session: Session, network_name: str, ref: str) -> dict[str, Any]:
+    names.check_object_name("network", network_name)
+    session.require_root()
+    with _lock(session):
+        record = find(session, ref)
+        position = next((i for i, e in enumerate(record["endpoints"]) if e["network"] == network_name), None)
+        if position is None:
+            raise UsageError(f"container {record['name']} is not connected to network {network_name}")
+        if position == 0 and record["ports"]:
+            raise UsageError(f"container {record['name']} publishes ports on {network_name}: remove it instead")
+        att = attachments(session, record)[position]
+        session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}",
+                               [endpoint_plans.detach(att, record["name"])]))
+        if session.print_only:
+            return record
+        _release(session, record, [network_name])
+        del record["endpoints"][position]
+        session.state.put("container", record["id"], record)
+        _refresh_hosts(session, {network_name, *(e["network"] for e in record["endpoints"])})
+    return record
+
+
+def attached_to(session: Session, network_name: str) -> list[dict[str, Any]]:
+    return [r for r in all_records(session) if any(e["network"] == network_name for e in r["endpoints"])]
 
 
 # -- exec ---------------------------------------------------------------------------------------------
@@ -319,6 +523,8 @@ def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
     data["state"] = {"status": state.state, "text": state.text(), "pid": state.pid, "exit_code": state.exit_code,
                      "oom_killed": state.oom_kills > 0}
     data["paths"] = {"dir": str(paths.dir), "log": str(paths.log), "upper": str(paths.upper)}
+    data["addresses"] = [f"{e['address']} ({e['network']}, {e['ifname']})" for e in record["endpoints"]]
+    data["published"] = [portspec.from_record(p).text() for p in record["ports"]]
     return data
 
 

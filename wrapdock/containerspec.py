@@ -156,8 +156,12 @@ def parse_caps(add: tuple[str, ...], drop: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(caps)
 
 
+def valid_hostname(hostname: str) -> bool:
+    return len(hostname) <= 64 and bool(_HOSTNAME.fullmatch(hostname))
+
+
 def check_hostname(hostname: str) -> str:
-    if len(hostname) > 64 or not _HOSTNAME.fullmatch(hostname):
+    if not valid_hostname(hostname):
         raise UsageError(f"invalid hostname {hostname!r}")
     return hostname
 

@@ -19,6 +19,7 @@ class Network:
     bridge: str
     mtu: int | None = None
     internal: bool = False
+    isolated: bool = False
     created: str = ""
 
     @property
@@ -36,6 +37,7 @@ class Network:
             "bridge": self.bridge,
             "mtu": self.mtu,
             "internal": self.internal,
+            "isolated": self.isolated,
             "created": self.created,
         }
 
@@ -50,5 +52,6 @@ class Network:
             bridge=record["bridge"],
             mtu=record.get("mtu"),
             internal=record.get("internal", False),
+            isolated=record.get("isolated", False),
             created=record.get("created", ""),
         )

@@ -32,6 +32,7 @@ class NetworkRequest:
     bridge_name: str | None = None
     mtu: int | None = None
     internal: bool = False
+    isolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def build_network(request: NetworkRequest) -> Network:
         bridge=bridge,
         mtu=request.mtu,
         internal=request.internal,
+        isolated=request.isolated,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

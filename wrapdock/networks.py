@@ -55,16 +55,26 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
     return network
 
 
-def remove(session: Session, names: list[str]) -> list[Network]:
+def remove(session: Session, names: list[str], force: bool = False) -> list[Network]:
     session.require_root()
+    doomed_names = list(dict.fromkeys(names))
+    for name in doomed_names:
+        _load(session, name)
+    if force:  # containers first: their veths and leases, through the container operations
+        from wrapdock import containers
+
+        for name in doomed_names:
+            for record in containers.attached_to(session, name):
+                containers.disconnect(session, name, record["id"])
     with _lock(session):
-        doomed = [_load(session, name) for name in dict.fromkeys(names)]
+        doomed = [_load(session, name) for name in doomed_names]
         for network in doomed:
             holders = sorted(set(allocations(session, network.name).values()))
-            if holders:
+            if holders and not (force and session.print_only):  # print-only -f printed the disconnects
                 raise UsageError(
-                    f"network {network.name!r} still has {len(holders)} attached endpoint(s) "
-                    f"({', '.join(holders[:3])}{', ...' if len(holders) > 3 else ''}): remove them first"
+                    f"network {network.name!r} still has {len(holders)} attached container(s) "
+                    f"({', '.join(_holder_names(session, holders[:3]))}{', ...' if len(holders) > 3 else ''}): "
+                    "remove them first or use -f"
                 )
         survivors = {n.name for n in all_networks(session)} - {n.name for n in doomed}
         for position, network in enumerate(doomed, start=1):
@@ -73,6 +83,11 @@ def remove(session: Session, names: list[str]) -> list[Network]:
             if not session.print_only:
                 _forget(session, network.name)
     return doomed
+
+
+def _holder_names(session: Session, owners: list[str]) -> list[str]:
+    names_by_id = {r["id"]: r["name"] for r in session.state.all("container")}
+    return [names_by_id.get(owner, owner[:12]) for owner in owners]
 
 
 def _forget(session: Session, name: str) -> None:
@@ -97,6 +112,8 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
                                      key=lambda item: tuple(int(part) for part in item[0].split(".")))
     ]
     view["last_reserved"] = (record or {}).get("last_reserved")
+    names_by_id = {r["id"]: r["name"] for r in session.state.all("container")}
+    view["containers"] = sorted({names_by_id.get(a["owner"], a["owner"]) for a in view["allocations"]})
     return view
 
 

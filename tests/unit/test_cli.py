@@ -361,7 +361,7 @@ def test_print_only_remove_refuses_networks_in_use(capsys, state_dir: Path) -> N
     add_network(state_dir, "web", "10.20.0.0/24", {"10.20.0.2": "c1"})
     code, out, err = run(capsys, state_dir, "--print-only", "network", "rm", "web")
     assert (code, out) == (2, "")
-    assert "still has 1 attached endpoint(s) (c1)" in assert_one_error_line(err)
+    assert "still has 1 attached container(s) (c1)" in assert_one_error_line(err)
 
 
 # -- internal errors -------------------------------------------------------------------------------

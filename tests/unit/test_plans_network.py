@@ -7,6 +7,7 @@ then review the diff of tests/golden/ before committing.
 
 from __future__ import annotations
 
+import itertools
 import os
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -140,7 +141,8 @@ def _covered_by_link_del(step: Step, plan: Plan, bridge: str) -> bool:
     argv = step.argv
     addr_on_bridge = argv[:3] == ("ip", "addr", "add") and argv[-2:] == ("dev", bridge)
     link_up = argv == ("ip", "link", "set", bridge, "up")
-    return link_dies and (addr_on_bridge or link_up)
+    link_sysctl = argv[:2] == ("sysctl", "-w") and argv[2].startswith(f"net.ipv4.conf.{bridge}.")
+    return link_dies and (addr_on_bridge or link_up or link_sysctl)
 
 
 @pytest.mark.parametrize("network", ALL_CASES)
@@ -213,8 +215,10 @@ def test_internal_network_has_no_nat_and_no_forwarding_switch() -> None:
     assert not [a for a in own if "nat" in a]
     assert not [s for s in plan.steps if s.argv[0] == "sysctl"]
     drops = [a for a in own if a[-2:] == ("-j", "DROP")]
-    assert {action_of(a)[0] for a in drops} and all(ipt.ISOLATION_CHAIN in a for a in drops)
-    assert len(drops) == 2
+    # two DROPs keep its traffic on the bridge; the ISO-OUT/ISO-IN pair every network has serves --isolated ones
+    assert len([a for a in drops if ipt.ISOLATION_CHAIN in a]) == 2
+    assert len([a for a in drops if ipt.ISO_OUT_CHAIN in a or ipt.ISO_IN_CHAIN in a]) == 2
+    assert not [a for a in own if a[-2:] == ("-j", "ACCEPT") and ("!", "-o") in itertools.pairwise(a)]
 
 
 def test_normal_network_masquerades_its_subnet() -> None:
@@ -223,7 +227,7 @@ def test_normal_network_masquerades_its_subnet() -> None:
     adds = rule_adds(plan)
     assert any(("-s", str(network.subnet)) == a[i:i + 2] and a[-2:] == ("-j", ipt.MASQ_CHAIN)
                for a in adds for i in range(len(a)))
-    sysctl = [s for s in plan.steps if s.argv[0] == "sysctl"]
+    sysctl = [s for s in plan.steps if s.argv[0] == "sysctl" and "ip_forward" in s.argv[2]]
     assert len(sysctl) == 1
     assert sysctl[0].skip_if is not None and sysctl[0].undo is not None
 
@@ -328,7 +332,8 @@ def test_chain_names_fit_iptables(network: Network) -> None:
                 if "-j" in argv:
                     chains.add(argv[argv.index("-j") + 1])
     assert {c for c in chains if c.startswith("WRAPDOCK")} == {
-        ipt.FORWARD_CHAIN, ipt.ISOLATION_CHAIN, ipt.POSTROUTING_CHAIN, ipt.MASQ_CHAIN}
+        ipt.FORWARD_CHAIN, ipt.ISOLATION_CHAIN, ipt.ISO_OUT_CHAIN, ipt.ISO_IN_CHAIN, ipt.DNAT_CHAIN,
+        ipt.POSTROUTING_CHAIN, ipt.MASQ_CHAIN}
     for chain in chains:
         assert len(chain) <= names.CHAIN_MAX, chain
 

@@ -72,6 +72,10 @@ class ContainerPaths:
     def exitfile(self) -> Path:
         return self.dir / "exit_code"
 
+    def etc_file(self, name: str) -> Path:
+        """hosts, resolv.conf, hostname: kept by wrapdock, bind-mounted over the image's /etc/NAME."""
+        return self.dir / name
+
     def runtime_files(self) -> list[Path]:
         return [self.pidfile, self.statfile, self.ready, self.exitfile]
 
@@ -83,7 +87,7 @@ class Runtime:
     busybox: str
     cgroups: CgroupLayout
     image_rootfs: Path
-    netns: str
+    netns: str | None  # None: --net host, the host's own network namespace
 
 
 def _q(word: str | Path) -> str:
@@ -110,8 +114,11 @@ def environment(config: ContainerConfig, tty: bool) -> list[str]:
     return env + list(config.env)
 
 
-def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
-                extra_mounts: list[str] = ()) -> list[str]:
+ETC_FILES = ("hosts", "resolv.conf", "hostname")
+
+
+def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, etc_files: tuple[str, ...] = ()
+                ) -> list[str]:
     mounts: list[str] = []
     for volume in config.volumes:
         target = "." + volume.target
@@ -119,7 +126,10 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         mounts.append(f"mount --bind {_q(volume.source)} {_q(target)}")
         if volume.readonly:
             mounts.append(f"mount -o remount,bind,ro {_q(target)}")
-    mounts.extend(extra_mounts)
+    for name in etc_files:
+        target = f"etc/{name}"
+        mounts.append(f"[ -e {target} ] || {{ mkdir -p etc; touch {target}; }}")
+        mounts.append(f"mount --bind {_q(paths.etc_file(name))} {target}")
     join = cgroup_plans.join_commands(runtime.cgroups, config.id)
     _, _, exec_line = _cap_wrappers(config)
     text = resources.fill(resources.template("container-init.sh.tmpl"), {
@@ -142,8 +152,8 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
 
 def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> list[str]:
     outer, _, _ = _cap_wrappers(config)
-    return ["env", "-i", *environment(config, tty),
-            "nsenter", f"--net=/run/netns/{runtime.netns}", *outer,
+    enter_net = ["nsenter", f"--net=/run/netns/{runtime.netns}"] if runtime.netns else []
+    return ["env", "-i", *environment(config, tty), *enter_net, *outer,
             runtime.busybox, "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--propagation", "private",
             runtime.busybox, "sh", str(paths.init), *config.command]
 
@@ -155,18 +165,28 @@ def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
-def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime) -> Plan:
-    """Everything up to (not including) starting the process: directory, init script, netns, cgroups."""
+def write_file(path: Path, lines: list[str], note: str) -> Step:
+    """cp, not install: the file keeps its inode, so a bind mount of it sees the new content."""
+    return cmd("cp", "/dev/stdin", str(path), note=note, stdin=lines)
+
+
+def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
+            etc_files: dict[str, list[str]], network_steps: list[Step]) -> Plan:
+    """Everything up to (not including) starting the process: directory, files, netns, network, cgroups."""
     plan = Plan(f"create container {config.name} ({config.id[:12]})")
     note = f"the container's directory {paths.dir}: its layer, work dir and mount point"
     plan.add(cmd("mkdir", "-p", str(paths.upper), str(paths.work), str(paths.rootfs), note=note,
                  undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=note)))
+    for name, lines in etc_files.items():
+        plan.add(write_file(paths.etc_file(name), lines, note=f"/etc/{name} for the container"))
     plan.add(cmd("install", "-m", "755", "/dev/stdin", str(paths.init), note="the container's init script",
-                 stdin=init_script(config, paths, runtime)))
-    netns_note = f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)"
-    plan.add(cmd("ip", "netns", "add", runtime.netns, note=netns_note,
-                 undo=cmd("ip", "netns", "del", runtime.netns, note=netns_note)))
-    plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "lo", "up", note=netns_note))
+                 stdin=init_script(config, paths, runtime, tuple(etc_files))))
+    if runtime.netns:
+        netns_note = f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)"
+        plan.add(cmd("ip", "netns", "add", runtime.netns, note=netns_note,
+                     undo=cmd("ip", "netns", "del", runtime.netns, note=netns_note)))
+        plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "lo", "up", note=netns_note))
+    plan.extend(network_steps)
     plan.extend(cgroup_plans.create(runtime.cgroups, config.id, config.limits))
     return plan
 
@@ -210,13 +230,16 @@ def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
     return plan
 
 
-def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool) -> Plan:
+def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool,
+           network_steps: list[Step]) -> Plan:
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
         plan.add(_kill_and_wait(paths, f"kill {config.name} (rm -f)"))
-    netns_note = f"network namespace {runtime.netns}"
-    plan.add(cmd("ip", "netns", "del", runtime.netns, note=netns_note,
-                 only_if=("test", "-e", f"/run/netns/{runtime.netns}")))
+    plan.extend(network_steps)
+    if runtime.netns:
+        netns_note = f"network namespace {runtime.netns}"
+        plan.add(cmd("ip", "netns", "del", runtime.netns, note=netns_note,
+                     only_if=("test", "-e", f"/run/netns/{runtime.netns}")))
     plan.extend(cgroup_plans.remove(runtime.cgroups, config.id))
     plan.add(cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=f"the container's directory {paths.dir}",
                  only_if=("test", "-d", str(paths.dir))))

@@ -2,15 +2,20 @@
 
 wrapdock keeps every rule in its own chains, entered once from the built-in chains:
 
-  filter FORWARD     -> WRAPDOCK-FORWARD   (first rule: -j WRAPDOCK-ISOLATION, then per-network ACCEPTs)
-  filter             WRAPDOCK-ISOLATION    (DROPs only: what an --internal network may not forward)
-  nat    POSTROUTING -> WRAPDOCK-POSTROUTING (per network: traffic from its subnet leaving it -> WRAPDOCK-MASQ)
-  nat                WRAPDOCK-MASQ         (per network: -o BRIDGE -j RETURN, then one final MASQUERADE)
+  filter FORWARD     -> WRAPDOCK-FORWARD     first -j WRAPDOCK-ISOLATION, then per-network ACCEPTs
+  filter               WRAPDOCK-ISOLATION   DROPs, and the jumps of --isolated networks into:
+  filter               WRAPDOCK-ISO-OUT     per network: -o BRIDGE -j DROP (an isolated one may not reach it)
+  filter               WRAPDOCK-ISO-IN      per network: -i BRIDGE -j DROP (it may not reach an isolated one)
+  nat    PREROUTING  -> WRAPDOCK-DNAT        (to a local address) per published port: DNAT to the container
+  nat    OUTPUT      -> WRAPDOCK-DNAT        (to a local address, 127.0.0.1 included) the same, for the host itself
+  nat    POSTROUTING -> WRAPDOCK-POSTROUTING per network: its subnet leaving it -> WRAPDOCK-MASQ; loopback and
+                                             hairpin MASQUERADEs for published ports
+  nat                  WRAPDOCK-MASQ       per network: -o BRIDGE -j RETURN, then one final MASQUERADE
 
-Within each chain the per-network rules do not depend on their order, so networks can come and go in
-any order. Traffic from one wrapdock network to another RETURNs before the MASQUERADE: it is routed
-with its real source address. Each rule carries a comment naming its owner; adds are "ensures"
-(`-C || -A`), deletes are guarded (`-C && -D`), so both are idempotent.
+Within each chain the rules do not depend on their order, so networks and containers can come and go
+in any order. Traffic from one wrapdock network to another RETURNs before the MASQUERADE: it is
+routed with its real source address. Each rule carries a comment naming its owner; adds are
+"ensures" (`-C || -A`), deletes are guarded (`-C && -D`), so both are idempotent.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ IPTABLES = ("iptables", "-w")
 
 FORWARD_CHAIN = names.check_chain("WRAPDOCK-FORWARD")
 ISOLATION_CHAIN = names.check_chain("WRAPDOCK-ISOLATION")
+ISO_OUT_CHAIN = names.check_chain("WRAPDOCK-ISO-OUT")
+ISO_IN_CHAIN = names.check_chain("WRAPDOCK-ISO-IN")
+DNAT_CHAIN = names.check_chain("WRAPDOCK-DNAT")
 POSTROUTING_CHAIN = names.check_chain("WRAPDOCK-POSTROUTING")
 MASQ_CHAIN = names.check_chain("WRAPDOCK-MASQ")
 
@@ -77,11 +85,14 @@ def delete_chain(table: str, chain: str, note: str) -> Step:
 
 
 # -- the skeleton shared by all networks ------------------------------------------------------
-_CHAINS = (("filter", FORWARD_CHAIN), ("filter", ISOLATION_CHAIN), ("nat", POSTROUTING_CHAIN),
-           ("nat", MASQ_CHAIN))
+_CHAINS = (("filter", FORWARD_CHAIN), ("filter", ISOLATION_CHAIN), ("filter", ISO_OUT_CHAIN),
+           ("filter", ISO_IN_CHAIN), ("nat", DNAT_CHAIN), ("nat", POSTROUTING_CHAIN), ("nat", MASQ_CHAIN))
+_LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")
 _FIXED_RULES = (
     rule("filter", "FORWARD", "-j", FORWARD_CHAIN, comment=SKELETON_COMMENT, position=1),
     rule("filter", FORWARD_CHAIN, "-j", ISOLATION_CHAIN, comment=SKELETON_COMMENT, position=1),
+    rule("nat", "PREROUTING", *_LOCAL, "-j", DNAT_CHAIN, comment=SKELETON_COMMENT, position=1),
+    rule("nat", "OUTPUT", *_LOCAL, "-j", DNAT_CHAIN, comment=SKELETON_COMMENT, position=1),
     rule("nat", "POSTROUTING", "-j", POSTROUTING_CHAIN, comment=SKELETON_COMMENT, position=1),
     rule("nat", MASQ_CHAIN, "-j", "MASQUERADE", comment=SKELETON_COMMENT),
 )
@@ -99,3 +110,34 @@ def remove_skeleton() -> list[Step]:
     steps = [delete_rule(r, note) for r in _FIXED_RULES]
     steps += [delete_chain(table, chain, note) for table, chain in _CHAINS]
     return steps
+
+
+# -- batches: one iptables-restore for all of a container's rules -------------------------------
+def restore_lines(rules: list[Rule], action: str) -> list[str]:
+    """iptables-restore input that adds (-A) or deletes (-D) `rules`, grouped by table."""
+    lines: list[str] = []
+    for table in dict.fromkeys(r.table for r in rules):
+        lines.append(f"*{table}")
+        for r in rules:
+            if r.table == table:
+                lines.append(" ".join([action, r.chain, *(_restore_word(w) for w in r.spec)]))
+        lines.append("COMMIT")
+    return lines
+
+
+_UNSAFE_FOR_RESTORE = set(" \t\n\"'\\")
+
+
+def _restore_word(word: str) -> str:
+    """iptables-restore splits words on blanks; wrapdock's names and comments never need quoting."""
+    if _UNSAFE_FOR_RESTORE & set(word):
+        raise ValueError(f"cannot pass {word!r} through iptables-restore")
+    return word
+
+
+def delete_by_comment(comment: str, note: str) -> Step:
+    """Delete every rule, in filter and nat, whose comment is exactly `comment` (none left: fine)."""
+    script = ('for t in filter nat; do iptables-save -t "$t" '
+              '| grep -F -e "--comment $1 " -e "--comment \\"$1\\" " | sed "s/^-A /-D /" '
+              '| { echo "*$t"; cat; echo COMMIT; } | iptables-restore -w --noflush; done')
+    return cmd("sh", "-c", script, "wrapdock-unrule", comment, note=note)

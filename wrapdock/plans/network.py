@@ -19,29 +19,42 @@ def _rules(network: Network) -> list[ipt.Rule]:
     """The network's own rules; all carry the comment `wrapdock:network=NAME`."""
     br = network.bridge
     tag = names.network_comment(network.name)
-    same_bridge = ipt.rule("filter", ipt.FORWARD_CHAIN, "-i", br, "-o", br, "-j", "ACCEPT", comment=tag)
+
+    def rule(table: str, chain: str, *spec: str, position: int | None = None) -> ipt.Rule:
+        return ipt.rule(table, chain, *spec, comment=tag, position=position)
+
+    rules = [
+        rule("filter", ipt.FORWARD_CHAIN, "-i", br, "-o", br, "-j", "ACCEPT"),  # same bridge (br_netfilter)
+        # what --isolated networks may not exchange with this one
+        rule("filter", ipt.ISO_OUT_CHAIN, "-o", br, "-j", "DROP"),
+        rule("filter", ipt.ISO_IN_CHAIN, "-i", br, "-j", "DROP"),
+    ]
     if network.internal:
-        return [
-            same_bridge,
-            ipt.rule("filter", ipt.ISOLATION_CHAIN, "-i", br, "!", "-o", br, "-j", "DROP", comment=tag),
-            ipt.rule("filter", ipt.ISOLATION_CHAIN, "-o", br, "!", "-i", br, "-j", "DROP", comment=tag),
-        ]
+        return [*rules,
+                rule("filter", ipt.ISOLATION_CHAIN, "-i", br, "!", "-o", br, "-j", "DROP"),
+                rule("filter", ipt.ISOLATION_CHAIN, "-o", br, "!", "-i", br, "-j", "DROP")]
+    if network.isolated:
+        rules += [rule("filter", ipt.ISOLATION_CHAIN, "-i", br, "!", "-o", br, "-j", ipt.ISO_OUT_CHAIN),
+                  rule("filter", ipt.ISOLATION_CHAIN, "-o", br, "!", "-i", br, "-j", ipt.ISO_IN_CHAIN)]
     return [
-        same_bridge,
-        ipt.rule("filter", ipt.FORWARD_CHAIN, "-i", br, "!", "-o", br, "-j", "ACCEPT", comment=tag),
-        ipt.rule("filter", ipt.FORWARD_CHAIN, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                 "-j", "ACCEPT", comment=tag),
-        ipt.rule("nat", ipt.MASQ_CHAIN, "-o", br, "-j", "RETURN", comment=tag, position=1),
-        ipt.rule("nat", ipt.POSTROUTING_CHAIN, "-s", str(network.subnet), "!", "-o", br, "-j", ipt.MASQ_CHAIN,
-                 comment=tag),
+        *rules,
+        rule("filter", ipt.FORWARD_CHAIN, "-i", br, "!", "-o", br, "-j", "ACCEPT"),
+        rule("filter", ipt.FORWARD_CHAIN, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+             "-j", "ACCEPT"),
+        rule("filter", ipt.FORWARD_CHAIN, "-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"),
+        rule("nat", ipt.MASQ_CHAIN, "-o", br, "-j", "RETURN", position=1),
+        rule("nat", ipt.POSTROUTING_CHAIN, "-s", str(network.subnet), "!", "-o", br, "-j", ipt.MASQ_CHAIN),
+        # published ports reached via 127.0.0.1: the loopback source must not reach the container
+        rule("nat", ipt.POSTROUTING_CHAIN, "-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"),
     ]
 
 
 def _rules_note(network: Network) -> str:
     if network.internal:
         return f"iptables: {network.bridge} is internal: traffic stays on the bridge"
-    return (f"iptables: forward {network.bridge}'s traffic, masquerade {network.subnet} leaving the host, "
-            "not towards other wrapdock networks")
+    isolated = "; isolated from other wrapdock networks" if network.isolated else ""
+    return (f"iptables: forward {network.bridge}'s traffic and published ports, masquerade {network.subnet} "
+            f"leaving the host (not towards other wrapdock networks){isolated}")
 
 
 def create(network: Network) -> Plan:
@@ -59,6 +72,8 @@ def create(network: Network) -> Plan:
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
                      skip_if=("grep", "-qx", "1", IP_FORWARD),
                      undo=cmd("sysctl", "-w", "net.ipv4.ip_forward=0", note=forward_note)))
+        plan.add(cmd("sysctl", "-w", f"net.ipv4.conf.{br}.route_localnet=1",
+                     note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
     plan.extend(ipt.ensure_skeleton())
     note = _rules_note(network)
     plan.extend(ipt.add_rule(r, note) for r in _rules(network))

@@ -1,0 +1,97 @@
+"""A container on a bridge network: the series' manual wiring, planned.
+
+Per network: a veth pair whose container end is created directly inside the container's network
+namespace (an address set before a move would be lost), the host end on the bridge and up; the
+address from IPAM, the link up and, on the first network, the default route via the gateway. The
+host side is one `ip -batch`, the container side one `ip -n NETNS -batch` (iproute2 takes no -n on
+batch lines). Published ports are one `iptables-restore --noflush` batch of the container's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from wrapdock.model import Network
+from wrapdock.plan import Step, cmd
+from wrapdock.plans import iptables as ipt
+from wrapdock.portspec import PortMapping
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: Network
+    ifname: str  # inside: eth0, eth1, ...
+    host_ifname: str  # on the host, on the bridge
+    address: IPv4Address
+    primary: bool  # carries the default route
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.network.subnet.prefixlen}"
+
+
+def host_ifname(container_id: str, index: int) -> str:
+    """wd + 10 characters of the id + the interface number: unique, at most 14 characters."""
+    return f"wd{container_id[:10]}{index}"
+
+
+def container_comment(container_id: str) -> str:
+    return f"wrapdock:container={container_id}"
+
+
+def attach(att: Attachment, netns: str, name: str) -> list[Step]:
+    net = att.network
+    mtu = f" mtu {net.mtu}" if net.mtu else ""
+    note = f"connect {name} to {net.name}: veth {att.host_ifname} on {net.bridge}, {att.ifname} {att.cidr} inside"
+    host = cmd("ip", "-batch", "-", note=note, stdin=(
+        f"link add {att.host_ifname}{mtu} type veth peer name {att.ifname}{mtu} netns {netns}",
+        f"link set {att.host_ifname} master {net.bridge}",
+        # hairpin: a container reaching its own published port through the host is bridged back out
+        # of the port it came in by (br_netfilter does that after the DNAT)
+        f"link set {att.host_ifname} type bridge_slave hairpin on",
+        f"link set {att.host_ifname} up",
+    ), undo=cmd("ip", "link", "del", att.host_ifname, note=note,
+                only_if=("ip", "link", "show", "dev", att.host_ifname)))
+    inside = [f"addr add {att.cidr} dev {att.ifname}", f"link set {att.ifname} up"]
+    if att.primary:
+        inside.append(f"route add default via {net.gateway}")
+    return [host, cmd("ip", "-n", netns, "-batch", "-", note=note, stdin=inside)]
+
+
+def detach(att: Attachment, name: str) -> Step:
+    """Deleting the host end deletes the pair (the netns may outlive its last process)."""
+    return cmd("ip", "link", "del", att.host_ifname, note=f"disconnect {name} from {att.network.name}",
+               only_if=("ip", "link", "show", "dev", att.host_ifname))
+
+
+def port_rules(container_id: str, att: Attachment, ports: list[PortMapping]) -> list[ipt.Rule]:
+    tag = container_comment(container_id)
+    rules: list[ipt.Rule] = []
+    for p in ports:
+        to_host = ("-d", p.host_ip) if p.host_ip else ()
+        rules.append(ipt.rule("nat", ipt.DNAT_CHAIN, "-p", p.proto, *to_host, "--dport", str(p.host_port),
+                              "-j", "DNAT", "--to-destination", f"{att.address}:{p.container_port}", comment=tag))
+        # hairpin: a container of the same network going through the host's address; the reply must
+        # come back through the host to be un-NATed
+        rules.append(ipt.rule("nat", ipt.POSTROUTING_CHAIN, "-s", str(att.network.subnet), "-d", f"{att.address}/32",
+                              "-o", att.network.bridge, "-p", p.proto, "--dport", str(p.container_port),
+                              "-j", "MASQUERADE", comment=tag))
+    return rules
+
+
+def publish(container_id: str, name: str, att: Attachment, ports: list[PortMapping]) -> Step:
+    rules = port_rules(container_id, att, ports)
+    note = f"publish {name}'s ports: " + ", ".join(p.text() for p in ports)
+    return cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-A"),
+               undo=cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-D")))
+
+
+def unpublish(container_id: str, name: str, ports: list[PortMapping]) -> list[Step]:
+    note = f"withdraw {name}'s published ports (every rule with its owner comment)"
+    steps = [ipt.delete_by_comment(container_comment(container_id), note)]
+    for p in ports:  # conntrack would keep sending a reused port to the old address
+        steps.append(cmd("sh", "-c", 'command -v conntrack >/dev/null || exit 0; '
+                         'conntrack -D -p "$1" --orig-port-dst "$2" >/dev/null 2>&1 || true',
+                         "wrapdock-conntrack", p.proto, str(p.host_port), note=note))
+    return steps
