@@ -424,6 +424,116 @@ def image_rm(names_: tuple[str, ...]) -> None:
     _report(session, list(names_))
 
 
+# -- labs -----------------------------------------------------------------------------------------
+@cli.group("lab")
+def lab_group() -> None:
+    """Whole topologies from a YAML/JSON file: up, check, down, script, graph, ls."""
+
+
+lab_argument = click.argument("lab_file", metavar="FILE|NAME")
+
+
+@lab_group.command("up")
+@lab_argument
+@print_only_option
+def lab_up(lab_file: str) -> None:
+    """Create the lab's networks and containers (all of it is removed again if a step fails)."""
+    from wrapdock import lab
+
+    session = _session()
+    data = lab.load(lab_file)
+    lab.up(session, data)
+    if session.print_only:
+        _emit_script(session)
+    else:
+        click.echo(f"lab {data['name']} is up: {len(data.get('networks', {}))} network(s), "
+                   f"{len(data.get('containers', {}))} container(s)")
+
+
+@lab_group.command("down")
+@lab_argument
+@print_only_option
+def lab_down(lab_file: str) -> None:
+    """Remove exactly what the lab made; what is gone already is skipped."""
+    from wrapdock import lab
+
+    session = _session()
+    data = lab.load(lab_file)
+    removed = lab.down(session, data)
+    if session.print_only:
+        _emit_script(session)
+    else:
+        click.echo(f"lab {data['name']} is down: removed {len(removed)} object(s)")
+
+
+@lab_group.command("check")
+@lab_argument
+@format_option
+def lab_check(lab_file: str, output_format: str) -> None:
+    """Send the lab's checks as real packets; exit 1 if any result disagrees with its expectation."""
+    from wrapdock import lab
+
+    session = _session()
+    results = lab.run_checks(session, lab.load(lab_file))
+    if output_format == "json":
+        click.echo(json.dumps([{**r.__dict__, "agrees": r.agrees} for r in results], indent=2))
+    else:
+        from tabulate import tabulate
+
+        rows = [[i, r.name, r.source, r.target, r.expect, r.got, "yes" if r.agrees else "NO",
+                 f"{r.seconds * 1000:.0f} ms"] for i, r in enumerate(results, start=1)]
+        click.echo(tabulate(rows, headers=["#", "CHECK", "FROM", "TO", "EXPECT", "GOT", "AS EXPECTED", "TIME"],
+                            tablefmt="simple"))
+        disagree = [r for r in results if not r.agrees]
+        click.echo(f"{len(results) - len(disagree)}/{len(results)} checks as expected")
+    if any(not r.agrees for r in results):
+        click.get_current_context().exit(1)
+
+
+@lab_group.command("script")
+@lab_argument
+def lab_script(lab_file: str) -> None:
+    """The whole lab as one standalone bash script (up, check, down)."""
+    from wrapdock import lab
+
+    session = _session()
+    data = lab.load(lab_file)
+    click.echo(lab.script({"data_dir": session.data_dir}, data, session.argv), nl=False)
+
+
+@lab_group.command("graph")
+@lab_argument
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write SVG or PNG (by the file's suffix; needs Graphviz's dot) instead of printing DOT.")
+def lab_graph(lab_file: str, output: str | None) -> None:
+    """The topology as Graphviz DOT: bridges, containers, interfaces, addresses, published ports."""
+    from wrapdock import lab
+
+    dot_text = lab.graph(lab.load(lab_file))
+    if output is None:
+        click.echo(dot_text, nl=False)
+        return
+    suffix = Path(output).suffix.lstrip(".").lower()
+    if suffix not in ("svg", "png"):
+        raise WrapdockUsage(f"--output must end in .svg or .png, not {output!r}")
+    from wrapdock.runner import sh_executor
+
+    result = sh_executor(["dot", f"-T{suffix}", "-o", output], dot_text)
+    if not result.ok:
+        raise WrapdockUsage(f"dot failed: {result.stderr.strip()}")
+    click.echo(output)
+
+
+@lab_group.command("ls")
+def lab_ls() -> None:
+    """The bundled labs (use their names in place of a file)."""
+    from tabulate import tabulate
+
+    from wrapdock import lab
+
+    click.echo(tabulate(lab.describe_bundled(), headers=["NAME", "DESCRIPTION"], tablefmt="plain"))
+
+
 def _report(session: Session, names: list[str]) -> None:
     if session.print_only:
         _emit_script(session)

@@ -58,6 +58,7 @@ class RunRequest:
     publish: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     add_hosts: tuple[str, ...] = ()
+    lab: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -76,7 +77,7 @@ def _record(config: ContainerConfig, request: RunRequest, netns: str | None) -> 
         "detach": request.detach, "auto_remove": request.auto_remove, "tty": request.tty,
         "phase": "creating", "owner_pid": os.getpid(),
         "net_mode": "none", "endpoints": [], "ports": [], "dns": list(request.dns),
-        "add_hosts": list(request.add_hosts),
+        "add_hosts": list(request.add_hosts), "lab": request.lab,
     }
 
 
@@ -319,9 +320,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             address = ipam.reserve(request.ip, config.id) if request.ip else ipam.allocate(config.id)
             record["endpoints"] = [{"network": network.name, "ifname": "eth0",
                                     "host_ifname": endpoint_plans.host_ifname(config.id, 0), "address": str(address)}]
-            if not session.print_only:
+            if session.records_state:
                 session.state.put("ipam", network.name, ipam_record)
-        if not session.print_only:
+        if session.records_state:
             session.state.put("container", config.id, record)
         files = etc_files(session, record)
     network_steps: list[Step] = []
@@ -337,7 +338,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     try:
         session.carry_out(plan)
     except BaseException:
-        if not session.print_only:
+        if session.records_state:
             with session.state.locked():
                 _release(session, record)
                 session.state.remove("container", config.id)
@@ -346,6 +347,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
                                         plans.start_attached(config, paths, runtime, request.tty)))
+        if session.records_state:
+            record["phase"], record["owner_pid"] = "ready", None
+            session.state.put("container", config.id, record)
         return config, None
     with session.state.locked():
         record["phase"], record["owner_pid"] = "ready", None
@@ -414,9 +418,9 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             network_steps += endpoint_plans.unpublish(record["id"], record["name"], ports_of(record))
         network_steps += [endpoint_plans.detach(att, record["name"]) for att in attachments(session, record)]
         plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
-                            running[record["id"]], network_steps)
+                            running[record["id"]] or force, network_steps)  # the kill step is guarded
         session.carry_out(plan)
-        if not session.print_only:
+        if session.records_state:
             with session.state.locked():
                 _release(session, record)
                 session.state.remove("container", record["id"])
@@ -444,7 +448,7 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
         plan = Plan(f"connect container {record['name']} to network {network.name}",
                     endpoint_plans.attach(att, record["netns"], record["name"]))
         completed = session.carry_out(plan)
-        if session.print_only:
+        if not session.records_state:
             return record
         try:
             session.state.put("ipam", network.name, ipam_record)
@@ -471,7 +475,7 @@ def disconnect(session: Session, network_name: str, ref: str) -> dict[str, Any]:
         att = attachments(session, record)[position]
         session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}",
                                [endpoint_plans.detach(att, record["name"])]))
-        if session.print_only:
+        if not session.records_state:
             return record
         _release(session, record, [network_name])
         del record["endpoints"][position]

@@ -60,7 +60,7 @@ def _make(session: Session, name: str, plan, source: str) -> dict[str, Any]:
     """Carry out an image plan and record the image; undo the plan if recording fails."""
     completed = session.carry_out(plan)
     record = _record(name, source)
-    if session.print_only:
+    if not session.records_state:
         return record
     try:
         session.images.put("image", name, record)
@@ -103,7 +103,7 @@ def remove(session: Session, name: str, users: list[str]) -> None:
     if users:
         raise UsageError(f"image {name!r} is used by container(s) {', '.join(users)}: remove them first")
     session.carry_out(image_plans.remove(image_dir(session, name), name))
-    if not session.print_only:
+    if session.records_state:
         session.images.remove("image", name)
 
 

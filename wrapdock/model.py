@@ -20,6 +20,7 @@ class Network:
     mtu: int | None = None
     internal: bool = False
     isolated: bool = False
+    lab: str | None = None
     created: str = ""
 
     @property
@@ -38,6 +39,7 @@ class Network:
             "mtu": self.mtu,
             "internal": self.internal,
             "isolated": self.isolated,
+            "lab": self.lab,
             "created": self.created,
         }
 
@@ -53,5 +55,6 @@ class Network:
             mtu=record.get("mtu"),
             internal=record.get("internal", False),
             isolated=record.get("isolated", False),
+            lab=record.get("lab"),
             created=record.get("created", ""),
         )

@@ -33,6 +33,7 @@ class NetworkRequest:
     mtu: int | None = None
     internal: bool = False
     isolated: bool = False
+    lab: str | None = None  # the lab that made it (lab down removes only its own)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def build_network(request: NetworkRequest) -> Network:
         mtu=request.mtu,
         internal=request.internal,
         isolated=request.isolated,
+        lab=request.lab,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

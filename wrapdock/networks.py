@@ -42,7 +42,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
         host = hostinfo.read(session.runner)
         netspec.check_against_host(network, host.links, host.prefixes)
         completed = session.carry_out(network_plans.create(network))
-        if session.print_only:
+        if not session.records_state:
             return network
         try:
             session.state.put("network", network.name, network.to_record())
@@ -70,7 +70,7 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
         doomed = [_load(session, name) for name in doomed_names]
         for network in doomed:
             holders = sorted(set(allocations(session, network.name).values()))
-            if holders and not (force and session.print_only):  # print-only -f printed the disconnects
+            if holders and (session.records_state or not force):  # print-only -f printed the disconnects
                 raise UsageError(
                     f"network {network.name!r} still has {len(holders)} attached container(s) "
                     f"({', '.join(_holder_names(session, holders[:3]))}{', ...' if len(holders) > 3 else ''}): "
@@ -80,7 +80,7 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
         for position, network in enumerate(doomed, start=1):
             last = not survivors and position == len(doomed)
             session.carry_out(network_plans.remove(network, last=last))
-            if not session.print_only:
+            if session.records_state:
                 _forget(session, network.name)
     return doomed
 

@@ -27,6 +27,15 @@ class Session:
     print_only: bool = False
     argv: list[str] = field(default_factory=list)
     printed: list[Plan] = field(default_factory=list)
+    # print-only over a scratch state: records are written (to a temporary state dir), so a series of
+    # operations (a whole lab) plans as if each had run - IPs advance, names resolve
+    simulate: bool = False
+    image_records_dir: Path | None = None
+
+    @property
+    def records_state(self) -> bool:
+        """Whether operations write their records: live runs, and simulated print-only runs."""
+        return not self.print_only or self.simulate
 
     @cached_property
     def state(self) -> StateStore:
@@ -35,7 +44,7 @@ class Session:
     @cached_property
     def images(self) -> StateStore:
         """Image records outlive a reboot: they live in the data directory, beside the images."""
-        return StateStore(self.data_dir)
+        return StateStore(self.image_records_dir or self.data_dir)
 
     @cached_property
     def runner(self) -> Runner:

@@ -14,7 +14,7 @@ from wrapdock.errors import StateError
 from wrapdock.state import StateStore, validate
 
 NETWORK = {"version": 1, "name": "web", "id": "ab" * 32, "driver": "bridge", "subnet": "10.20.0.0/24",
-           "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False,
+           "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False, "lab": None,
            "created": "2024-01-02T03:04:05+00:00"}
 IPAM = {"version": 1, "network": "web", "subnet": "10.20.0.0/24", "gateway": "10.20.0.1",
         "last_reserved": "10.20.0.3",

@@ -166,8 +166,8 @@ def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
 
 
 def write_file(path: Path, lines: list[str], note: str) -> Step:
-    """cp, not install: the file keeps its inode, so a bind mount of it sees the new content."""
-    return cmd("cp", "/dev/stdin", str(path), note=note, stdin=lines)
+    """dd, not install: the file keeps its inode, so a bind mount of it sees the new content."""
+    return cmd("dd", f"of={path}", "status=none", note=note, stdin=lines)
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
