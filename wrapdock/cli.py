@@ -542,6 +542,11 @@ def _report(session: Session, names: list[str]) -> None:
             click.echo(name)
 
 
+from wrapdock.cli_maintenance import register as _register_maintenance  # noqa: E402  (needs the options above)
+
+_register_maintenance(cli)
+
+
 # -- entry point ------------------------------------------------------------------------------
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())

@@ -1,0 +1,145 @@
+"""Which commands `wrapdock gc` runs to bring the host back in line with the state, or to clear leftovers.
+
+Every builder reuses the steps of the operation that made the object (a network's create plan, a
+container's remove plan, the rule deletion by owner comment), so gc runs nothing the normal
+operations would not. Every step is an ensure (`skip_if`) or a guarded delete (`only_if`): a gc that
+stops half-way can simply be run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from wrapdock.cgroups import CgroupLayout
+from wrapdock.model import Network
+from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plans import container as container_plans
+from wrapdock.plans import endpoint as endpoint_plans
+from wrapdock.plans import iptables as ipt
+from wrapdock.plans import network as network_plans
+from wrapdock.plans.container import ContainerPaths, Runtime
+from wrapdock.portspec import from_record as port_from_record
+
+UNKNOWN_EXIT = "255"  # what Docker records when it cannot know how a container ended
+
+
+def _link_gone_probe(name: str) -> tuple[str, ...]:
+    return ("ip", "link", "show", "dev", name)
+
+
+def delete_link(name: str, note: str) -> Step:
+    return cmd("ip", "link", "del", name, note=note, only_if=_link_gone_probe(name))
+
+
+def reattach(network: Network, veths: list[str]) -> Step:
+    """Put veths back on their (re-created) bridge, as endpoint.attach did: master, hairpin, up."""
+    lines: list[str] = []
+    for veth in veths:
+        lines += [f"link set {veth} master {network.bridge}", f"link set {veth} type bridge_slave hairpin on",
+                  f"link set {veth} up"]
+    return cmd("ip", "-batch", "-", stdin=lines,
+               note=f"put the containers' veths back on {network.bridge}: " + ", ".join(veths))
+
+
+def repair_network(network: Network, reasons: list[str], veths: list[str]) -> Plan:
+    """Re-run the network's create plan: the bridge only if it is missing, the address with `replace`.
+
+    Every rule and chain step of that plan is already an ensure (`-C || -A`), so the whole plan only
+    adds what is missing.
+    """
+    why = f"gc: the state has network {network.name}, the host lost part of it ({', '.join(reasons)})"
+    plan = Plan(f"repair network {network.name} ({', '.join(reasons)}): re-run its create plan, each step an "
+                "ensure, to bring the host back in line with the state")
+    steps = network_plans.create(network).steps
+    link_note = steps[0].note
+    for step in steps:
+        if step.argv[:3] == ("ip", "link", "add"):
+            step = dataclasses.replace(step, skip_if=_link_gone_probe(network.bridge))
+        elif step.argv[:3] == ("ip", "addr", "add"):
+            step = dataclasses.replace(step, argv=("ip", "addr", "replace", *step.argv[3:]))
+        if step.note == link_note:  # the trail says why the create plan runs again
+            step = dataclasses.replace(step, note=f"{why}: re-run its create plan, each step an ensure: {link_note}")
+        plan.add(step)
+    if veths:
+        plan.add(reattach(network, veths))
+    return plan
+
+
+def ensure_forwarding() -> Plan:
+    note = "let the host route packets (IPv4 forwarding): wrapdock's networks need it"
+    probe = ("grep", "-qx", "1", network_plans.IP_FORWARD)
+    step = cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=note, skip_if=probe)
+    return Plan("turn IPv4 forwarding back on", [step])
+
+
+def record_exit(name: str, paths: ContainerPaths) -> Step:
+    """The shim died with the process: write the exit code file it would have written (unknown: 255)."""
+    exitfile = str(paths.exitfile)
+    return cmd("sh", "-c", f'echo {UNKNOWN_EXIT} > "$1"', "wrapdock-exit", exitfile,
+               note=f"record that {name} has exited (code unknown: {UNKNOWN_EXIT}, as Docker records it)",
+               skip_if=("test", "-e", exitfile))
+
+
+def _unpublish(record: dict[str, Any]) -> list[Step]:
+    ports = [port_from_record(p) for p in record["ports"]]
+    return endpoint_plans.unpublish(record["id"], record["name"], ports) if ports else []
+
+
+def remove_abandoned(record: dict[str, Any], paths: ContainerPaths, layout: CgroupLayout | None,
+                     running: bool) -> Plan:
+    """A container whose `run` was killed half-way: everything `rm -f` removes, each step guarded."""
+    from wrapdock.containers import config_of
+
+    if layout is None:  # no cgroup hierarchy: nothing to remove there
+        layout = CgroupLayout(1, Path("/sys/fs/cgroup"), "wrapdock", ())
+    steps = _unpublish(record)
+    steps += [delete_link(e["host_ifname"], f"{record['name']}'s veth on {e['network']}") for e in record["endpoints"]]
+    plan = container_plans.remove(config_of(record), paths, Runtime("", layout, Path("/"), record["netns"]),
+                                  running, steps)
+    plan.title = (f"remove container {record['name']} ({record['id'][:12]}): its `wrapdock run` was killed "
+                  "half-way (phase creating, owner process gone)")
+    return plan
+
+
+def cut_endpoints(record: dict[str, Any], veths: list[str], drop_ports: bool) -> list[Step]:
+    """Steps for endpoints whose plumbing is gone: what is left of their veths, and their port rules."""
+    steps = _unpublish(record) if drop_ports else []
+    steps += [delete_link(v, f"what is left of {record['name']}'s veth {v}") for v in veths]
+    return steps
+
+
+def orphans(processes: dict[str, ContainerPaths], comments: list[str], veths: list[str], netns: list[str],
+            bridges: list[str], cgroups: list[Path], dirs: list[Path]) -> Plan:
+    """What no record owns but is provably wrapdock's: veths first (deleting one is immediate), then netns."""
+    plan = Plan("remove what wrapdock left behind and no record owns")
+    for container_id, paths in sorted(processes.items()):
+        plan.add(container_plans._kill_and_wait(paths, f"kill the container process of {container_id[:12]}, "
+                                                       "whose record is gone"))
+    for comment in comments:
+        plan.add(ipt.delete_by_comment(comment, f"iptables rules tagged {comment} (the owner has no record)"))
+    plan.extend(delete_link(v, "wrapdock veths that no container owns") for v in veths)
+    plan.extend(cmd("ip", "netns", "del", n, note="network namespaces that held a wrapdock veth, recorded by no "
+                    "container", only_if=("test", "-e", f"/run/netns/{n}")) for n in netns)
+    plan.extend(delete_link(b, "bridges of networks that have no record") for b in bridges)
+    plan.extend(cmd("rmdir", str(d), note="cgroups of containers that have no record", only_if=("test", "-d", str(d)))
+                for d in cgroups)
+    plan.extend(cmd("rm", "-rf", "--one-file-system", str(d), note="container directories that no record owns",
+                    only_if=("test", "-d", str(d))) for d in dirs)
+    return plan
+
+
+def unmount(points: list[str]) -> Plan:
+    """wrapdock-* mounts left in the data directory (a killed commit): deepest first."""
+    plan = Plan("unmount what wrapdock left mounted")
+    for point in sorted(points, key=lambda p: (-p.count("/"), p)):
+        plan.add(cmd("umount", point, note="mounts named wrapdock-* in the data directory",
+                     only_if=("mountpoint", "-q", point)))
+    return plan
+
+
+def skeleton(remove: bool) -> Plan:
+    if remove:
+        return Plan("remove wrapdock's shared iptables chains: no network record remains", ipt.remove_skeleton())
+    return Plan("restore wrapdock's shared iptables chains and their jumps", ipt.ensure_skeleton())
