@@ -180,13 +180,14 @@ def network_connect(network_name: str, container: str, ip: str | None) -> None:
 @network.command("disconnect")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("container")
+@click.option("--force", "-f", is_flag=True, help="Also withdraw ports published through NETWORK.")
 @print_only_option
-def network_disconnect(network_name: str, container: str) -> None:
+def network_disconnect(network_name: str, container: str, force: bool) -> None:
     """Take a container off NETWORK (its interface and address there)."""
     from wrapdock import containers
 
     session = _session()
-    record = containers.disconnect(session, network_name, container)
+    record = containers.disconnect(session, network_name, container, force)
     _report(session, [record["name"]])
 
 

@@ -85,7 +85,8 @@ def config_of(record: dict[str, Any]) -> ContainerConfig:
     return ContainerConfig(
         id=record["id"], name=record["name"], image=record["image"], command=tuple(record["command"]),
         env=tuple(record["env"]), hostname=record["hostname"], workdir=record["workdir"],
-        volumes=tuple(Volume(v["source"], v["target"], v["readonly"]) for v in record["volumes"]),
+        volumes=tuple(Volume(v["source"], v["target"], v["readonly"], os.path.isfile(v["source"]))
+                      for v in record["volumes"]),
         limits=Limits(**record["limits"]), caps=tuple(record["caps"]), privileged=record["privileged"])
 
 
@@ -256,7 +257,7 @@ def build_config(session: Session, request: RunRequest) -> ContainerConfig:
         env=containerspec.parse_env(request.env, dict(os.environ)),
         hostname=containerspec.check_hostname(request.hostname or name[:63].replace("_", "-").replace(".", "-")),
         workdir=containerspec.check_workdir(request.workdir or "/"),
-        volumes=tuple(containerspec.parse_volume(v, os.path.exists) for v in request.volumes),
+        volumes=tuple(containerspec.parse_volume(v, os.path.exists, os.path.isfile) for v in request.volumes),
         limits=limits,
         caps=containerspec.parse_caps(request.cap_add, request.cap_drop),
         privileged=request.privileged,
@@ -333,8 +334,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     plan = plans.prepare(config, paths, runtime, files, network_steps)
     if request.detach:
         plan.extend(plans.start_detached(config, paths, runtime, request.tty))
-        if request.auto_remove:
-            plan.add(plans.remove_when_done(config, paths, wrapdock_argv(session)))
+    # -d --rm: the watcher that removes the container starts once its record is complete (below)
+    watcher = plans.remove_when_done(config, paths, wrapdock_argv(session)) if (
+        request.detach and request.auto_remove) else None
     try:
         session.carry_out(plan)
     except BaseException:
@@ -347,6 +349,8 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
                                         plans.start_attached(config, paths, runtime, request.tty)))
+        if watcher:
+            session.printed.append(Plan(f"remove {config.name} when it exits", [watcher]))
         if session.records_state:
             record["phase"], record["owner_pid"] = "ready", None
             session.state.put("container", config.id, record)
@@ -355,6 +359,8 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         record["phase"], record["owner_pid"] = "ready", None
         session.state.put("container", config.id, record)
         _refresh_hosts(session, {e["network"] for e in record["endpoints"]}, skip=config.id)
+    if watcher:
+        session.carry_out(Plan(f"remove {config.name} when it exits", [watcher]))
     if request.detach:
         return config, None
     code = _attach(session, config, paths, runtime, request.tty)
@@ -387,7 +393,13 @@ def start(session: Session, refs: list[str]) -> list[dict[str, Any]]:
     for record in records:
         config, paths = config_of(record), paths_of(session, record["id"])
         runtime = runtime_of(session, record)
-        plan = Plan(f"start container {config.name}", plans.start_detached(config, paths, runtime, record["tty"]))
+        from wrapdock.plans import cgroups as cgroup_plans
+
+        # fresh cgroups: an OOM kill counted during an earlier run is not this run's
+        steps = [*cgroup_plans.remove(runtime.cgroups, config.id),
+                 *cgroup_plans.create(runtime.cgroups, config.id, config.limits),
+                 *plans.start_detached(config, paths, runtime, record["tty"])]
+        plan = Plan(f"start container {config.name}", steps)
         session.carry_out(plan)
     return records
 
@@ -462,7 +474,8 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
     return record
 
 
-def disconnect(session: Session, network_name: str, ref: str) -> dict[str, Any]:
+def disconnect(session: Session, network_name: str, ref: str, force: bool = False) -> dict[str, Any]:
+    """Take a container off a network; -f also withdraws ports published through that network."""
     names.check_object_name("network", network_name)
     session.require_root()
     with _lock(session):
@@ -470,15 +483,20 @@ def disconnect(session: Session, network_name: str, ref: str) -> dict[str, Any]:
         position = next((i for i, e in enumerate(record["endpoints"]) if e["network"] == network_name), None)
         if position is None:
             raise UsageError(f"container {record['name']} is not connected to network {network_name}")
-        if position == 0 and record["ports"]:
-            raise UsageError(f"container {record['name']} publishes ports on {network_name}: remove it instead")
+        withdraw = position == 0 and bool(record["ports"])
+        if withdraw and not force:
+            raise UsageError(f"container {record['name']} publishes ports on {network_name}: use -f to withdraw "
+                             "them too")
         att = attachments(session, record)[position]
-        session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}",
-                               [endpoint_plans.detach(att, record["name"])]))
+        steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if withdraw else []
+        steps.append(endpoint_plans.detach(att, record["name"]))
+        session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}", steps))
         if not session.records_state:
             return record
         _release(session, record, [network_name])
         del record["endpoints"][position]
+        if withdraw:
+            record["ports"] = []
         session.state.put("container", record["id"], record)
         _refresh_hosts(session, {network_name, *(e["network"] for e in record["endpoints"])})
     return record

@@ -34,6 +34,7 @@ class Volume:
     source: str
     target: str
     readonly: bool = False
+    file: bool = False  # the host path is a file, not a directory (seen when planning)
 
     def spec(self) -> str:
         return f"{self.source}:{self.target}:{'ro' if self.readonly else 'rw'}"
@@ -98,7 +99,7 @@ def parse_size(text: str, what: str = "memory") -> int:
     return value
 
 
-def parse_volume(text: str, exists) -> Volume:
+def parse_volume(text: str, exists, is_file=lambda _path: False) -> Volume:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(f"invalid volume {text!r}: expected HOST_PATH:CONTAINER_PATH[:ro|rw]")
@@ -114,7 +115,7 @@ def parse_volume(text: str, exists) -> Volume:
         raise UsageError(f"invalid volume {text!r}: the container path must be below / and hold no '..'")
     if not exists(source):
         raise UsageError(f"invalid volume {text!r}: the host path {source} does not exist")
-    return Volume(source, target, mode == "ro")
+    return Volume(source, target, mode == "ro", is_file(source))
 
 
 def parse_cpus(value: str | None, online: int) -> float | None:
@@ -148,12 +149,13 @@ def parse_caps(add: tuple[str, ...], drop: tuple[str, ...]) -> tuple[str, ...]:
             raise UsageError(f"unknown capability {cap!r}")
         return name
 
-    caps = list(DEFAULT_CAPS)
-    for cap in map(norm, add):
-        caps = list(ALL_CAPS) if cap == "all" else caps + ([cap] if cap not in caps else [])
-    for cap in map(norm, drop):
-        caps = [] if cap == "all" else [c for c in caps if c != cap]
-    return tuple(caps)
+    adds, drops = [norm(c) for c in add], [norm(c) for c in drop]
+    # Docker's rules (TweakCapabilities): --cap-add ALL is everything but the drops; --cap-drop ALL
+    # keeps only the adds; otherwise the default set, minus the drops, plus the adds
+    if "all" in adds:
+        return tuple(c for c in ALL_CAPS if c not in drops)
+    base = [] if "all" in drops else [c for c in DEFAULT_CAPS if c not in drops]
+    return tuple(dict.fromkeys([*base, *(c for c in adds if c not in base)]))
 
 
 def valid_hostname(hostname: str) -> bool:

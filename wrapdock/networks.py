@@ -65,7 +65,7 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
 
         for name in doomed_names:
             for record in containers.attached_to(session, name):
-                containers.disconnect(session, name, record["id"])
+                containers.disconnect(session, name, record["id"], force=True)
     with _lock(session):
         doomed = [_load(session, name) for name in doomed_names]
         for network in doomed:

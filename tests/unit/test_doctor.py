@@ -268,7 +268,7 @@ def test_missing_masquerade_names_the_exact_rule_and_gc_reruns_the_create_plan()
     (action,) = plans_of(facts)
     assert action.summary == ["repaired network n1 (1 rule(s) missing)"]
     steps = action.plan.steps
-    assert steps[0].argv == ("ip", "link", "add", "n1", "type", "bridge")
+    assert steps[0].argv == ("ip", "link", "add", "name", "n1", "type", "bridge")
     assert steps[0].skip_if == ("ip", "link", "show", "dev", "n1")
     assert steps[1].argv == ("ip", "addr", "replace", "10.77.0.1/24", "dev", "n1")
     assert "gc: the state has network n1" in steps[0].note
@@ -302,8 +302,8 @@ def test_bridge_gone_is_rebuilt_and_the_veths_go_back_on_it() -> None:
     (action,) = plans_of(facts)
     last = action.plan.steps[-1]
     assert last.argv == ("ip", "-batch", "-")
-    assert last.stdin == ("link set wdaaaaaaaaaa0 master n1", "link set wdaaaaaaaaaa0 type bridge_slave hairpin on",
-                          "link set wdaaaaaaaaaa0 up")
+    assert last.stdin == ("link set dev wdaaaaaaaaaa0 master n1",
+                          "link set dev wdaaaaaaaaaa0 type bridge_slave hairpin on", "link set dev wdaaaaaaaaaa0 up")
 
 
 def test_link_with_the_bridge_name_that_is_no_bridge_is_left_alone() -> None:
@@ -356,7 +356,7 @@ def test_abandoned_container_is_removed_as_rm_f_would() -> None:
     (action,) = plans_of(facts)
     steps = [s.argv for s in action.plan.steps]
     assert steps[0][:2] == ("sh", "-c") and steps[0][-1] == container_comment(ID_A)  # delete_by_comment
-    assert ("ip", "link", "del", host_ifname(ID_A, 0)) in steps
+    assert ("ip", "link", "del", "dev", host_ifname(ID_A, 0)) in steps
     assert ("ip", "netns", "del", "half") in steps
     assert ("rmdir", f"/cg/memory/wrapdock/{ID_A}") in steps and ("rmdir", f"/cg/pids/wrapdock/{ID_A}") in steps
     assert steps[-1] == ("rm", "-rf", "--one-file-system", f"/data/containers/{ID_A}")
@@ -424,7 +424,7 @@ def test_endpoint_on_a_network_without_record_is_dropped_even_when_running() -> 
     container(facts, ID_A, "web", ghost, address="10.90.0.2")
     assert checks(facts) == [("container-endpoint-gone", "web")]
     (action,) = plans_of(facts)
-    assert [s.argv for s in action.plan.steps] == [("ip", "link", "del", host_ifname(ID_A, 0))]
+    assert [s.argv for s in action.plan.steps] == [("ip", "link", "del", "dev", host_ifname(ID_A, 0))]
 
 
 # -- orphans -----------------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def test_orphaned_veth_and_the_netns_holding_its_peer() -> None:
     facts.netns = {"ghost": 7, "other": 8, "foreign": 9, "noid": None}
     assert checks(facts) == [("orphan-veth", "wd01234567890"), ("orphan-netns", "ghost")]
     (action,) = plans_of(facts)
-    assert [s.argv for s in action.plan.steps] == [("ip", "link", "del", "wd01234567890"),
+    assert [s.argv for s in action.plan.steps] == [("ip", "link", "del", "dev", "wd01234567890"),
                                                    ("ip", "netns", "del", "ghost")]
 
 
@@ -466,7 +466,7 @@ def test_orphaned_rules_and_the_bridge_only_they_name() -> None:
     (action,) = plans_of(facts)
     commands = [s.argv for s in action.plan.steps]
     assert [c[-1] for c in commands[:2]] == sorted(["wrapdock:network=old", container_comment(ID_GHOST)])
-    assert commands[2:] == [("ip", "link", "del", "wdc0ffee00000"), ("ip", "link", "del", "oldbr")]
+    assert commands[2:] == [("ip", "link", "del", "dev", "wdc0ffee00000"), ("ip", "link", "del", "dev", "oldbr")]
 
 
 def test_bridge_with_a_foreign_port_is_not_provably_wrapdocks() -> None:

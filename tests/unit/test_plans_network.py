@@ -137,11 +137,11 @@ ALL_CASES = [pytest.param(n, id=k) for k, n in sorted(NETWORKS.items())]
 # -- create ------------------------------------------------------------------------------------
 def _covered_by_link_del(step: Step, plan: Plan, bridge: str) -> bool:
     """`ip addr add ... dev BR` and `ip link set BR up` go away with the link; only if its add has the undo."""
-    link_dies = any(s.undo is not None and s.undo.argv == ("ip", "link", "del", bridge) for s in plan.steps)
+    link_dies = any(s.undo is not None and s.undo.argv == ("ip", "link", "del", "dev", bridge) for s in plan.steps)
     argv = step.argv
     addr_on_bridge = argv[:3] == ("ip", "addr", "add") and argv[-2:] == ("dev", bridge)
-    link_up = argv == ("ip", "link", "set", bridge, "up")
-    link_sysctl = argv[:2] == ("sysctl", "-w") and argv[2].startswith(f"net.ipv4.conf.{bridge}.")
+    link_up = argv == ("ip", "link", "set", "dev", bridge, "up")
+    link_sysctl = argv[:2] == ("sysctl", "-w") and argv[2].startswith(f"net/ipv4/conf/{bridge}/")
     return link_dies and (addr_on_bridge or link_up or link_sysctl)
 
 
@@ -158,9 +158,9 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
     argvs = [s.argv for s in plan.steps]
     add = argvs.index(next(a for a in argvs if a[:3] == ("ip", "link", "add")))
     addr = argvs.index(next(a for a in argvs if a[:3] == ("ip", "addr", "add")))
-    up = argvs.index(("ip", "link", "set", network.bridge, "up"))
+    up = argvs.index(("ip", "link", "set", "dev", network.bridge, "up"))
     assert add < addr < up
-    assert argvs[add][3] == network.bridge
+    assert argvs[add][4] == network.bridge
     assert (network.gateway_cidr, "dev", network.bridge) == argvs[addr][3:]
     # a rule can only jump to a chain that was created before it
     created: set[str] = set()
@@ -202,7 +202,7 @@ def test_create_adds_are_ensures_with_exact_undo(network: Network) -> None:
 def test_mtu_only_when_asked() -> None:
     with_mtu = network_plans.create(NETWORKS["mtu"]).steps[0].argv
     without = network_plans.create(NETWORKS["normal"]).steps[0].argv
-    assert with_mtu == ("ip", "link", "add", "br-jumbo", "mtu", "9000", "type", "bridge")
+    assert with_mtu == ("ip", "link", "add", "name", "br-jumbo", "mtu", "9000", "type", "bridge")
     assert "mtu" not in without
 
 
@@ -255,7 +255,7 @@ def test_remove_guards_probe_the_thing_they_delete(network: Network) -> None:
                 assert action == "-X"
                 assert step.only_if[-2:] == ("-S", step.argv[index + 1])
         else:
-            assert step.argv == ("ip", "link", "del", network.bridge)
+            assert step.argv == ("ip", "link", "del", "dev", network.bridge)
             assert step.only_if == ("ip", "link", "show", "dev", network.bridge)
 
 

@@ -29,7 +29,9 @@ from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
 from wrapdock.plan import Plan, Step, cmd
 from wrapdock.plans import cgroups as cgroup_plans
 
-HELPER_CAP = "sys_admin"  # what the init and exec need beyond the container's own set
+# what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
+# hostname), MKNOD (/dev nodes) and DAC_OVERRIDE (overlayfs's work dir); exec needs SYS_ADMIN
+HELPER_CAPS = ("sys_admin", "mknod", "dac_override")
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,12 @@ def _cap_wrappers(config: ContainerConfig) -> tuple[list[str], list[str], str]:
     if config.privileged:
         return [], [], 'exec "$@"'
     bounding = "--bounding-set=-all" + "".join(f",+{c}" for c in config.caps)
-    if HELPER_CAP in config.caps:
+    helpers = [c for c in HELPER_CAPS if c not in config.caps]
+    if not helpers:
         return ["setpriv", bounding], [], 'exec "$@"'
-    outer = ["setpriv", f"--inh-caps=+{HELPER_CAP}", "setpriv", bounding]
-    drop = ["setpriv", "--inh-caps", f"-{HELPER_CAP}", "--"]
-    return outer, drop, f'exec setpriv --inh-caps -{HELPER_CAP} -- "$@"'
+    outer = ["setpriv", "--inh-caps=" + ",".join(f"+{c}" for c in helpers), "setpriv", bounding]
+    drop_list = ",".join(f"-{c}" for c in helpers)
+    return outer, ["setpriv", "--inh-caps", drop_list, "--"], f'exec setpriv --inh-caps {drop_list} -- "$@"'
 
 
 def environment(config: ContainerConfig, tty: bool) -> list[str]:
@@ -122,7 +125,11 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
     mounts: list[str] = []
     for volume in config.volumes:
         target = "." + volume.target
-        mounts.append(f"mkdir -p {_q(target)}")
+        if volume.file:  # a file is bind-mounted onto a file
+            mounts.append(f"mkdir -p {_q(str(Path(target).parent))}")
+            mounts.append(f"[ -e {_q(target)} ] || touch {_q(target)}")
+        else:
+            mounts.append(f"mkdir -p {_q(target)}")
         mounts.append(f"mount --bind {_q(volume.source)} {_q(target)}")
         if volume.readonly:
             mounts.append(f"mount -o remount,bind,ro {_q(target)}")
@@ -194,7 +201,9 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
 def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool = False) -> list[Step]:
     """Start in the background (output to the log) and wait until the init handed over to the workload."""
     note = f"start {config.name}: its output goes to {paths.log}"
-    shim = 'log=$1 exitfile=$2; shift 2; "$@" </dev/null >>"$log" 2>&1; echo $? >"$exitfile"'
+    # the shim first lets go of its starter's stdin/stdout/stderr, so neither wrapdock nor a script
+    # piped into something waits for a container that runs for days
+    shim = 'log=$1 exitfile=$2; shift 2; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"'
     start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
                 *start_chain(config, paths, runtime, tty), note=note, undo=_kill_and_wait(paths, note))
     wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 1000 ]; then '

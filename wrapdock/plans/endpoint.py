@@ -45,15 +45,15 @@ def attach(att: Attachment, netns: str, name: str) -> list[Step]:
     mtu = f" mtu {net.mtu}" if net.mtu else ""
     note = f"connect {name} to {net.name}: veth {att.host_ifname} on {net.bridge}, {att.ifname} {att.cidr} inside"
     host = cmd("ip", "-batch", "-", note=note, stdin=(
-        f"link add {att.host_ifname}{mtu} type veth peer name {att.ifname}{mtu} netns {netns}",
-        f"link set {att.host_ifname} master {net.bridge}",
+        f"link add name {att.host_ifname}{mtu} type veth peer name {att.ifname}{mtu} netns {netns}",
+        f"link set dev {att.host_ifname} master {net.bridge}",
         # hairpin: a container reaching its own published port through the host is bridged back out
         # of the port it came in by (br_netfilter does that after the DNAT)
-        f"link set {att.host_ifname} type bridge_slave hairpin on",
-        f"link set {att.host_ifname} up",
-    ), undo=cmd("ip", "link", "del", att.host_ifname, note=note,
+        f"link set dev {att.host_ifname} type bridge_slave hairpin on",
+        f"link set dev {att.host_ifname} up",
+    ), undo=cmd("ip", "link", "del", "dev", att.host_ifname, note=note,
                 only_if=("ip", "link", "show", "dev", att.host_ifname)))
-    inside = [f"addr add {att.cidr} dev {att.ifname}", f"link set {att.ifname} up"]
+    inside = [f"addr add {att.cidr} dev {att.ifname}", f"link set dev {att.ifname} up"]
     if att.primary:
         inside.append(f"route add default via {net.gateway}")
     return [host, cmd("ip", "-n", netns, "-batch", "-", note=note, stdin=inside)]
@@ -61,7 +61,7 @@ def attach(att: Attachment, netns: str, name: str) -> list[Step]:
 
 def detach(att: Attachment, name: str) -> Step:
     """Deleting the host end deletes the pair (the netns may outlive its last process)."""
-    return cmd("ip", "link", "del", att.host_ifname, note=f"disconnect {name} from {att.network.name}",
+    return cmd("ip", "link", "del", "dev", att.host_ifname, note=f"disconnect {name} from {att.network.name}",
                only_if=("ip", "link", "show", "dev", att.host_ifname))
 
 
@@ -74,9 +74,10 @@ def port_rules(container_id: str, att: Attachment, ports: list[PortMapping]) -> 
                               "-j", "DNAT", "--to-destination", f"{att.address}:{p.container_port}", comment=tag))
         # hairpin: a container of the same network going through the host's address; the reply must
         # come back through the host to be un-NATed
+        # (only DNAT'd connections: with br_netfilter, a neighbour's direct connection passes here too)
         rules.append(ipt.rule("nat", ipt.POSTROUTING_CHAIN, "-s", str(att.network.subnet), "-d", f"{att.address}/32",
                               "-o", att.network.bridge, "-p", p.proto, "--dport", str(p.container_port),
-                              "-j", "MASQUERADE", comment=tag))
+                              "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE", comment=tag))
     return rules
 
 

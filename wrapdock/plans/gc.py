@@ -30,15 +30,15 @@ def _link_gone_probe(name: str) -> tuple[str, ...]:
 
 
 def delete_link(name: str, note: str) -> Step:
-    return cmd("ip", "link", "del", name, note=note, only_if=_link_gone_probe(name))
+    return cmd("ip", "link", "del", "dev", name, note=note, only_if=_link_gone_probe(name))
 
 
 def reattach(network: Network, veths: list[str]) -> Step:
     """Put veths back on their (re-created) bridge, as endpoint.attach did: master, hairpin, up."""
     lines: list[str] = []
     for veth in veths:
-        lines += [f"link set {veth} master {network.bridge}", f"link set {veth} type bridge_slave hairpin on",
-                  f"link set {veth} up"]
+        lines += [f"link set dev {veth} master {network.bridge}",
+                  f"link set dev {veth} type bridge_slave hairpin on", f"link set dev {veth} up"]
     return cmd("ip", "-batch", "-", stdin=lines,
                note=f"put the containers' veths back on {network.bridge}: " + ", ".join(veths))
 

@@ -63,16 +63,18 @@ def create(network: Network) -> Plan:
                 f"bridge {br})")
     link_note = f"bridge {br} with gateway {network.gateway_cidr}"
     mtu = ("mtu", str(network.mtu)) if network.mtu else ()
-    plan.add(cmd("ip", "link", "add", br, *mtu, "type", "bridge", note=link_note,
-                 undo=cmd("ip", "link", "del", br, note=link_note)))
+    # `name`/`dev` before every link name: a bridge called "up" or "mtu" is a name, not a keyword
+    plan.add(cmd("ip", "link", "add", "name", br, *mtu, "type", "bridge", note=link_note,
+                 undo=cmd("ip", "link", "del", "dev", br, note=link_note)))
     plan.add(cmd("ip", "addr", "add", network.gateway_cidr, "dev", br, note=link_note))
-    plan.add(cmd("ip", "link", "set", br, "up", note=link_note))
+    plan.add(cmd("ip", "link", "set", "dev", br, "up", note=link_note))
     if not network.internal:
         forward_note = "let the host route packets (IPv4 forwarding)"
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
                      skip_if=("grep", "-qx", "1", IP_FORWARD),
                      undo=cmd("sysctl", "-w", "net.ipv4.ip_forward=0", note=forward_note)))
-        plan.add(cmd("sysctl", "-w", f"net.ipv4.conf.{br}.route_localnet=1",
+        # the slash form: a bridge name may hold dots, which the dotted form would split
+        plan.add(cmd("sysctl", "-w", f"net/ipv4/conf/{br}/route_localnet=1",
                      note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
     plan.extend(ipt.ensure_skeleton())
     note = _rules_note(network)
@@ -86,7 +88,7 @@ def remove(network: Network, last: bool) -> Plan:
     plan = Plan(f"remove bridge network {network.name} ({network.subnet}, bridge {br})")
     note = f"iptables: remove {network.name}'s rules"
     plan.extend(ipt.delete_rule(r, note) for r in reversed(_rules(network)))
-    plan.add(cmd("ip", "link", "del", br, note=f"bridge {br} (its address and routes go with it)",
+    plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
                  only_if=("ip", "link", "show", "dev", br)))
     if last:
         plan.extend(ipt.remove_skeleton())
