@@ -1,6 +1,6 @@
 """Throwaway "sandbox hosts" for integration tests.
 
-A sandbox is a process that is PID 1 of fresh net + mount + pid namespaces, with its own /run (so
+A sandbox is a process that is PID 1 of fresh net + mount + pid + uts + ipc namespaces, with its own /run (so
 `ip netns` and /run/wrapdock are private), its own /sys (so /sys/class/net shows its links), its own
 iptables and bridges. Tests drive the real CLI inside it with nsenter. The machine's root network
 namespace, iptables and mounts are never touched; killing PID 1 ends everything inside.
@@ -34,8 +34,8 @@ def wrapdock_argv() -> list[str]:
 class Sandbox:
     def __init__(self) -> None:
         self._unshare = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-             "bash", str(INIT)],
+            ["unshare", "--net", "--mount", "--pid", "--uts", "--ipc", "--fork", "--mount-proc",
+             "--propagation", "private", "bash", str(INIT)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         line = self._unshare.stdout.readline().strip() if self._unshare.stdout else ""
         if line != "ready":

@@ -340,7 +340,7 @@ def test_print_only_remove_last_network_removes_the_chains(capsys, state_dir: Pa
     code, out, err = run(capsys, state_dir, "--print-only", "network", command, "web")
     assert code == 0, err
     assert out.startswith("#!/usr/bin/env bash\n")
-    assert "if ip link show dev web >/dev/null 2>&1; then ip link del dev web; fi" in out.splitlines()
+    assert "if test -d /sys/class/net/web/bridge; then ip link del dev web; fi" in out.splitlines()
     assert "-X WRAPDOCK-FORWARD" in out
     assert snapshot(state_dir) == before
 

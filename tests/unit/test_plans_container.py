@@ -72,6 +72,9 @@ CONFIGS = {
                                   privileged=True, limits=Limits(pids=-1)),
     "sysadmin": ContainerConfig(id=ID, name="adm", image="busybox", command=("sh",), env=(), hostname="adm",
                                 caps=(*DEFAULT_CAPS, "sys_admin")),
+    # --cap-drop ALL: the init still gets what it needs (SYS_ADMIN, MKNOD, DAC_OVERRIDE) and drops it
+    "dropall": ContainerConfig(id=ID, name="bare", image="busybox", command=("sh",), env=(), hostname="bare",
+                               caps=(), volumes=(Volume("/etc/extra hosts", "/etc/hosts.extra", True, file=True),)),
 }
 
 ETC = {"hosts": ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"],
@@ -97,6 +100,7 @@ CASES = {
     "prepare-privileged-v2": lambda: plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {},
                                                    []).steps,
     "prepare-sysadmin-v1": lambda: plans.prepare(CONFIGS["sysadmin"], PATHS, runtime("v1", "adm"), ETC, []).steps,
+    "prepare-dropall-v2": lambda: plans.prepare(CONFIGS["dropall"], PATHS, runtime("v2", "bare"), ETC, []).steps,
     "prepare-hostnet-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2", None), ETC, []).steps,
     "start-detached-plain-v1": lambda: plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1")),
     "start-detached-tty-limits-v2": lambda: plans.start_detached(CONFIGS["limits"], PATHS, runtime("v2", "db.1"),
@@ -114,6 +118,7 @@ CASES = {
                                               LAYOUTS["v1"])],
     "exec-privileged-v2": lambda: [plans.exec_step(CONFIGS["privileged"], 4242, EXEC_ENV, ["id"], LAYOUTS["v2"])],
     "exec-sysadmin-v1": lambda: [plans.exec_step(CONFIGS["sysadmin"], 4242, EXEC_ENV, ["id"], LAYOUTS["v1"])],
+    "exec-dropall-v2": lambda: [plans.exec_step(CONFIGS["dropall"], 4242, EXEC_ENV, ["id"], LAYOUTS["v2"])],
 }
 
 
@@ -205,8 +210,29 @@ def test_init_script_is_valid_shell_with_everything_filled(config: str, layout: 
     joins = [line for line in lines if line.endswith("/cgroup.procs")]
     assert joins == cgroup_plans.join_commands(LAYOUTS[layout], ID)
     assert lines.index(joins[0]) < next(i for i, line in enumerate(lines) if line.startswith("mount -t overlay"))
-    assert lines[-1] == {"privileged": 'exec "$@"', "sysadmin": 'exec "$@"'}.get(
+    assert lines[-1] == {"privileged": 'exec "$@"', "sysadmin": 'exec "$@"',
+                         "dropall": 'exec setpriv --inh-caps -sys_admin,-mknod,-dac_override -- "$@"'}.get(
         config, 'exec setpriv --inh-caps -sys_admin -- "$@"')
+
+
+def test_the_init_gets_the_helper_caps_the_container_lacks_and_drops_them() -> None:
+    chain = plans.start_chain(CONFIGS["dropall"], PATHS, runtime("v1"), tty=False)
+    assert "--inh-caps=+sys_admin,+mknod,+dac_override" in chain
+    assert "--bounding-set=-all" in chain  # the container itself keeps nothing
+    exec_argv = plans.exec_step(CONFIGS["dropall"], 4242, EXEC_ENV, ["id"], LAYOUTS["v1"]).argv
+    assert exec_argv[-5:] == ("setpriv", "--inh-caps", "-sys_admin,-mknod,-dac_override", "--", "id")
+    # with the default set only SYS_ADMIN is missing; with SYS_ADMIN added nothing is
+    assert "--inh-caps=+sys_admin" in plans.start_chain(CONFIGS["plain"], PATHS, runtime("v1"), tty=False)
+    assert not [w for w in plans.start_chain(CONFIGS["sysadmin"], PATHS, runtime("v1"), tty=False)
+                if w.startswith("--inh-caps")]
+
+
+def test_init_script_binds_a_file_volume_onto_a_file() -> None:
+    lines = plans.init_script(CONFIGS["dropall"], PATHS, runtime("v1"), ())
+    bind = lines.index("mount --bind '/etc/extra hosts' ./etc/hosts.extra")
+    assert lines[bind - 2:bind] == ["mkdir -p etc", "[ -e ./etc/hosts.extra ] || touch ./etc/hosts.extra"]
+    assert lines[bind + 1] == "mount -o remount,bind,ro ./etc/hosts.extra"
+    assert "mkdir -p ./etc/hosts.extra" not in lines
 
 
 def test_init_script_mounts_volumes_read_only_where_asked() -> None:
@@ -513,6 +539,9 @@ def test_parse_volume() -> None:
     assert parse_volume("/srv/data:/data/:ro", exists) == Volume("/srv/data", "/data", True)
     assert parse_volume("/srv/a b:/x y//z", exists) == Volume("/srv/a b", "/x y/z", False)
     assert Volume("/srv/data", "/data", True).spec() == "/srv/data:/data:ro"
+    # a host file is seen as one while planning, so the init makes a file to mount it on
+    assert parse_volume("/srv/a b:/etc/x:ro", exists, exists_only("/srv/a b")) == Volume("/srv/a b", "/etc/x",
+                                                                                         True, file=True)
 
 
 @pytest.mark.parametrize(("text", "why"), [
@@ -571,8 +600,22 @@ def test_parse_caps_refuses_unknown(add: tuple[str, ...], drop: tuple[str, ...])
         parse_caps(add, drop)
 
 
-def test_parse_caps_drop_all_then_add_like_docker() -> None:
-    assert parse_caps(("NET_ADMIN",), ("ALL",)) == ("net_admin",)
+WITHOUT = {name: tuple(c for c in DEFAULT_CAPS if c != name) for name in DEFAULT_CAPS}
+
+
+@pytest.mark.parametrize(("add", "drop", "caps"), [
+    # Docker's TweakCapabilities: --cap-drop ALL keeps only the adds
+    (("NET_ADMIN",), ("ALL",), ("net_admin",)),
+    (("SYS_ADMIN", "cap_net_raw"), ("all",), ("sys_admin", "net_raw")),
+    # --cap-add ALL is everything except the drops
+    (("ALL",), ("SYS_ADMIN", "NET_ADMIN"), tuple(c for c in ALL_CAPS if c not in ("sys_admin", "net_admin"))),
+    (("ALL",), ("ALL",), ALL_CAPS),
+    # otherwise the default set minus the drops plus the adds: an add wins over the same drop
+    (("CHOWN",), ("CHOWN",), (*WITHOUT["chown"], "chown")),
+    (("NET_ADMIN",), ("NET_ADMIN", "MKNOD"), (*WITHOUT["mknod"], "net_admin")),
+])
+def test_parse_caps_follows_dockers_rules(add: tuple[str, ...], drop: tuple[str, ...], caps: tuple[str, ...]) -> None:
+    assert parse_caps(add, drop) == caps
 
 
 def test_names_hostnames_and_workdirs() -> None:

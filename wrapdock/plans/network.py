@@ -89,7 +89,7 @@ def remove(network: Network, last: bool) -> Plan:
     note = f"iptables: remove {network.name}'s rules"
     plan.extend(ipt.delete_rule(r, note) for r in reversed(_rules(network)))
     plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
-                 only_if=("ip", "link", "show", "dev", br)))
+                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))  # a bridge of that name, not any link
     if last:
         plan.extend(ipt.remove_skeleton())
     return plan
