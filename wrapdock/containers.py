@@ -167,16 +167,17 @@ def _refresh_hosts(session: Session, network_names: set[str], skip: str | None =
     if not network_names:
         return
     records = all_records(session)
-    steps: list[Step] = []
+    files = []
     for record in records:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
         paths = paths_of(session, record["id"])
         if paths.dir.is_dir():
-            steps.append(plans.write_file(paths.etc_file("hosts"), hostsfile.hosts_lines(record, records),
-                                          note=f"/etc/hosts of {record['name']}: the containers on its networks"))
-    if steps:
-        session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), steps))
+            files.append((paths.etc_file("hosts"), hostsfile.hosts_lines(record, records)))
+    if files:
+        networks_text = ", ".join(sorted(network_names))
+        session.carry_out(Plan(f"update /etc/hosts of the containers on {networks_text}", [plans.write_files(
+            files, f"/etc/hosts of the {len(files)} other container(s) on {networks_text}")]))
 
 
 def all_records(session: Session) -> list[dict[str, Any]]:
@@ -328,7 +329,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         files = etc_files(session, record)
     network_steps: list[Step] = []
     for att in attachments(session, record):
-        network_steps += endpoint_plans.attach(att, netns or "", config.name)
+        network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
         if ports and att.primary:
             network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
     plan = plans.prepare(config, paths, runtime, files, network_steps)
@@ -425,12 +426,11 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             raise UsageError(f"container {record['name']} is running: stop it first or use rm -f")
     for record in records:
         config = config_of(record)
-        network_steps: list[Step] = []
-        if record["ports"]:
-            network_steps += endpoint_plans.unpublish(record["id"], record["name"], ports_of(record))
-        network_steps += [endpoint_plans.detach(att, record["name"]) for att in attachments(session, record)]
+        network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
+            "ports"] else []
         plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
-                            running[record["id"]] or force, network_steps)  # the kill step is guarded
+                            running[record["id"]] or force,  # the kill step is guarded
+                            network_steps, [e["host_ifname"] for e in record["endpoints"]])
         session.carry_out(plan)
         if session.records_state:
             with session.state.locked():

@@ -27,6 +27,7 @@ class Step:
     undo: Step | None = None
     skip_if: tuple[str, ...] | None = None
     only_if: tuple[str, ...] | None = None
+    partial: bool = False  # may fail half-way (an `ip -batch`, a script): then its own undo runs too
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -56,7 +57,7 @@ class Plan:
 
 
 def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = (),
-        skip_if: Iterable[str] | None = None, only_if: Iterable[str] | None = None) -> Step:
+        skip_if: Iterable[str] | None = None, only_if: Iterable[str] | None = None, partial: bool = False) -> Step:
     """Shorthand for building a step from argv words."""
     return Step(
         argv=tuple(argv),
@@ -65,6 +66,7 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
         undo=undo,
         skip_if=tuple(skip_if) if skip_if is not None else None,
         only_if=tuple(only_if) if only_if is not None else None,
+        partial=partial,
     )
 
 

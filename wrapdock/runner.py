@@ -204,6 +204,8 @@ class Runner:
                     continue
                 assert result is not None
                 if not result.ok:
+                    if step.partial:  # it may have done part of its work: undo that too
+                        completed.append(step)
                     undone, undo_errors = self.rollback(completed)
                     completed = []
                     raise OperationFailed(_failure_line(result, undone, undo_errors))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from wrapdock.cgroups import CgroupLayout
-from wrapdock.plan import Step, cmd, write
+from wrapdock.plan import Step, cmd
 
 CPU_PERIOD_US = 100_000
 
@@ -60,34 +61,32 @@ def _v2_writes(layout: CgroupLayout, container_id: str, limits: Limits) -> list[
 
 
 def create(layout: CgroupLayout, container_id: str, limits: Limits) -> list[Step]:
-    """mkdir the container's cgroups (undo: rmdir) and write its limits."""
+    """One `sh -s`: mkdir the container's cgroups and write its limits (undo: rmdir them)."""
     note = f"cgroup v{layout.version}: the container's cgroups and limits"
-    steps: list[Step] = []
+    lines = ["set -e"]
     if layout.version == 2:
         parent = layout.parent_dirs()["unified"]
         enable = " ".join(f"+{c}" for c in ("memory", "pids", "cpu", "cpuset") if c in layout.controllers)
-        steps.append(cmd("mkdir", "-p", str(parent), note=note))
-        steps.append(write(str(layout.root / "cgroup.subtree_control"), enable, note))
-        steps.append(write(str(parent / "cgroup.subtree_control"), enable, note))
+        lines += [f"mkdir -p {parent}", f"echo '{enable}' > {layout.root}/cgroup.subtree_control",
+                  f"echo '{enable}' > {parent}/cgroup.subtree_control"]
     parents = layout.parent_dirs()
     for controller, path in layout.dirs(container_id).items():
-        steps.append(cmd("mkdir", "-p", str(path), note=note,
-                         undo=cmd("rmdir", str(path), note=note, only_if=("test", "-d", str(path)))))
+        lines.append(f"mkdir -p {path}")
         if controller == "cpuset":  # a v1 cpuset holds no process until its cpus and mems are set
             root = layout.root / "cpuset"
             for directory in (parents["cpuset"], path):
-                for name in ("cpuset.cpus", "cpuset.mems"):
-                    steps.append(cmd("sh", "-c", f"cat {root / name} > {directory / name}", note=note))
+                lines += [f"cat {root / name} > {directory / name}" for name in ("cpuset.cpus", "cpuset.mems")]
     writes = _v2_writes(layout, container_id, limits) if layout.version == 2 else _v1_writes(
         layout, container_id, limits)
-    steps.extend(write(path, value, note) for path, value in writes)
-    return steps
+    lines += [f"echo {shlex.quote(value)} > {path}" for path, value in writes]
+    return [cmd("sh", "-s", note=note, stdin=lines, partial=True,
+                undo=remove(layout, container_id)[0])]
 
 
 def remove(layout: CgroupLayout, container_id: str) -> list[Step]:
-    note = "remove the container's cgroups"
-    return [cmd("rmdir", str(path), note=note, only_if=("test", "-d", str(path)))
-            for path in layout.dirs(container_id).values()]
+    """One `sh -s`: rmdir the container's cgroups; what is gone already is skipped."""
+    lines = [f"[ ! -d {path} ] || rmdir {path}" for path in layout.dirs(container_id).values()]
+    return [cmd("sh", "-s", note="remove the container's cgroups", stdin=["set -e", *lines])]
 
 
 def join_commands(layout: CgroupLayout, container_id: str, who: str = "$$") -> list[str]:

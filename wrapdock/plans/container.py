@@ -172,27 +172,47 @@ def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
-def write_file(path: Path, lines: list[str], note: str) -> Step:
-    """dd, not install: the file keeps its inode, so a bind mount of it sees the new content."""
-    return cmd("dd", f"of={path}", "status=none", note=note, stdin=lines)
+FILE_END = "WRAPDOCK_FILE"
+
+
+def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
+                executable: tuple[Path, ...] = (), undo: Step | None = None) -> Step:
+    """One `sh -s` that makes directories and writes files (a process for all, not one per file).
+
+    `cat >` truncates and writes in place: a file keeps its inode, so a bind mount of it (the
+    container's /etc/hosts) sees the new content.
+    """
+    lines = ["set -e"]
+    if mkdirs:
+        lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
+    for path, content in files:
+        if any(line == FILE_END for line in content):
+            raise ValueError(f"file content may not hold the line {FILE_END}")
+        lines += [f"cat > {_q(path)} <<'{FILE_END}'", *content, FILE_END]
+    if executable:
+        lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
+    return cmd("sh", "-s", note=note, stdin=lines, undo=undo)
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
             etc_files: dict[str, list[str]], network_steps: list[Step]) -> Plan:
-    """Everything up to (not including) starting the process: directory, files, netns, network, cgroups."""
+    """Everything up to (not including) starting the process: directory, files, netns, network, cgroups.
+
+    A container on a network gets its namespace from the network steps' host batch; without one,
+    `ip netns add` here.
+    """
     plan = Plan(f"create container {config.name} ({config.id[:12]})")
-    note = f"the container's directory {paths.dir}: its layer, work dir and mount point"
-    plan.add(cmd("mkdir", "-p", str(paths.upper), str(paths.work), str(paths.rootfs), note=note,
-                 undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=note)))
-    for name, lines in etc_files.items():
-        plan.add(write_file(paths.etc_file(name), lines, note=f"/etc/{name} for the container"))
-    plan.add(cmd("install", "-m", "755", "/dev/stdin", str(paths.init), note="the container's init script",
-                 stdin=init_script(config, paths, runtime, tuple(etc_files))))
-    if runtime.netns:
+    note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
+            f"/etc files ({', '.join(etc_files) or 'none'})")
+    files = [(paths.etc_file(name), lines) for name, lines in etc_files.items()]
+    files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files))))
+    plan.add(write_files(files, note, mkdirs=(paths.upper, paths.work, paths.rootfs), executable=(paths.init,),
+                         undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=note)))
+    if runtime.netns and not network_steps:
         netns_note = f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)"
         plan.add(cmd("ip", "netns", "add", runtime.netns, note=netns_note,
                      undo=cmd("ip", "netns", "del", runtime.netns, note=netns_note)))
-        plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "lo", "up", note=netns_note))
+        plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "dev", "lo", "up", note=netns_note))
     plan.extend(network_steps)
     plan.extend(cgroup_plans.create(runtime.cgroups, config.id, config.limits))
     return plan
@@ -240,18 +260,21 @@ def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
 
 
 def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool,
-           network_steps: list[Step]) -> Plan:
+           network_steps: list[Step], host_ifnames: list[str]) -> Plan:
+    """kill (rm -f), withdraw the ports, then one guarded `sh -s` for the veths, the namespace, the
+    cgroups and the directory: what is gone already is skipped, so a second rm finishes a failed one."""
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
         plan.add(_kill_and_wait(paths, f"kill {config.name} (rm -f)"))
     plan.extend(network_steps)
+    lines = ["set -e"]
+    lines += [f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}" for name in host_ifnames]
     if runtime.netns:
-        netns_note = f"network namespace {runtime.netns}"
-        plan.add(cmd("ip", "netns", "del", runtime.netns, note=netns_note,
-                     only_if=("test", "-e", f"/run/netns/{runtime.netns}")))
-    plan.extend(cgroup_plans.remove(runtime.cgroups, config.id))
-    plan.add(cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=f"the container's directory {paths.dir}",
-                 only_if=("test", "-d", str(paths.dir))))
+        lines.append(f"[ ! -e {_q(f'/run/netns/{runtime.netns}')} ] || ip netns del {_q(runtime.netns)}")
+    lines += [f"[ ! -d {_q(d)} ] || rmdir {_q(d)}" for d in runtime.cgroups.dirs(config.id).values()]
+    lines.append(f"[ ! -d {_q(paths.dir)} ] || rm -rf --one-file-system {_q(paths.dir)}")
+    plan.add(cmd("sh", "-s", note=f"{config.name}'s interfaces, network namespace, cgroups and directory",
+                 stdin=lines))
     return plan
 
 

@@ -40,20 +40,26 @@ def container_comment(container_id: str) -> str:
     return f"wrapdock:container={container_id}"
 
 
-def attach(att: Attachment, netns: str, name: str) -> list[Step]:
+def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -> list[Step]:
+    """Two `ip -batch` runs; with `create_netns`, they also make the namespace and bring its lo up."""
     net = att.network
     mtu = f" mtu {net.mtu}" if net.mtu else ""
     note = f"connect {name} to {net.name}: veth {att.host_ifname} on {net.bridge}, {att.ifname} {att.cidr} inside"
-    host = cmd("ip", "-batch", "-", note=note, stdin=(
+    undo_lines = [f"[ ! -e /sys/class/net/{att.host_ifname} ] || ip link del dev {att.host_ifname}"]
+    if create_netns:
+        note = f"network namespace {netns} (ip netns exec {netns} ... works on the host); " + note
+        undo_lines.append(f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}")
+    host = cmd("ip", "-batch", "-", note=note, partial=True, stdin=(
+        *([f"netns add {netns}"] if create_netns else []),
         f"link add name {att.host_ifname}{mtu} type veth peer name {att.ifname}{mtu} netns {netns}",
         f"link set dev {att.host_ifname} master {net.bridge}",
         # hairpin: a container reaching its own published port through the host is bridged back out
         # of the port it came in by (br_netfilter does that after the DNAT)
         f"link set dev {att.host_ifname} type bridge_slave hairpin on",
         f"link set dev {att.host_ifname} up",
-    ), undo=cmd("ip", "link", "del", "dev", att.host_ifname, note=note,
-                only_if=("ip", "link", "show", "dev", att.host_ifname)))
-    inside = [f"addr add {att.cidr} dev {att.ifname}", f"link set dev {att.ifname} up"]
+    ), undo=cmd("sh", "-s", note=note, stdin=undo_lines))
+    inside = [*(["link set dev lo up"] if create_netns else []),
+              f"addr add {att.cidr} dev {att.ifname}", f"link set dev {att.ifname} up"]
     if att.primary:
         inside.append(f"route add default via {net.gateway}")
     return [host, cmd("ip", "-n", netns, "-batch", "-", note=note, stdin=inside)]

@@ -94,10 +94,8 @@ def remove_abandoned(record: dict[str, Any], paths: ContainerPaths, layout: Cgro
 
     if layout is None:  # no cgroup hierarchy: nothing to remove there
         layout = CgroupLayout(1, Path("/sys/fs/cgroup"), "wrapdock", ())
-    steps = _unpublish(record)
-    steps += [delete_link(e["host_ifname"], f"{record['name']}'s veth on {e['network']}") for e in record["endpoints"]]
     plan = container_plans.remove(config_of(record), paths, Runtime("", layout, Path("/"), record["netns"]),
-                                  running, steps)
+                                  running, _unpublish(record), [e["host_ifname"] for e in record["endpoints"]])
     plan.title = (f"remove container {record['name']} ({record['id'][:12]}): its `wrapdock run` was killed "
                   "half-way (phase creating, owner process gone)")
     return plan
