@@ -31,25 +31,108 @@ from wrapdock.errors import StateError
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images"}
 _validators: dict[str, Any] = {}
+_schemas: dict[str, dict[str, Any]] = {}
 
 
 def validate(kind: str, record: Any, where: str) -> None:
-    """Check a record against state/KIND.schema.json; jsonschema is imported only when needed."""
+    """Check a record against state/KIND.schema.json with jsonschema (on every write)."""
     validator = _validators.get(kind)
     if validator is None:
-        import jsonschema
+        import jsonschema  # costly to import: only operations that write state need it
 
-        schema = json.loads(resources.schema_text(kind))
-        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        validator = jsonschema.Draft202012Validator(_schema(kind), format_checker=jsonschema.FormatChecker())
         _validators[kind] = validator
     error = next(iter(sorted(validator.iter_errors(record), key=lambda e: list(e.path))), None)
     if error is not None:
         raise StateError(f"{where}: {error.json_path}: {error.message}")
 
 
+def _schema(kind: str) -> dict[str, Any]:
+    if kind not in _schemas:
+        _schemas[kind] = json.loads(resources.schema_text(kind))
+    return _schemas[kind]
+
+
+# -- reading: the same schema, checked without importing jsonschema ------------------------------
+# Reads are frequent (`ps` reads every container) and must stay cheap, so they check records with
+# this small interpreter of the keywords the state schemas use; writes use jsonschema itself, and
+# tests/unit/test_state.py holds both to the same verdicts.
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _TYPES[name])
+
+
+def shape_errors(schema: dict[str, Any], value: Any, path: str = "$", root: dict | None = None) -> list[str]:
+    """Why `value` does not match `schema` (the subset of JSON Schema the state files use)."""
+    import re
+
+    root = root or schema
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(_type_ok(value, n) for n in names):
+            return [f"{path}: {value!r} is not of type {' or '.join(map(repr, names))}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{path}: {value!r} was expected to be {schema['const']!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{path}: {value!r} is not one of {schema['enum']!r}"]
+    errors: list[str] = []
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{path}: {value!r} does not match {schema['pattern']!r}")
+        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", len(value)):
+            errors.append(f"{path}: {value!r} has the wrong length")
+        if schema.get("format") == "ipv4":
+            from ipaddress import IPv4Address
+
+            try:
+                IPv4Address(value)
+            except ValueError:
+                errors.append(f"{path}: {value!r} is not a 'ipv4'")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
+            errors.append(f"{path}: {value!r} is out of range")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            errors.append(f"{path}: {value!r} is out of range")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errors.append(f"{path}: too few items")
+        for i, item in enumerate(value):
+            errors += shape_errors(schema.get("items", {}), item, f"{path}[{i}]", root)
+    if isinstance(value, dict):
+        errors += [f"{path}: {key!r} is a required property" for key in schema.get("required", []) if key not in value]
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if "propertyNames" in schema:
+                errors += shape_errors(schema["propertyNames"], key, f"{path}.{key}", root)
+            if key in properties:
+                errors += shape_errors(properties[key], item, f"{path}.{key}", root)
+            elif extra is False:
+                errors.append(f"{path}: additional property {key!r} is not allowed")
+            elif isinstance(extra, dict):
+                errors += shape_errors(extra, item, f"{path}.{key}", root)
+    return errors
+
+
+def check_shape(kind: str, record: Any, where: str) -> None:
+    errors = shape_errors(_schema(kind), record)
+    if errors:
+        raise StateError(f"{where}: {errors[0]}")
+
+
 class StateStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._seen: dict[Path, tuple[tuple[int, int, int], str]] = {}  # checked files by (inode, mtime, size)
 
     # -- files ---------------------------------------------------------------------------------
     def path(self, kind: str, name: str) -> Path:
@@ -61,6 +144,11 @@ class StateStore:
         """The record, None if there is none, StateError if the file is broken."""
         path = self.path(kind, name)
         try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            seen = self._seen.get(path)
+            if seen is not None and seen[0] == key:  # read and checked before, unchanged since
+                return json.loads(seen[1])
             text = path.read_text()
         except FileNotFoundError:
             return None
@@ -70,7 +158,8 @@ class StateStore:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise StateError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        validate(kind, record, str(path))
+        check_shape(kind, record, str(path))
+        self._seen[path] = (key, text)
         return record
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:

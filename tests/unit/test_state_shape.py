@@ -1,0 +1,81 @@
+"""Reads check records with state.shape_errors, writes with jsonschema: both must give the same verdict."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from wrapdock import resources
+from wrapdock.state import shape_errors
+
+NETWORK = {"version": 1, "name": "web", "id": "a" * 64, "driver": "bridge", "subnet": "10.20.0.0/24",
+           "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False, "lab": None,
+           "created": "2026-01-01T00:00:00+00:00"}
+IPAM = {"version": 1, "network": "web", "subnet": "10.20.0.0/24", "gateway": "10.20.0.1", "last_reserved": "10.20.0.2",
+        "allocations": {"10.20.0.2": {"owner": "b" * 64, "time": "t"}}}
+CONTAINER = {
+    "version": 1, "id": "c" * 64, "name": "bird", "image": "busybox", "command": ["top"], "env": ["bird=123"],
+    "hostname": "bird", "workdir": "/", "volumes": [{"source": "/srv", "target": "/www", "readonly": True}],
+    "limits": {"memory": 67108864, "cpus": 0.5, "cpu_shares": None, "cpuset_cpus": None, "pids": 64},
+    "caps": ["chown"], "privileged": False, "netns": "bird", "created": "t", "detach": True, "auto_remove": False,
+    "tty": False, "phase": "ready", "owner_pid": None, "net_mode": "bridge",
+    "endpoints": [{"network": "web", "ifname": "eth0", "host_ifname": "wdcccccccccc0", "address": "10.20.0.2"}],
+    "ports": [{"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}], "dns": [],
+    "add_hosts": ["db:10.9.9.9"], "lab": None}
+IMAGE = {"version": 1, "name": "busybox", "id": "d" * 64, "created": "t", "source": "busybox-static /bin/busybox"}
+VALID = {"network": NETWORK, "ipam": IPAM, "container": CONTAINER, "image": IMAGE}
+
+
+def mutations(record: dict) -> list[tuple[str, dict]]:
+    """Records broken in the ways hand edits break them: one change each, at every level."""
+    out = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key in list(value):
+                yield from walk(value[key], [*path, key])
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, [*path, i])
+        yield path, value
+
+    for path, value in list(walk(record, [])):
+        if not path:
+            continue
+        for label, replacement in (("none", None), ("str", "x y/z"), ("int", -5), ("list", []), ("dict", {}),
+                                   ("bool", True), ("ip", "999.1.1.1")):
+            if replacement == value:
+                continue
+            broken = copy.deepcopy(record)
+            target = broken
+            for part in path[:-1]:
+                target = target[part]
+            target[path[-1]] = replacement
+            out.append((f"{'.'.join(map(str, path))}={label}", broken))
+        broken = copy.deepcopy(record)
+        target = broken
+        for part in path[:-1]:
+            target = target[part]
+        if isinstance(target, dict):
+            del target[path[-1]]
+            out.append((f"{'.'.join(map(str, path))}=deleted", broken))
+    extra = copy.deepcopy(record)
+    extra["surprise"] = 1
+    out.append(("extra key", extra))
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_reads_and_writes_agree(kind: str) -> None:
+    schema = json.loads(resources.schema_text(kind))
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    assert shape_errors(schema, VALID[kind]) == []
+    assert validator.is_valid(VALID[kind])
+    cases = mutations(VALID[kind])
+    assert len(cases) > 20
+    disagreements = [label for label, record in cases
+                     if bool(shape_errors(schema, record)) == validator.is_valid(record)]
+    assert disagreements == []
