@@ -47,6 +47,13 @@ format_option = click.option("--format", "output_format", type=click.Choice(["ta
                              default="table", show_default=True, help="Output format.")
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """click's version_option would import importlib.metadata (~30 ms) to find a version we know."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"wrapdock {__version__}")
+        ctx.exit()
+
+
 def _emit_script(session: Session) -> None:
     """In print-only mode the result of a changing command is the script, on stdout."""
     from wrapdock.render import render_script
@@ -55,7 +62,8 @@ def _emit_script(session: Session) -> None:
 
 
 @click.group(cls=AliasGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="wrapdock", message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 @click.option("--print-only", is_flag=True,
               help="Print what a changing command would run as a bash script; change nothing.")
 @click.option("--quiet", is_flag=True, help="Do not print the command trail.")
