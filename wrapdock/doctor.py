@@ -70,6 +70,7 @@ class Link:
     up: bool = True
     addresses: tuple[str, ...] = ()  # IPv4 CIDRs, e.g. "10.0.0.1/24"
     netnsid: int | None = None  # the peer's network namespace (veth), as `ip netns list` numbers it
+    alias: str = ""  # wrapdock's bridges carry wrapdock:network=NAME
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def parse_links(text: str) -> dict[str, Link]:
                           if a.get("family") == "inet")
         links[entry["ifname"]] = Link(
             name=entry["ifname"], kind=entry.get("linkinfo", {}).get("info_kind", ""), master=entry.get("master"),
-            up="UP" in entry.get("flags", []), addresses=addresses, netnsid=entry.get("link_netnsid"))
+            up="UP" in entry.get("flags", []), addresses=addresses, netnsid=entry.get("link_netnsid"),
+            alias=entry.get("ifalias", ""))
     return links
 
 
@@ -629,6 +631,13 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
             if link and link.kind == "bridge" and all(VETH_NAME.fullmatch(p.name) and p.name not in owned_veths
                                                       for p in ports):
                 a.orphan_bridges.append(link)
+    # a bridge whose alias names a network that has no record (wrapdock was killed while creating it)
+    network_names = {n.name for n in facts.networks}
+    for link in facts.links.values():
+        owner = link.alias.removeprefix(NETWORK_OWNER) if link.alias.startswith(NETWORK_OWNER) else None
+        if (link.kind == "bridge" and owner is not None and owner not in network_names
+                and link.name not in bridges and link not in a.orphan_bridges):
+            a.orphan_bridges.append(link)
     for container_id, dirs in sorted(facts.cgroups.items()):
         if container_id in recorded:
             continue

@@ -156,12 +156,14 @@ def test_every_create_step_is_undone_or_covered(network: Network) -> None:
 def test_create_steps_are_in_a_safe_order(network: Network) -> None:
     plan = network_plans.create(network)
     argvs = [s.argv for s in plan.steps]
-    add = argvs.index(next(a for a in argvs if a[:3] == ("ip", "link", "add")))
-    addr = argvs.index(next(a for a in argvs if a[:3] == ("ip", "addr", "add")))
-    up = argvs.index(("ip", "link", "set", "dev", network.bridge, "up"))
-    assert add < addr < up
-    assert argvs[add][4] == network.bridge
-    assert (network.gateway_cidr, "dev", network.bridge) == argvs[addr][3:]
+    bridge = plan.steps[0]  # one batch: the bridge, its owner alias, the gateway address, up
+    mtu = f" mtu {network.mtu}" if network.mtu else ""
+    assert bridge.argv == ("ip", "-batch", "-") and bridge.partial
+    assert bridge.stdin == (f"link add name {network.bridge}{mtu} type bridge",
+                            f"link set dev {network.bridge} alias wrapdock:network={network.name}",
+                            f"addr add {network.gateway_cidr} dev {network.bridge}",
+                            f"link set dev {network.bridge} up")
+    assert bridge.undo is not None and bridge.undo.argv == ("ip", "link", "del", "dev", network.bridge)
     # a rule can only jump to a chain that was created before it
     created: set[str] = set()
     for argv in argvs:
@@ -200,9 +202,9 @@ def test_create_adds_are_ensures_with_exact_undo(network: Network) -> None:
 
 
 def test_mtu_only_when_asked() -> None:
-    with_mtu = network_plans.create(NETWORKS["mtu"]).steps[0].argv
-    without = network_plans.create(NETWORKS["normal"]).steps[0].argv
-    assert with_mtu == ("ip", "link", "add", "name", "br-jumbo", "mtu", "9000", "type", "bridge")
+    with_mtu = network_plans.create(NETWORKS["mtu"]).steps[0].stdin[0]
+    without = network_plans.create(NETWORKS["normal"]).steps[0].stdin[0]
+    assert with_mtu == "link add name br-jumbo mtu 9000 type bridge"
     assert "mtu" not in without
 
 

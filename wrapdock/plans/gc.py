@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from wrapdock import names
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.model import Network
 from wrapdock.plan import Plan, Step, cmd
@@ -55,10 +56,15 @@ def repair_network(network: Network, reasons: list[str], veths: list[str]) -> Pl
     steps = network_plans.create(network).steps
     link_note = steps[0].note
     for step in steps:
-        if step.argv[:3] == ("ip", "link", "add"):
-            step = dataclasses.replace(step, skip_if=_link_gone_probe(network.bridge))
-        elif step.argv[:3] == ("ip", "addr", "add"):
-            step = dataclasses.replace(step, argv=("ip", "addr", "replace", *step.argv[3:]))
+        if step.argv == ("ip", "-batch", "-"):  # the bridge batch, as ensures: only what is missing
+            br = network.bridge
+            mtu = f" mtu {network.mtu}" if network.mtu else ""
+            step = dataclasses.replace(step, argv=("sh", "-s"), partial=False, undo=None, stdin=(
+                "set -e",
+                f"[ -d /sys/class/net/{br}/bridge ] || ip link add name {br}{mtu} type bridge",
+                f"ip link set dev {br} alias {names.network_comment(network.name)}",
+                f"ip addr replace {network.gateway_cidr} dev {br}",
+                f"ip link set dev {br} up"))
         if step.note == link_note:  # the trail says why the create plan runs again
             step = dataclasses.replace(step, note=f"{why}: re-run its create plan, each step an ensure: {link_note}")
         plan.add(step)

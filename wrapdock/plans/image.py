@@ -12,6 +12,10 @@ ROOTFS_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc
 
 
 def _start(plan: Plan, image_dir: Path, note: str) -> None:
+    # an image has no record until its plan succeeded: a directory already there is what an
+    # interrupted build (a killed wrapdock) left, and goes first
+    plan.add(cmd("rm", "-rf", "--one-file-system", str(image_dir), only_if=("test", "-d", str(image_dir)),
+                 note=f"what an interrupted build left in {image_dir}"))
     plan.add(cmd("mkdir", "-p", str(image_dir / "rootfs"), note=note,
                  undo=cmd("rm", "-rf", "--one-file-system", str(image_dir), note=note)))
 

@@ -63,11 +63,16 @@ def create(network: Network) -> Plan:
                 f"bridge {br})")
     link_note = f"bridge {br} with gateway {network.gateway_cidr}"
     mtu = ("mtu", str(network.mtu)) if network.mtu else ()
-    # `name`/`dev` before every link name: a bridge called "up" or "mtu" is a name, not a keyword
-    plan.add(cmd("ip", "link", "add", "name", br, *mtu, "type", "bridge", note=link_note,
-                 undo=cmd("ip", "link", "del", "dev", br, note=link_note)))
-    plan.add(cmd("ip", "addr", "add", network.gateway_cidr, "dev", br, note=link_note))
-    plan.add(cmd("ip", "link", "set", "dev", br, "up", note=link_note))
+    # One batch: the bridge carries its owner in its alias from its first microsecond, so gc can tell
+    # it is wrapdock's even if wrapdock is killed right after. `name`/`dev` before every link name: a
+    # bridge called "up" or "mtu" is a name, not a keyword.
+    plan.add(cmd("ip", "-batch", "-", note=link_note, partial=True, stdin=(
+        f"link add name {br}{' ' + ' '.join(mtu) if mtu else ''} type bridge",
+        f"link set dev {br} alias {names.network_comment(network.name)}",
+        f"addr add {network.gateway_cidr} dev {br}",
+        f"link set dev {br} up",
+    ), undo=cmd("ip", "link", "del", "dev", br, note=link_note,
+                only_if=("test", "-d", f"/sys/class/net/{br}/bridge"))))
     if not network.internal:
         forward_note = "let the host route packets (IPv4 forwarding)"
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
