@@ -40,7 +40,9 @@ _ANY_EXIT = [*range(-64, 0), *range(256)]
 
 def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
     """Run one command with `sh`: no pty, output captured, every exit code returned (not raised)."""
-    import sh  # imported here: costly, and only commands that change or read the host need it
+    from wrapdock.shloader import load_sh  # only commands that change or read the host need sh
+
+    sh = load_sh()
 
     started = time.monotonic()
     try:
@@ -66,7 +68,9 @@ def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
 
 def sh_attached(argv: Sequence[str]) -> Result:
     """Run one command with this terminal (stdin, stdout, stderr inherited): a workload, an exec."""
-    import sh
+    from wrapdock.shloader import load_sh
+
+    sh = load_sh()
 
     started = time.monotonic()
     try:
