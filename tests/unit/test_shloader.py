@@ -1,0 +1,44 @@
+"""sh is imported without asyncio and package metadata, and still runs commands; asyncio still works after."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import sys
+from wrapdock.shloader import load_sh
+sh = load_sh()
+result = sh.Command("echo")("hello", _tty_out=False, _return_cmd=True)
+assert result.stdout == b"hello\\n", result.stdout
+assert result.exit_code == 0
+failed = sh.Command("sh")("-c", "exit 3", _tty_out=False, _return_cmd=True, _ok_code=range(256))
+assert failed.exit_code == 3
+print("asyncio" in sys.modules, "importlib.metadata" in sys.modules)
+import asyncio
+async def answer():
+    return 42
+print(asyncio.run(answer()))
+"""
+
+
+def test_sh_runs_without_asyncio_and_asyncio_still_works() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "42"]
+
+
+def test_read_only_commands_import_neither_sh_nor_jsonschema(tmp_path) -> None:
+    probe = f"""
+import sys
+from wrapdock.cli import main
+for argv in (["--version"], ["--help"], ["ps"], ["network", "ls"], ["ps", "-a", "--format", "json"]):
+    try:
+        main(["--state-dir", "{tmp_path}/state", "--data-dir", "{tmp_path}/data", *argv])
+    except SystemExit:
+        pass
+print(sorted(m for m in ("sh", "jsonschema", "yaml") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
