@@ -359,7 +359,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     with session.state.locked():
         record["phase"], record["owner_pid"] = "ready", None
         session.state.put("container", config.id, record)
-        _refresh_hosts(session, {e["network"] for e in record["endpoints"]}, skip=config.id)
+        # its own /etc/hosts too: it was computed before the plan ran, and containers that started
+        # meanwhile are in the state now
+        _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
     if watcher:
         session.carry_out(Plan(f"remove {config.name} when it exits", [watcher]))
     if request.detach:
@@ -487,14 +489,23 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         if withdraw and not force:
             raise UsageError(f"container {record['name']} publishes ports on {network_name}: use -f to withdraw "
                              "them too")
-        att = attachments(session, record)[position]
+        all_attachments = attachments(session, record)
+        att = all_attachments[position]
         steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if withdraw else []
         steps.append(endpoint_plans.detach(att, record["name"]))
+        # the default route went with the first network: the next one that leads out carries it now
+        successor = next((a for a in all_attachments if a is not att and not a.network.internal), None)
+        if position == 0 and successor is not None:
+            steps.append(endpoint_plans.default_route(successor, record["netns"], record["name"]))
         session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}", steps))
         if not session.records_state:
             return record
         _release(session, record, [network_name])
         del record["endpoints"][position]
+        if position == 0 and successor is not None:  # the first endpoint is the one with the default route
+            moved = next(e for e in record["endpoints"] if e["network"] == successor.network.name)
+            record["endpoints"].remove(moved)
+            record["endpoints"].insert(0, moved)
         if withdraw:
             record["ports"] = []
         session.state.put("container", record["id"], record)

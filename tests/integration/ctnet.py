@@ -103,9 +103,9 @@ class Host:
         return self.sandbox.wrapdock("exec", name, *argv, check=False, timeout=timeout)
 
     def inside(self, name: str, *argv: str) -> subprocess.CompletedProcess:
-        """A busybox applet run where `wrapdock exec` runs it (the container's namespaces and root),
-        entered directly with nsenter: the same packets and the same /etc files, without starting
-        wrapdock for each probe."""
+        """A busybox applet run in the container's namespaces and root, as `wrapdock exec` runs it but
+        entered directly with nsenter (without its cgroups and capability limits): the same packets and
+        the same /etc files, without starting wrapdock for each probe."""
         return self.sandbox.sh(*self._argv(name, *argv), check=False)
 
     def file(self, name: str, path: str) -> str:
@@ -141,7 +141,7 @@ class Host:
         assert pid, f"{where} is not running"
         return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", "busybox", *argv]
 
-    def ping(self, where: str, address: str, wait: int = 2) -> bool:
+    def ping(self, where: str, address: str, wait: int = 3) -> bool:
         """One ICMP echo from `where` to `address`: did the reply come back?"""
         proc = self.sandbox.sh(*self._argv(where, "ping", "-c1", f"-W{wait}", address), check=False)
         return proc.returncode == 0
@@ -211,11 +211,12 @@ class Host:
         """rm -f the containers, check the networks hold no lease, remove them, insist nothing is left."""
         if containers:
             self.wd("--quiet", "rm", "-f", *containers)
-        if networks:  # no lease, no container left on them (one `network ls` for all)
-            views = {v["name"]: v for v in json.loads(self.wd("network", "ls", "--format", "json").stdout)}
-            for network in networks:
-                assert views[network]["allocations"] == [], views[network]
-                assert views[network]["containers"] == [], views[network]
+        if networks:  # no lease, no container left on them (one `network inspect` for all)
+            views = json.loads(self.wd("network", "inspect", *networks).stdout)
+            assert [v["name"] for v in views] == networks
+            for view in views:
+                assert view["allocations"] == [], view
+                assert view["containers"] == [], view
             self.wd("--quiet", "network", "rm", *networks)
         assert_nothing_left(self.sandbox, start)
 

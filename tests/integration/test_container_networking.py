@@ -125,8 +125,7 @@ def test_forward_policy_drop_does_not_stop_the_four_cases(sandbox, tmp_path):
     ip = two_lans(host, tmp_path)
     server = four_cases(host, tmp_path, ip)
     sandbox.sh("kill", server)
-    host.teardown(start, ["bird", "robin", "owl"], [TB, OB])
-    assert "*filter :FORWARD DROP" in sandbox.snapshot()["iptables"]
+    host.teardown(start, ["bird", "robin", "owl"], [TB, OB])  # (start has the DROP policy)
 
 
 def test_published_ports(sandbox, tmp_path):
@@ -201,7 +200,7 @@ def test_isolated_and_internal_networks(sandbox):
         ("in1", ip["in2"]), ("in2", ip["in1"]), ("in1", "10.42.0.1"),
         # the control: between two ordinary networks, routing works
         ("pl", ip["pl2"]), ("pl2", ip["pl"]), ("pl", OUTSIDE_IP),
-        wait=2)
+        wait=3)
     assert reached == [True] * 10
 
     blocked = host.pings(
@@ -231,7 +230,7 @@ def test_connect_and_disconnect(sandbox, tmp_path):
     robin_ob = host.address("robin", OB)
     assert robin_ob.startswith("162.17.0.") and robin_ob != OWL_IP
     assert host.links("robin") == ["lo", "eth0", "eth1"]
-    eth1 = host.exec("robin", "ip", "-4", "-o", "addr", "show", "dev", "eth1")
+    eth1 = host.inside("robin", "ip", "-4", "-o", "addr", "show", "dev", "eth1")
     assert f"inet {robin_ob}/24" in eth1.stdout, eth1.stdout
     assert robin_ob in {a["address"] for a in host.leases(OB)}
     assert host.network_view(OB)["containers"] == ["owl", "robin"]
@@ -289,7 +288,7 @@ def test_names_in_etc_hosts_and_resolv_conf(sandbox):
     host.wd("--quiet", "rm", "-f", "gamma")
     assert "gamma" not in host.hosts("alpha")
     assert "gamma" not in host.hosts("beta")
-    assert "bad address" in host.exec("alpha", "ping", "-c1", "-W1", "gamma").stderr.lower()
+    assert "bad address" in host.inside("alpha", "ping", "-c1", "-W1", "gamma").stderr.lower()
     assert host.hosts("alpha")["db"] == "10.9.9.9"  # --add-host survives the rewrites
 
     host.teardown(start, ["alpha", "beta"], [TB])
@@ -323,10 +322,6 @@ def test_network_rm_force_with_containers_attached_leaves_nothing(sandbox, tmp_p
     host.teardown(start, ["robin", "owl"], [TB])
 
 
-@pytest.mark.xfail(strict=True, raises=WrapdockBug, reason=(
-    "BUG: disconnecting a container from the network that carries its default route leaves it without "
-    "one, although it is still on another (non-internal) network: it cannot reach the outside any more, "
-    "and a later connect does not add one either (Docker moves the gateway to a remaining network)"))
 def test_disconnect_from_the_default_route_network_keeps_the_way_out(sandbox):
     host, start = begin(sandbox)
     host.network(TB, "162.16.0.1/24")
@@ -405,6 +400,7 @@ def test_print_only_run_prints_the_network_steps_and_changes_nothing(sandbox, tm
     # nothing changed: no record, no netns, no links, no rules, no lease, no cgroup, no port
     assert sandbox.snapshot() == before
     assert sandbox.state_records("containers") == []
+    assert sandbox.sh("ls", "-A", "/run/wrapdock-data/containers", check=False).stdout == ""
     assert host.leases(TB) == []
     assert sandbox.cgroup_dirs() == []
     assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:8090/") is None

@@ -65,6 +65,11 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -
     return [host, cmd("ip", "-n", netns, "-batch", "-", note=note, stdin=inside)]
 
 
+def default_route(att: Attachment, netns: str, name: str) -> Step:
+    return cmd("ip", "-n", netns, "route", "replace", "default", "via", str(att.network.gateway),
+               note=f"{name}'s default route now goes via {att.network.name} ({att.network.gateway})")
+
+
 def detach(att: Attachment, name: str) -> Step:
     """Deleting the host end deletes the pair (the netns may outlive its last process)."""
     return cmd("ip", "link", "del", "dev", att.host_ifname, note=f"disconnect {name} from {att.network.name}",
