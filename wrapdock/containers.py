@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from wrapdock import cgroups, containerspec, hostsfile, images, names, portspec
+from wrapdock import cgroups, containerspec, hostsfile, images, names, networks, portspec
 from wrapdock.containerspec import ContainerConfig, Volume
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, RecordStore
@@ -99,16 +98,8 @@ def runtime_of(session: Session, record: dict[str, Any]) -> Runtime:
                    record["netns"])
 
 
-def _network(session: Session, name: str) -> Network:
-    names.check_object_name("network", name)
-    record = session.state.get("network", name)
-    if record is None:
-        raise UsageError(f"no such network: {name}")
-    return Network.from_record(record)
-
-
 def attachments(session: Session, record: dict[str, Any]) -> list[Attachment]:
-    return [Attachment(_network(session, e["network"]), e["ifname"], e["host_ifname"], IPv4Address(e["address"]),
+    return [Attachment(networks.load(session, e["network"]), e["ifname"], e["host_ifname"], IPv4Address(e["address"]),
                        position == 0)
             for position, e in enumerate(record["endpoints"])]
 
@@ -131,7 +122,7 @@ def _release(session: Session, record: dict[str, Any], network_names: list[str] 
         ipam_record = session.state.get("ipam", endpoint["network"])
         if ipam_record is None:
             continue
-        Ipam(_network(session, endpoint["network"]).subnet, IPv4Address(ipam_record["gateway"]),
+        Ipam(networks.load(session, endpoint["network"]).subnet, IPv4Address(ipam_record["gateway"]),
              RecordStore(ipam_record)).release(record["id"])
         session.state.put("ipam", endpoint["network"], ipam_record)
 
@@ -265,10 +256,6 @@ def build_config(session: Session, request: RunRequest) -> ContainerConfig:
     )
 
 
-def _lock(session: Session):
-    return nullcontext() if session.print_only else session.state.locked()
-
-
 def _check_network_options(request: RunRequest) -> tuple[str, list[PortMapping]]:
     mode = "none" if request.network in (None, "none") else "host" if request.network == "host" else "bridge"
     ports = portspec.parse_all(request.publish)
@@ -296,7 +283,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     """Create and start a container; returns (config, the workload's exit code when attached)."""
     config = build_config(session, request)
     mode, ports = _check_network_options(request)
-    network = _network(session, request.network) if mode == "bridge" and request.network else None
+    network = networks.load(session, request.network) if mode == "bridge" and request.network else None
     session.require_root()
     if config.image == images.DEFAULT_IMAGE:
         images.ensure_default(session)
@@ -310,7 +297,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     paths = paths_of(session, config.id)
     record = _record(config, request, netns)
     record["net_mode"], record["ports"] = mode, [p.to_record() for p in ports]
-    with _lock(session):
+    with session.lock():
         for other in all_records(session):
             if other["name"] == config.name:
                 raise UsageError(f"container name {config.name!r} is already in use")
@@ -444,9 +431,9 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
 
 # -- network connect / disconnect --------------------------------------------------------------------
 def connect(session: Session, network_name: str, ref: str, ip: str | None) -> dict[str, Any]:
-    network = _network(session, network_name)
+    network = networks.load(session, network_name)
     session.require_root()
-    with _lock(session):
+    with session.lock():
         record = find(session, ref)
         if record["net_mode"] == "host":
             raise UsageError(f"container {record['name']} uses the host's network (--net host)")
@@ -480,7 +467,7 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
     """Take a container off a network; -f also withdraws ports published through that network."""
     names.check_object_name("network", network_name)
     session.require_root()
-    with _lock(session):
+    with session.lock():
         record = find(session, ref)
         position = next((i for i, e in enumerate(record["endpoints"]) if e["network"] == network_name), None)
         if position is None:
@@ -609,7 +596,7 @@ def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
     images.check_image_name(image)
     session.require_root()
     record = find(session, ref)
-    with _lock(session):
+    with session.lock():
         if images.get(session, image) is not None:
             raise UsageError(f"image {image!r} already exists")
         paths = paths_of(session, record["id"])

@@ -23,7 +23,6 @@ commands they follow succeeded. Nothing that is not provably wrapdock's is touch
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -195,7 +194,7 @@ def _refresh_hosts(session: Session, network_names: set[str]) -> None:
 def reconcile(session: Session) -> list[str]:
     """Carry out (or, with --print-only, collect) what gc decides; returns one line per thing done."""
     session.require_root()
-    with nullcontext() if session.print_only else session.state.locked():
+    with session.lock():
         facts = doctor.gather(session, environment=False)
         if facts.broken_state:
             raise StateError("gc needs every state file readable, or it would take their objects for leftovers: "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,7 @@ def ensure_default(session: Session) -> dict[str, Any]:
     if existing is not None:
         return existing
     busybox = host_busybox()
-    with nullcontext() if session.print_only else session.state.locked():
+    with session.lock():
         existing = get(session, DEFAULT_IMAGE)  # another wrapdock may have made it meanwhile
         if existing is not None:
             return existing
@@ -89,7 +88,7 @@ def import_tarball(session: Session, tarball: str, name: str) -> dict[str, Any]:
     session.require_root()
     if not Path(tarball).is_file():
         raise UsageError(f"no such file: {tarball}")
-    with nullcontext() if session.print_only else session.state.locked():
+    with session.lock():
         if get(session, name) is not None:
             raise UsageError(f"image {name!r} already exists")
         plan = image_plans.import_tarball(image_dir(session, name), str(Path(tarball).resolve()), name)

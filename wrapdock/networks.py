@@ -7,7 +7,6 @@ plan back.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 from wrapdock import hostinfo, names, netspec
@@ -18,11 +17,8 @@ from wrapdock.plans import network as network_plans
 from wrapdock.session import Session
 
 
-def _lock(session: Session):
-    return nullcontext() if session.print_only else session.state.locked()
-
-
-def _load(session: Session, name: str) -> Network:
+def load(session: Session, name: str) -> Network:
+    """A network by name, or one clear error."""
     names.check_object_name("network", name)
     record = session.state.get("network", name)
     if record is None:
@@ -37,7 +33,7 @@ def all_networks(session: Session) -> list[Network]:
 def create(session: Session, request: netspec.NetworkRequest) -> Network:
     network = netspec.build_network(request)
     session.require_root()
-    with _lock(session):
+    with session.lock():
         netspec.check_against_networks(network, all_networks(session))
         host = hostinfo.read(session.runner)
         netspec.check_against_host(network, host.links, host.prefixes)
@@ -59,15 +55,15 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
     session.require_root()
     doomed_names = list(dict.fromkeys(names))
     for name in doomed_names:
-        _load(session, name)
+        load(session, name)
     if force:  # containers first: their veths and leases, through the container operations
         from wrapdock import containers
 
         for name in doomed_names:
             for record in containers.attached_to(session, name):
                 containers.disconnect(session, name, record["id"], force=True)
-    with _lock(session):
-        doomed = [_load(session, name) for name in doomed_names]
+    with session.lock():
+        doomed = [load(session, name) for name in doomed_names]
         for network in doomed:
             holders = sorted(set(allocations(session, network.name).values()))
             if holders and (session.records_state or not force):  # print-only -f printed the disconnects
@@ -118,4 +114,4 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
 
 
 def inspect(session: Session, names: list[str]) -> list[dict[str, Any]]:
-    return [describe(session, _load(session, name)) for name in names]
+    return [describe(session, load(session, name)) for name in names]

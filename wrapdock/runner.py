@@ -38,17 +38,21 @@ class Executor(Protocol):
 _ANY_EXIT = [*range(-64, 0), *range(256)]
 
 
-def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
-    """Run one command with `sh`: no pty, output captured, every exit code returned (not raised)."""
+def _sh_command(name: str):
+    """The `sh` command object for a program; a missing program is an environment problem."""
     from wrapdock.shloader import load_sh  # only commands that change or read the host need sh
 
     sh = load_sh()
-
-    started = time.monotonic()
     try:
-        command = sh.Command(argv[0])
+        return sh, sh.Command(name)
     except sh.CommandNotFound:
-        raise EnvironmentProblem(f"command not found: {argv[0]} (see README: Requirements)") from None
+        raise EnvironmentProblem(f"command not found: {name} (see README: Set-up)") from None
+
+
+def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
+    """Run one command with `sh`: no pty, output captured, every exit code returned (not raised)."""
+    started = time.monotonic()
+    _, command = _sh_command(argv[0])
     finished = command(
         *argv[1:],
         _in=stdin,
@@ -68,15 +72,8 @@ def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
 
 def sh_attached(argv: Sequence[str]) -> Result:
     """Run one command with this terminal (stdin, stdout, stderr inherited): a workload, an exec."""
-    from wrapdock.shloader import load_sh
-
-    sh = load_sh()
-
     started = time.monotonic()
-    try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise EnvironmentProblem(f"command not found: {argv[0]} (see README: Requirements)") from None
+    sh, command = _sh_command(argv[0])
     try:
         command(*argv[1:], _fg=True)  # _fg takes no other options: a failure arrives as an exception
         code = 0

@@ -55,6 +55,12 @@ class Session:
             fail_at=int(fail_at) if fail_at and fail_at.isdigit() else None,
         )
 
+    def lock(self):
+        """The state lock for a change; printing a script changes nothing, so it takes none."""
+        from contextlib import nullcontext
+
+        return nullcontext() if self.print_only else self.state.locked()
+
     def carry_out(self, plan: Plan) -> list:
         """Live: run the plan (rolled back on failure). Print-only: keep it for the script."""
         if self.print_only:
