@@ -8,6 +8,7 @@ the directories and limit files are made and written by plan steps (plans/cgroup
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class CgroupLayout:
 
 def detect(parent: str | None = None) -> CgroupLayout:
     parent = parent or os.environ.get("WRAPDOCK_CGROUP_PARENT", "wrapdock")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", parent):
+        raise EnvironmentProblem(f"invalid WRAPDOCK_CGROUP_PARENT {parent!r}: use letters, digits, '_', '.', '-'")
     unified = CGROUP_ROOT / "cgroup.controllers"
     if unified.is_file():
         available = tuple(unified.read_text().split())

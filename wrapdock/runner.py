@@ -198,8 +198,10 @@ class Runner:
         Returns the steps that ran, so a caller whose own next move fails can still roll them back.
         """
         completed: list[Step] = []
+        current: Step | None = None
         try:
             for step in plan.steps:
+                current = step
                 result, skipped = self._step(step, "do")
                 if skipped:
                     continue
@@ -208,10 +210,13 @@ class Runner:
                     if step.partial:  # it may have done part of its work: undo that too
                         completed.append(step)
                     undone, undo_errors = self.rollback(completed)
-                    completed = []
+                    completed, current = [], None  # rolled back: nothing left for the handler below
                     raise OperationFailed(_failure_line(result, undone, undo_errors))
                 completed.append(step)
+                current = None
         except BaseException:  # a missing tool or Ctrl-C halfway: still leave the host as it was
+            if current is not None and current.partial and current not in completed:
+                completed.append(current)
             if completed:
                 self.rollback(completed)
             raise

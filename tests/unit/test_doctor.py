@@ -355,14 +355,21 @@ def test_abandoned_container_is_removed_as_rm_f_would() -> None:
     facts.cgroup_layout = CgroupLayout(1, Path("/cg"), "wrapdock", ("memory", "pids"))
     assert checks(facts) == [("container-abandoned", "half")]
     (action,) = plans_of(facts)
-    steps = [s.argv for s in action.plan.steps]
-    assert steps[0][:2] == ("sh", "-c") and steps[0][-1] == container_comment(ID_A)  # delete_by_comment
-    assert ("ip", "link", "del", "dev", host_ifname(ID_A, 0)) in steps
-    assert ("ip", "netns", "del", "half") in steps
-    assert ("rmdir", f"/cg/memory/wrapdock/{ID_A}") in steps and ("rmdir", f"/cg/pids/wrapdock/{ID_A}") in steps
-    assert steps[-1] == ("rm", "-rf", "--one-file-system", f"/data/containers/{ID_A}")
-    assert not any("kill" in " ".join(s) for s in steps)  # it never started
-    assert all(s.only_if for s in action.plan.steps if s.argv[0] in ("ip", "rmdir", "rm"))
+    withdraw, conntrack, cleanup = action.plan.steps
+    assert withdraw.argv[:2] == ("sh", "-c") and withdraw.argv[-1] == container_comment(ID_A)  # delete_by_comment
+    assert conntrack.argv[-3:] == ("wrapdock-conntrack", "tcp", "8080")
+    # then one script: the veth, the netns, the cgroups and the directory last, each skipped if gone
+    veth, memory, pids = host_ifname(ID_A, 0), f"/cg/memory/wrapdock/{ID_A}", f"/cg/pids/wrapdock/{ID_A}"
+    assert cleanup.argv == ("sh", "-s") and not cleanup.only_if
+    assert list(cleanup.stdin) == [
+        "set -e",
+        f"[ ! -e /sys/class/net/{veth} ] || ip link del dev {veth}",
+        "[ ! -e /run/netns/half ] || ip netns del half",
+        f"[ ! -d {memory} ] || rmdir {memory}",
+        f"[ ! -d {pids} ] || rmdir {pids}",
+        f"[ ! -d /data/containers/{ID_A} ] || rm -rf --one-file-system /data/containers/{ID_A}",
+    ]
+    assert not any("kill" in " ".join(s.argv) for s in action.plan.steps)  # it never started
     assert [(e.kind, e.network) for e in action.edits] == [("release", "n1"), ("forget-container", "")]
 
 

@@ -9,12 +9,18 @@ then review the diff of tests/golden/container-*.txt.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import FakeHost
+from tests.unit.test_render import shellcheck
 from wrapdock import cgroups
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerspec import (
@@ -35,13 +41,19 @@ from wrapdock.containerspec import (
     parse_volume,
     random_name,
 )
-from wrapdock.errors import UsageError
-from wrapdock.plan import Step
+from wrapdock.errors import OperationFailed, UsageError
+from wrapdock.model import Network
+from wrapdock.plan import Plan, Step
 from wrapdock.plans import cgroups as cgroup_plans
 from wrapdock.plans import container as plans
+from wrapdock.plans import endpoint as endpoint_plans
 from wrapdock.plans.cgroups import Limits
 from wrapdock.plans.container import ContainerPaths, Runtime
+from wrapdock.plans.endpoint import Attachment, host_ifname
+from wrapdock.portspec import PortMapping
 from wrapdock.procstatus import live_pid, start_time, status
+from wrapdock.render import render_script
+from wrapdock.runner import Runner, Trail
 from wrapdock.shell import step_text
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
@@ -86,8 +98,33 @@ def runtime(layout: str, netns: str | None = "web") -> Runtime:
     return Runtime("/bin/busybox", LAYOUTS[layout], IMAGE_ROOTFS, netns)
 
 
-def remove_steps(config: str, layout: str, running: bool, netns: str | None = "web") -> list[Step]:
-    return plans.remove(CONFIGS[config], PATHS, runtime(layout, netns), running, []).steps
+FRONT = Network(name="front", id="f" * 64, driver="bridge", subnet=IPv4Network("10.20.0.0/24"),
+                gateway=IPv4Address("10.20.0.1"), bridge="front", mtu=1400)
+BACK = Network(name="back", id="b" * 64, driver="bridge", subnet=IPv4Network("10.30.0.0/24"),
+               gateway=IPv4Address("10.30.0.1"), bridge="back")
+# as containers.run makes them: the first network carries the default route and the published ports
+ATTACHMENTS = (Attachment(FRONT, "eth0", host_ifname(ID, 0), IPv4Address("10.20.0.2"), primary=True),
+               Attachment(BACK, "eth1", host_ifname(ID, 1), IPv4Address("10.30.0.5"), primary=False))
+VETHS = [att.host_ifname for att in ATTACHMENTS]
+PORTS = [PortMapping(None, 8080, 80), PortMapping("127.0.0.1", 5353, 53, "udp")]
+
+
+def network_steps(netns: str = "web", name: str = "web") -> list[Step]:
+    """The network steps containers.run hands to prepare for a container on FRONT and BACK."""
+    steps: list[Step] = []
+    for att in ATTACHMENTS:
+        steps += endpoint_plans.attach(att, netns, name, create_netns=att.primary)
+        if att.primary:
+            steps.append(endpoint_plans.publish(ID, name, att, PORTS))
+    return steps
+
+
+def remove_steps(config: str, layout: str, running: bool, netns: str | None = "web",
+                 network: bool = False) -> list[Step]:
+    if network:
+        return plans.remove(CONFIGS[config], PATHS, runtime(layout, netns), running,
+                            endpoint_plans.unpublish(ID, CONFIGS[config].name, PORTS), VETHS).steps
+    return plans.remove(CONFIGS[config], PATHS, runtime(layout, netns), running, [], []).steps
 
 
 CASES = {
@@ -102,6 +139,7 @@ CASES = {
     "prepare-sysadmin-v1": lambda: plans.prepare(CONFIGS["sysadmin"], PATHS, runtime("v1", "adm"), ETC, []).steps,
     "prepare-dropall-v2": lambda: plans.prepare(CONFIGS["dropall"], PATHS, runtime("v2", "bare"), ETC, []).steps,
     "prepare-hostnet-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2", None), ETC, []).steps,
+    "prepare-network-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps,
     "start-detached-plain-v1": lambda: plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1")),
     "start-detached-tty-limits-v2": lambda: plans.start_detached(CONFIGS["limits"], PATHS, runtime("v2", "db.1"),
                                                                  tty=True),
@@ -114,6 +152,7 @@ CASES = {
     "remove-running-v1": lambda: remove_steps("plain", "v1", running=True),
     "remove-stopped-v2": lambda: remove_steps("plain", "v2", running=False),
     "remove-hostnet-v1": lambda: remove_steps("plain", "v1", running=False, netns=None),
+    "remove-network-v1": lambda: remove_steps("plain", "v1", running=True, network=True),
     "exec-plain-v1": lambda: [plans.exec_step(CONFIGS["plain"], 4242, EXEC_ENV, ["sh", "-c", "echo hi"],
                                               LAYOUTS["v1"])],
     "exec-privileged-v2": lambda: [plans.exec_step(CONFIGS["privileged"], 4242, EXEC_ENV, ["id"], LAYOUTS["v2"])],
@@ -148,29 +187,385 @@ def test_goldens_have_no_strays() -> None:
 
 
 # -- the plans' structure ------------------------------------------------------------------------------
-def argvs(steps: list[Step]) -> list[tuple[str, ...]]:
-    return [s.argv for s in steps]
+GUARD = re.compile(r"\[ ! -(?P<test>[ed]) (?P<path>\S+) \] \|\| (?P<command>.+)")
 
 
+def script_lines(step: Step, set_e: bool = True) -> list[str]:
+    """The lines of an `sh -s` step's script after its `set -e` (which it must have if `set_e`)."""
+    assert step.argv == ("sh", "-s"), step.argv
+    if step.stdin[0] == "set -e":
+        return list(step.stdin[1:])
+    assert not set_e, f"{step.note}: the script does not start with set -e"
+    return list(step.stdin)
+
+
+def script_commands(step: Step) -> list[str]:
+    """An `sh -s` script's own command lines: the bodies of its here-documents (the files) left out."""
+    commands: list[str] = []
+    body_end = None
+    for line in script_lines(step):
+        if body_end is not None:
+            if line == body_end:
+                body_end = None
+            continue
+        commands.append(line)
+        if line.endswith(f"<<'{plans.FILE_END}'"):
+            body_end = plans.FILE_END
+    assert body_end is None, "unterminated here-document"
+    return commands
+
+
+def cleanup_lines(step: Step) -> list[tuple[str, str, list[str]]]:
+    """A guarded cleanup script as (test, path, command words); every line is guarded by its own path."""
+    parsed = []
+    for line in script_lines(step):
+        match = GUARD.fullmatch(line)
+        assert match, f"unguarded cleanup line: {line}"
+        words = shlex.split(match["command"])
+        assert words[-1] == match["path"] or match["path"] in (f"/sys/class/net/{words[-1]}",
+                                                               f"/run/netns/{words[-1]}"), line
+        parsed.append((match["test"], match["path"], words))
+    return parsed
+
+
+def undo_lines(step: Step) -> list[str]:
+    """An undo as shell lines: an `sh -s` undo's script, or the command itself."""
+    assert step.undo is not None
+    if step.undo.argv == ("sh", "-s"):  # (an endpoint's undo goes on after a failed line)
+        return script_lines(step.undo, set_e=False)
+    return [shlex.join(step.undo.argv)]
+
+
+def made_by(steps: list[Step]) -> dict[str, set[str]]:
+    """What a prepare plan creates on the host, read from its commands, scripts and batches."""
+    made: dict[str, set[str]] = {"dirs": set(), "netns": set(), "veths": set()}
+    for step in steps:
+        if step.argv[:3] == ("ip", "netns", "add"):
+            made["netns"].add(step.argv[3])
+        elif step.argv == ("ip", "-batch", "-"):
+            for words in (line.split() for line in step.stdin):
+                if words[:2] == ["netns", "add"]:
+                    made["netns"].add(words[2])
+                elif words[:3] == ["link", "add", "name"]:
+                    made["veths"].add(words[3])
+        elif step.argv == ("sh", "-s"):
+            for words in (shlex.split(line) for line in script_commands(step) if line.startswith("mkdir ")):
+                assert words[:2] == ["mkdir", "-p"]
+                made["dirs"].update(words[2:])
+    return made
+
+
+NETWORK_KINDS = ["none", "bridge", "host"]
+
+
+def prepare_and_remove(config: str, layout: str, kind: str) -> tuple[list[Step], list[Step]]:
+    netns = None if kind == "host" else "web"
+    steps = network_steps() if kind == "bridge" else []
+    prepared = plans.prepare(CONFIGS[config], PATHS, runtime(layout, netns), ETC, steps).steps
+    removed = remove_steps(config, layout, running=False, netns=netns, network=kind == "bridge")
+    return prepared, removed
+
+
+@pytest.mark.parametrize("kind", NETWORK_KINDS)
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_every_undoable_step_of_prepare_is_undone_by_remove(config: str, layout: str) -> None:
-    """What prepare makes and can undo (dir, netns, cgroups), remove takes away, guarded by a probe."""
-    prepared = plans.prepare(CONFIGS[config], PATHS, runtime(layout), ETC, []).steps
-    removed = remove_steps(config, layout, running=False)
-    undos = {s.undo.argv for s in prepared if s.undo is not None}
-    assert undos <= set(argvs(removed)) | {("rm", "-rf", "--one-file-system", str(PATHS.dir))}
-    assert ("rm", "-rf", "--one-file-system", str(PATHS.dir)) in argvs(removed)
-    assert all(s.only_if for s in removed)
-    # the netns goes after the process is gone, the directory last
-    assert argvs(removed)[-1][0] == "rm"
+def test_every_object_prepare_makes_is_removed_by_removes_script(config: str, layout: str, kind: str) -> None:
+    """The directory, netns, veths and cgroup dirs prepare makes, remove's one cleanup script takes away,
+    each line guarded by the very path it deletes; what prepare's undos do is a line of it too."""
+    prepared, removed = prepare_and_remove(config, layout, kind)
+    *withdraw, cleanup = removed
+    assert withdraw == (endpoint_plans.unpublish(ID, CONFIGS[config].name, PORTS) if kind == "bridge" else [])
+    lines = cleanup_lines(cleanup)
+    deleted = {(test, path): words for test, path, words in lines}
+    made = made_by(prepared)
+
+    assert made["veths"] == (set(VETHS) if kind == "bridge" else set())
+    for veth in made["veths"]:
+        assert deleted[("e", f"/sys/class/net/{veth}")] == ["ip", "link", "del", "dev", veth]
+    assert made["netns"] == (set() if kind == "host" else {"web"})
+    for netns in made["netns"]:
+        assert deleted[("e", f"/run/netns/{netns}")] == ["ip", "netns", "del", netns]
+    # every directory made is in the container's directory (rm -rf), a container cgroup (rmdir) or
+    # wrapdock's shared parent cgroup, which stays for the other containers
+    cgroup_dirs = {str(d) for d in LAYOUTS[layout].dirs(ID).values()}
+    parents = {str(d) for d in LAYOUTS[layout].parent_dirs().values()}
+    inside = {d for d in made["dirs"] if Path(d).is_relative_to(PATHS.dir)}
+    assert inside == {str(PATHS.upper), str(PATHS.work), str(PATHS.rootfs)}
+    assert made["dirs"] - inside - cgroup_dirs <= parents
+    assert cgroup_dirs <= made["dirs"]
+    for directory in cgroup_dirs:
+        assert deleted[("d", directory)] == ["rmdir", directory]
+    assert deleted[("d", str(PATHS.dir))] == ["rm", "-rf", "--one-file-system", str(PATHS.dir)]
+    assert not any(words[-1] in parents for words in deleted.values())
+    # nothing else: exactly one line per object
+    assert len(lines) == len(made["veths"]) + len(made["netns"]) + len(cgroup_dirs) + 1
+    # veths first, then the namespace, then the cgroups, the directory last
+    order = [{"/sys/class/net": 0, "/run/netns": 1}.get(str(Path(path).parent), 2) for _, path, _ in lines[:-1]]
+    assert order == sorted(order)
+    assert lines[-1][1] == str(PATHS.dir)
+    # what any undo of prepare does (after a failed run), remove does too: the same line, or the
+    # same command under its guard
+    script = script_lines(cleanup)
+    published = [s for s in prepared if s.argv[0] == "iptables-restore"]
+    for step in published:  # the port rules: remove deletes every rule with the container's comment
+        rules = [line for line in step.stdin if line.startswith("-A ")]
+        assert rules and all(f"--comment {endpoint_plans.container_comment(ID)}" in rule for rule in rules)
+        assert withdraw[0].argv[-1] == endpoint_plans.container_comment(ID)
+    undos = [line for step in prepared if step.undo is not None and step not in published
+             for line in undo_lines(step)]
+    assert undos
+    for line in undos:
+        assert line in script or any(other.endswith(f" ] || {line}") for other in script), line
 
 
 def test_remove_of_a_running_container_kills_it_first() -> None:
     steps = remove_steps("plain", "v1", running=True)
     assert steps[0].argv[:2] == ("sh", "-c") and "kill -s KILL" in steps[0].argv[2]
     assert steps[0].argv[-1] == str(PATHS.pidfile)
-    assert "kill" not in " ".join(remove_steps("plain", "v1", running=False)[0].argv)
+    assert steps[1:] == remove_steps("plain", "v1", running=False)
+    assert len(steps) == 2  # the kill, then the one cleanup script
+    assert "kill" not in "\n".join(remove_steps("plain", "v1", running=False)[0].stdin)
+    # with ports: kill, withdraw the ports, then the cleanup
+    networked = remove_steps("plain", "v1", running=True, network=True)
+    assert networked[0] == steps[0]
+    assert networked[1:-1] == endpoint_plans.unpublish(ID, "web", PORTS)
+    assert networked[-1].argv == ("sh", "-s")
+
+
+# -- write_files: one script for the container's files -------------------------------------------
+TRICKY = ["$HOME `id` $(id) ${PATH}", "it's \"quoted\"", "back\\slash\\", "\ttab\tled", "", "  indented",
+          f"{plans.FILE_END} ", f" {plans.FILE_END}", f"{plans.FILE_END}x", "EOF", "ünïcode ✓", "last"]
+
+
+def test_write_files_is_one_sh_script_that_writes_every_file_exactly(tmp_path: Path) -> None:
+    base = tmp_path / "a dir"
+    files = [(base / "hosts", ["127.0.0.1\tlocalhost"]), (base / "sub dir" / "tricky", TRICKY),
+             (base / "empty", []), (base / "init.sh", ["#!/bin/sh", "echo hi"])]
+    step = plans.write_files(files, "the files", mkdirs=(base / "sub dir", base / "x y" / "z"),
+                             executable=(base / "init.sh",))
+    assert step.argv == ("sh", "-s") and step.stdin[0] == "set -e" and step.note == "the files"
+    assert step.undo is None and not step.partial
+    assert script_commands(step) == [
+        f"mkdir -p {shlex.quote(str(base / 'sub dir'))} {shlex.quote(str(base / 'x y' / 'z'))}",
+        *(f"cat > {shlex.quote(str(path))} <<'{plans.FILE_END}'" for path, _ in files),
+        f"chmod 755 {shlex.quote(str(base / 'init.sh'))}"]
+    carry_out([step])
+    for path, lines in files:
+        assert path.read_text() == "".join(line + "\n" for line in lines), path
+    assert (base / "x y" / "z").is_dir()
+    assert (base / "init.sh").stat().st_mode & 0o777 == 0o755
+    assert (base / "hosts").stat().st_mode & 0o111 == 0
+
+
+def test_write_files_rewrites_in_place_so_a_bind_mount_sees_it(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("old content that is longer than the new one\n")
+    inode = hosts.stat().st_ino
+    carry_out([plans.write_files([(hosts, ["new"])], "rewrite")])
+    assert hosts.read_text() == "new\n"
+    assert hosts.stat().st_ino == inode
+
+
+def test_write_files_stops_at_the_first_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "not a dir"
+    blocker.write_text("")
+    step = plans.write_files([(blocker / "x", ["a"]), (tmp_path / "after", ["b"])], "n")
+    assert run_script(step).returncode != 0
+    assert not (tmp_path / "after").exists()  # set -e
+
+
+@pytest.mark.parametrize("lines", [[plans.FILE_END], ["a", plans.FILE_END, "touch /tmp/x"]])
+def test_write_files_refuses_content_holding_its_terminator_line(lines: list[str]) -> None:
+    files = [(Path("/tmp/first"), ["fine", f"{plans.FILE_END} "]), (Path("/tmp/second"), lines)]
+    with pytest.raises(ValueError, match=plans.FILE_END):
+        plans.write_files(files, "n")
+    # near misses are content like any other (and arrive intact: see TRICKY above)
+    assert plans.write_files(files[:1], "n").stdin
+
+
+def test_prepare_writes_the_directory_files_and_init_in_one_step() -> None:
+    steps = plans.prepare(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), ETC, []).steps
+    files = steps[0]
+    init = plans.init_script(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), tuple(ETC))
+    assert files == plans.write_files(
+        [*((PATHS.etc_file(name), lines) for name, lines in ETC.items()), (PATHS.init, init)], files.note,
+        mkdirs=(PATHS.upper, PATHS.work, PATHS.rootfs), executable=(PATHS.init,),
+        undo=files.undo)
+    assert files.undo is not None and files.undo.argv == ("rm", "-rf", "--one-file-system", str(PATHS.dir))
+    assert [s.argv for s in steps[1:3]] == [("ip", "netns", "add", "db.1"),
+                                            ("ip", "-n", "db.1", "link", "set", "dev", "lo", "up")]
+    assert steps[1].undo is not None and steps[1].undo.argv == ("ip", "netns", "del", "db.1")
+    assert [s.note for s in steps[3:]] == ["cgroup v1: the container's cgroups and limits"]
+    assert len(steps) == 4
+    # no /etc files (privileged case): the directory and init.sh only
+    bare = plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, []).steps[0]
+    assert [c for c in script_commands(bare) if c.startswith("cat >")] == [
+        f"cat > {PATHS.init} <<'{plans.FILE_END}'"]
+
+
+def test_prepare_and_remove_carried_out_against_a_fake_tree(tmp_path: Path) -> None:
+    """prepare's file and cgroup scripts, then remove's cleanup, for real under tmp_path (no netns)."""
+    paths = ContainerPaths(tmp_path / "data" / "containers" / ID)
+    layout = CgroupLayout(1, fake_cgroup_root(tmp_path, 1), "wd", ("memory", "cpu", "cpuset", "pids"))
+    rt = Runtime("/bin/busybox", layout, IMAGE_ROOTFS, None)
+    prepared = plans.prepare(CONFIGS["limits"], paths, rt, ETC, []).steps
+    carry_out(prepared)
+    assert all(d.is_dir() for d in (paths.upper, paths.work, paths.rootfs, *layout.dirs(ID).values()))
+    for name, lines in ETC.items():
+        assert paths.etc_file(name).read_text() == "".join(line + "\n" for line in lines)
+    assert paths.init.read_text() == "".join(
+        line + "\n" for line in plans.init_script(CONFIGS["limits"], paths, rt, tuple(ETC)))
+    assert paths.init.stat().st_mode & 0o777 == 0o755
+    (paths.upper / "written by the workload").write_text("x")
+    as_cgroupfs_would(layout)
+    (cleanup,) = plans.remove(CONFIGS["limits"], paths, rt, False, [], []).steps
+    carry_out([cleanup])
+    assert not paths.dir.exists()
+    assert not any(d.exists() for d in layout.dirs(ID).values())
+    assert all(d.is_dir() for d in layout.parent_dirs().values())
+    assert paths.dir.parent.is_dir()
+    carry_out([cleanup])  # a second rm (after a failed one) finds everything gone and succeeds
+
+
+# -- a container on networks: the namespace comes with the first host batch ------------------------
+def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> None:
+    steps = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps
+    assert not any(s.argv[:3] == ("ip", "netns", "add") for s in steps)
+    assert not any(s.argv[:2] == ("ip", "-n") and "lo" in s.argv for s in steps)
+    files, host0, inside0, publish, host1, inside1, cgroup = steps
+    assert files.argv == ("sh", "-s") and cgroup.note.startswith("cgroup v2")
+    veth0, veth1 = VETHS
+    # the first network: namespace, veth, bridge, hairpin, up; one batch that undoes itself if it stops
+    assert host0.argv == ("ip", "-batch", "-") and host0.partial
+    assert list(host0.stdin) == [
+        "netns add web",
+        f"link add name {veth0} mtu 1400 type veth peer name eth0 mtu 1400 netns web",
+        f"link set dev {veth0} master front",
+        f"link set dev {veth0} type bridge_slave hairpin on",
+        f"link set dev {veth0} up"]
+    assert host0.undo is not None and host0.undo.argv == ("sh", "-s")
+    assert list(host0.undo.stdin) == ["set -e", f"[ ! -e /sys/class/net/{veth0} ] || ip link del dev {veth0}",
+                                      "[ ! -e /run/netns/web ] || ip netns del web"]
+    assert inside0.argv == ("ip", "-n", "web", "-batch", "-") and inside0.undo is None
+    assert list(inside0.stdin) == ["link set dev lo up", "addr add 10.20.0.2/24 dev eth0",
+                                   "link set dev eth0 up", "route add default via 10.20.0.1"]
+    assert publish.argv[0] == "iptables-restore"
+    # the second: the namespace exists already; no lo, no default route; its undo leaves the namespace
+    assert host1.partial and list(host1.stdin) == [
+        f"link add name {veth1} type veth peer name eth1 netns web", f"link set dev {veth1} master back",
+        f"link set dev {veth1} type bridge_slave hairpin on", f"link set dev {veth1} up"]
+    assert host1.undo is not None and list(host1.undo.stdin) == [
+        f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
+    assert list(inside1.stdin) == ["addr add 10.30.0.5/24 dev eth1", "link set dev eth1 up"]
+
+
+def test_attach_without_create_netns_is_what_connect_uses() -> None:
+    host, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web")
+    created_host, created_inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", create_netns=True)
+    assert created_host.stdin == ("netns add web", *host.stdin)
+    assert created_inside.stdin == ("link set dev lo up", *inside.stdin)
+    assert "network namespace web" in created_host.note and "network namespace" not in host.note
+
+
+def test_hairpin_masquerade_is_only_for_dnated_connections() -> None:
+    (publish,) = [s for s in network_steps() if s.argv[0] == "iptables-restore"]
+    masquerades = [line for line in publish.stdin if "MASQUERADE" in line]
+    assert len(masquerades) == len(PORTS)
+    for line, port in zip(masquerades, PORTS, strict=True):
+        assert (f"-o front -p {port.proto} --dport {port.container_port} -m conntrack --ctstate DNAT "
+                f"-m comment --comment {endpoint_plans.container_comment(ID)} -j MASQUERADE") in line, line
+    assert publish.undo is not None
+    assert [line for line in publish.undo.stdin if "MASQUERADE" in line] == [
+        line.replace("-A ", "-D ", 1) for line in masquerades]
+
+
+def rollback_of(failing: tuple[str, ...]) -> list[tuple[tuple[str, ...], str | None]]:
+    """Run the prepare plan of a container on FRONT and BACK with `failing` failing; what ran after it."""
+    host = FakeHost(failing={failing: "boom"})
+    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
+    with pytest.raises(OperationFailed, match="rolled back"):
+        Runner(Trail("quiet"), execute=host).apply(plan)
+    assert host.argvs.count(failing) == 1
+    return host.calls[host.argvs.index(failing) + 1:]
+
+
+def test_a_failing_first_host_batch_undoes_itself_and_the_directory() -> None:
+    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
+    files, host0 = plan.steps[:2]
+    assert files.undo is not None and host0.undo is not None
+    after = rollback_of(("ip", "-batch", "-"))
+    assert after == [(host0.undo.argv, "\n".join(host0.undo.stdin) + "\n"), (files.undo.argv, None)]
+
+
+def test_a_failing_container_batch_undoes_the_host_batch_and_the_directory() -> None:
+    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
+    files, host0 = plan.steps[:2]
+    assert files.undo is not None and host0.undo is not None
+    after = rollback_of(("ip", "-n", "web", "-batch", "-"))  # not partial: it has no undo of its own
+    assert [argv for argv, _ in after] == [host0.undo.argv, files.undo.argv]
+    assert after[0][1] == "\n".join(host0.undo.stdin) + "\n"
+
+
+def test_a_failing_cgroup_script_undoes_itself_then_the_network_ports_and_directory_in_reverse() -> None:
+    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, network_steps())
+    files, host0, _, publish, host1, _, cgroup = plan.steps
+    host = FakeHost()
+    cgroup_input = "\n".join(cgroup.stdin) + "\n"
+
+    def execute(argv, stdin):  # only the cgroup script fails (the files step is an `sh -s` too)
+        result = host(argv, stdin)
+        return replace(result, exit_code=1, stderr="no such controller") if stdin == cgroup_input else result
+
+    with pytest.raises(OperationFailed, match="rolled back 5 step"):
+        Runner(Trail("quiet"), execute=execute).apply(plan)
+    undos = [s.undo for s in (cgroup, host1, publish, host0, files) if s.undo is not None]
+    assert len(undos) == 5
+    assert host.calls[len(plan.steps):] == [
+        (undo.argv, "\n".join(undo.stdin) + "\n" if undo.stdin else None) for undo in undos]
+
+
+# -- --print-only scripts of container plans -------------------------------------------------------
+def container_plans(config: str, layout: str, kind: str) -> list[Plan]:
+    netns = None if kind == "host" else CONFIGS[config].name
+    steps = network_steps(netns or "", CONFIGS[config].name) if kind == "bridge" else []
+    rt = runtime(layout, netns)
+    run = plans.prepare(CONFIGS[config], PATHS, rt, ETC, steps)
+    run.extend(plans.start_detached(CONFIGS[config], PATHS, rt, tty=config == "limits"))
+    withdraw = endpoint_plans.unpublish(ID, CONFIGS[config].name, PORTS) if kind == "bridge" else []
+    return [run, plans.stop(CONFIGS[config].name, 4242, PATHS, 3),
+            plans.remove(CONFIGS[config], PATHS, rt, True, withdraw, VETHS if kind == "bridge" else [])]
+
+
+@pytest.mark.parametrize(("config", "layout", "kind"), [
+    ("plain", "v2", "bridge"), ("limits", "v1", "none"), ("dropall", "v1swap", "host"), ("privileged", "v2", "none")])
+def test_print_only_script_of_a_container_passes_shellcheck(config: str, layout: str, kind: str,
+                                                            tmp_path: Path) -> None:
+    script = render_script(container_plans(config, layout, kind), ["run", "-d", "--name", CONFIGS[config].name,
+                                                                   "busybox", *CONFIGS[config].command])
+    assert "# shellcheck disable=SC2016" in script.splitlines()
+    path = tmp_path / "container.sh"
+    path.write_text(script)
+    shellcheck(path)
+    done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("config", "layout", "kind"), [
+    ("plain", "v2", "bridge"), ("limits", "v1", "bridge"), ("dropall", "v1swap", "host")])
+def test_every_sh_script_of_a_container_plan_is_valid_sh(config: str, layout: str, kind: str,
+                                                         tmp_path: Path) -> None:
+    """The scripts `sh -s` reads (files, cgroups, cleanup, undos) parse with sh and pass shellcheck -s sh."""
+    steps = [s for plan in container_plans(config, layout, kind) for s in plan.steps]
+    scripts = [s for step in steps for s in (step, step.undo) if s is not None and s.argv == ("sh", "-s")]
+    assert len(scripts) >= 4
+    for number, step in enumerate(scripts):
+        path = tmp_path / f"script{number}.sh"
+        path.write_text("\n".join(step.stdin) + "\n")
+        done = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, (step.note, done.stderr)
+        if shutil.which("shellcheck"):
+            done = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, (step.note, done.stdout)
 
 
 def test_start_chain_enters_the_netns_drops_caps_and_runs_the_init() -> None:
@@ -259,11 +654,33 @@ def fake_cgroup_root(tmp_path: Path, version: int) -> Path:
     return root
 
 
+def run_script(step: Step) -> subprocess.CompletedProcess[str]:
+    """Run an `sh -s` step as the runner does: its argv, its lines on stdin."""
+    assert step.argv == ("sh", "-s") and step.stdin and not step.skip_if and not step.only_if, step
+    return subprocess.run(step.argv, input="\n".join(step.stdin) + "\n", capture_output=True, text=True,
+                          timeout=30)
+
+
 def carry_out(steps: list[Step]) -> None:
     for step in steps:
-        assert not step.stdin and not step.skip_if and not step.only_if, step
-        done = subprocess.run(step.argv, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, (step.argv, done.stderr)
+        done = run_script(step)
+        assert done.returncode == 0, (step.stdin, done.stderr)
+
+
+def cgroup_step(layout: CgroupLayout, limits: Limits, container_id: str = ID) -> Step:
+    """create()'s one step: a set -e script that may stop half-way (partial), undone by remove()'s script."""
+    (step,) = cgroup_plans.create(layout, container_id, limits)
+    assert step.argv == ("sh", "-s") and step.stdin[0] == "set -e"
+    assert step.partial
+    assert [step.undo] == cgroup_plans.remove(layout, container_id)
+    return step
+
+
+def as_cgroupfs_would(layout: CgroupLayout, container_id: str = ID) -> None:
+    """cgroupfs removes a cgroup's files with its directory; a plain directory needs them gone first."""
+    for directory in layout.dirs(container_id).values():
+        for path in directory.iterdir():
+            path.unlink()
 
 
 def read(path: Path) -> str:
@@ -277,7 +694,7 @@ LIMITS = Limits(memory=64 * MiB, cpus=1.5, cpu_shares=1024, cpuset_cpus="1-2", p
 def test_cgroup_v1_limits_are_written(tmp_path: Path, swap: bool) -> None:
     root = fake_cgroup_root(tmp_path, 1)
     layout = CgroupLayout(1, root, "wd", ("memory", "cpu", "cpuset", "pids"), swap_accounting=swap)
-    carry_out(cgroup_plans.create(layout, ID, LIMITS))
+    carry_out([cgroup_step(layout, LIMITS)])
     memory, cpu, cpuset, pids = (root / c / "wd" / ID for c in ("memory", "cpu", "cpuset", "pids"))
     assert read(memory / "memory.limit_in_bytes") == str(64 * MiB)
     if swap:
@@ -300,11 +717,11 @@ def test_cgroup_v1_limits_are_written(tmp_path: Path, swap: bool) -> None:
 def test_cgroup_v1_without_limits_writes_nothing_and_unlimited_pids_is_max(tmp_path: Path) -> None:
     root = fake_cgroup_root(tmp_path, 1)
     layout = CgroupLayout(1, root, "wd", ("memory", "pids"))
-    steps = cgroup_plans.create(layout, ID, Limits())
-    assert all(s.argv[0] == "mkdir" for s in steps)
-    carry_out(steps)
+    step = cgroup_step(layout, Limits())
+    assert all(line.startswith("mkdir -p ") for line in script_lines(step))
+    carry_out([step])
     assert sorted(p.name for p in (root / "memory" / "wd" / ID).iterdir()) == []
-    carry_out(cgroup_plans.create(layout, "x" * 64, Limits(pids=-1)))
+    carry_out([cgroup_step(layout, Limits(pids=-1), "x" * 64)])
     assert read(root / "pids" / "wd" / ("x" * 64) / "pids.max") == "max"
     # a controller that is not mounted gets no directory and no limit
     assert not (root / "cpu" / "wd").exists()
@@ -313,8 +730,8 @@ def test_cgroup_v1_without_limits_writes_nothing_and_unlimited_pids_is_max(tmp_p
 def test_cgroup_v2_limits_and_controllers(tmp_path: Path) -> None:
     root = fake_cgroup_root(tmp_path, 2)
     layout = CgroupLayout(2, root, "wd", ("cpuset", "cpu", "io", "memory", "pids"))
-    steps = cgroup_plans.create(layout, ID, LIMITS)
-    carry_out(steps)
+    step = cgroup_step(layout, LIMITS)
+    carry_out([step])
     d = root / "wd" / ID
     assert read(root / "cgroup.subtree_control") == "+memory +pids +cpu +cpuset"
     assert read(root / "wd" / "cgroup.subtree_control") == "+memory +pids +cpu +cpuset"
@@ -325,33 +742,62 @@ def test_cgroup_v2_limits_and_controllers(tmp_path: Path) -> None:
     assert read(d / "cpuset.cpus") == "1-2"
     assert read(d / "pids.max") == "20"
     # the controllers are enabled in the parents before the container's directory is made
-    subtree = max(i for i, s in enumerate(steps) if "cgroup.subtree_control" in " ".join(s.argv))
-    assert subtree < argvs(steps).index(("mkdir", "-p", str(d)))
+    lines = script_lines(step)
+    subtree = max(i for i, line in enumerate(lines) if "cgroup.subtree_control" in line)
+    assert subtree < lines.index(f"mkdir -p {d}")
 
 
 def test_cgroup_v2_enables_only_the_controllers_it_has(tmp_path: Path) -> None:
     root = fake_cgroup_root(tmp_path, 2)
     layout = CgroupLayout(2, root, "wd", ("memory", "io", "pids"))
-    carry_out(cgroup_plans.create(layout, ID, Limits(memory=8 * MiB)))
+    carry_out([cgroup_step(layout, Limits(memory=8 * MiB))])
     assert read(root / "wd" / "cgroup.subtree_control") == "+memory +pids"
     assert read(root / "wd" / ID / "memory.max") == str(8 * MiB)
 
 
 @pytest.mark.parametrize(("shares", "weight"), [(2, "1"), (1024, "39"), (262144, "10000")])
 def test_cgroup_v2_cpu_shares_to_weight(shares: int, weight: str) -> None:
-    layout = LAYOUTS["v2"]
-    writes = [s.argv[2] for s in cgroup_plans.create(layout, ID, Limits(cpu_shares=shares)) if s.argv[0] == "sh"]
-    assert f"echo {weight} > {CGROUP_ROOT}/wrapdock/{ID}/cpu.weight" in writes
+    lines = script_lines(cgroup_step(LAYOUTS["v2"], Limits(cpu_shares=shares)))
+    assert f"echo {weight} > {CGROUP_ROOT}/wrapdock/{ID}/cpu.weight" in lines
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_cgroup_remove_and_join(layout: str) -> None:
     dirs = LAYOUTS[layout].dirs(ID)
-    removed = cgroup_plans.remove(LAYOUTS[layout], ID)
-    assert [s.argv for s in removed] == [("rmdir", str(p)) for p in dirs.values()]
-    assert [s.only_if for s in removed] == [("test", "-d", str(p)) for p in dirs.values()]
+    (removed,) = cgroup_plans.remove(LAYOUTS[layout], ID)
+    assert removed.argv == ("sh", "-s") and not removed.only_if
+    assert list(removed.stdin) == ["set -e", *(f"[ ! -d {p} ] || rmdir {p}" for p in dirs.values())]
     assert cgroup_plans.join_commands(LAYOUTS[layout], ID, "4242") == [
         f"echo 4242 > {p}/cgroup.procs" for p in dirs.values()]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cgroup_remove_takes_them_away_and_skips_what_is_gone(tmp_path: Path, version: int) -> None:
+    root = fake_cgroup_root(tmp_path, version)
+    layout = CgroupLayout(version, root, "wd", ("memory", "cpu", "cpuset", "pids"))
+    carry_out([cgroup_step(layout, LIMITS)])
+    as_cgroupfs_would(layout)
+    dirs = list(layout.dirs(ID).values())
+    dirs[0].rmdir()  # a remove that failed half-way: the next one finishes it
+    carry_out(cgroup_plans.remove(layout, ID))
+    assert not any(d.exists() for d in dirs)
+    assert all(d.is_dir() for d in layout.parent_dirs().values())  # the other containers' parent stays
+    carry_out(cgroup_plans.remove(layout, ID))  # all gone: nothing to do, no error
+
+
+def test_cgroup_create_that_fails_half_way_is_undone_by_its_undo(tmp_path: Path) -> None:
+    root = fake_cgroup_root(tmp_path, 1)
+    (root / "cpuset" / "cpuset.mems").unlink()  # the copy of mems into the new cpuset fails
+    layout = CgroupLayout(1, root, "wd", ("memory", "cpu", "cpuset", "pids"))
+    step = cgroup_step(layout, LIMITS)
+    done = run_script(step)
+    assert done.returncode != 0
+    made = layout.dirs(ID)
+    assert made["memory"].is_dir() and made["cpuset"].is_dir()  # it did stop half-way...
+    assert not made["pids"].exists() and not (made["memory"] / "memory.limit_in_bytes").exists()  # (set -e)
+    assert step.undo is not None
+    carry_out([step.undo])  # ...and its own undo takes away what it made, skipping the rest
+    assert not any(d.exists() for d in made.values())
 
 
 def test_cgroup_layout_dirs() -> None:

@@ -245,6 +245,50 @@ def test_explicit_rollback_of_returned_steps() -> None:
     assert host.argvs[5:] == [("unmake", "e"), ("unmake", "d"), ("unmake", "c"), ("unmake", "a")]
 
 
+def partial_batch(partial: bool = True) -> Step:
+    """An `ip -batch` that may stop half-way, undone by a guarded script."""
+    undo = cmd("sh", "-s", note="batch", stdin=["[ ! -e x ] || del x", "[ ! -e y ] || del y"])
+    return cmd("ip", "-batch", "-", note="batch", stdin=["link add x type dummy", "link add y type dummy"],
+               partial=partial, undo=undo)
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_failing_partial_step_runs_its_own_undo_then_the_completed_ones_in_reverse(partial: bool) -> None:
+    host = FakeHost(failing={("ip", "-batch", "-"): "Command failed -:2"})
+    plan = Plan("p", [undoable("a"), cmd("touch-only", "b", note="build"), undoable("c"), partial_batch(partial),
+                      undoable("z")])
+    runner, stream = make_runner(host)
+    with pytest.raises(OperationFailed) as caught:
+        runner.apply(plan)
+    ran = [("make", "a"), ("touch-only", "b"), ("make", "c"), ("ip", "-batch", "-")]
+    own_undo = [("sh", "-s")] if partial else []  # a step that is not partial failed as a whole: nothing to undo
+    assert host.argvs == ran + own_undo + [("unmake", "c"), ("unmake", "a")]
+    if partial:
+        assert host.calls[4] == (("sh", "-s"), "[ ! -e x ] || del x\n[ ! -e y ] || del y\n")
+    assert caught.value.message == (f"`ip -batch -` failed (exit 1): Command failed -:2; "
+                                    f"rolled back {len(own_undo) + 2} step(s)")
+    lines = stream.getvalue().splitlines()
+    start = lines.index(f"# rollback: undo {len(own_undo) + 2} completed step(s), last first")
+    assert lines[start + 1:] == [*(["+ sh -s <<'WRAPDOCK_EOF'", "  [ ! -e x ] || del x", "  [ ! -e y ] || del y",
+                                    "  WRAPDOCK_EOF"] if partial else []), "+ unmake c", "+ unmake a"]
+
+
+def test_partial_step_that_succeeds_is_undone_like_any_other() -> None:
+    host = FakeHost(failing={("make", "z"): "no"})
+    runner, _ = make_runner(host)
+    with pytest.raises(OperationFailed, match="rolled back 2 step"):
+        runner.apply(Plan("p", [undoable("a"), partial_batch(), undoable("z")]))
+    assert host.argvs == [("make", "a"), ("ip", "-batch", "-"), ("make", "z"), ("sh", "-s"), ("unmake", "a")]
+
+
+def test_failing_partial_step_without_undo_rolls_back_the_others_only() -> None:
+    host = FakeHost(failing={("ip", "-batch", "-"): "x"})
+    runner, _ = make_runner(host)
+    with pytest.raises(OperationFailed, match="rolled back 1 step"):
+        runner.apply(Plan("p", [undoable("a"), cmd("ip", "-batch", "-", note="n", stdin=["l"], partial=True)]))
+    assert host.argvs == [("make", "a"), ("ip", "-batch", "-"), ("unmake", "a")]
+
+
 # -- fault injection and audit -----------------------------------------------------------------
 def test_fail_at_counts_changing_commands_only_and_never_runs_the_faulted_one() -> None:
     host = FakeHost()

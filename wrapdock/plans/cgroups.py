@@ -11,6 +11,10 @@ from wrapdock.plan import Step, cmd
 CPU_PERIOD_US = 100_000
 
 
+def _q(word: object) -> str:
+    return shlex.quote(str(word))
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: int | None = None  # bytes
@@ -67,25 +71,25 @@ def create(layout: CgroupLayout, container_id: str, limits: Limits) -> list[Step
     if layout.version == 2:
         parent = layout.parent_dirs()["unified"]
         enable = " ".join(f"+{c}" for c in ("memory", "pids", "cpu", "cpuset") if c in layout.controllers)
-        lines += [f"mkdir -p {parent}", f"echo '{enable}' > {layout.root}/cgroup.subtree_control",
-                  f"echo '{enable}' > {parent}/cgroup.subtree_control"]
+        lines += [f"mkdir -p {_q(parent)}", f"echo '{enable}' > {_q(layout.root / 'cgroup.subtree_control')}",
+                  f"echo '{enable}' > {_q(parent / 'cgroup.subtree_control')}"]
     parents = layout.parent_dirs()
     for controller, path in layout.dirs(container_id).items():
-        lines.append(f"mkdir -p {path}")
+        lines.append(f"mkdir -p {_q(path)}")
         if controller == "cpuset":  # a v1 cpuset holds no process until its cpus and mems are set
             root = layout.root / "cpuset"
             for directory in (parents["cpuset"], path):
-                lines += [f"cat {root / name} > {directory / name}" for name in ("cpuset.cpus", "cpuset.mems")]
+                lines += [f"cat {_q(root / name)} > {_q(directory / name)}" for name in ("cpuset.cpus", "cpuset.mems")]
     writes = _v2_writes(layout, container_id, limits) if layout.version == 2 else _v1_writes(
         layout, container_id, limits)
-    lines += [f"echo {shlex.quote(value)} > {path}" for path, value in writes]
+    lines += [f"echo {_q(value)} > {_q(path)}" for path, value in writes]
     return [cmd("sh", "-s", note=note, stdin=lines, partial=True,
                 undo=remove(layout, container_id)[0])]
 
 
 def remove(layout: CgroupLayout, container_id: str) -> list[Step]:
     """One `sh -s`: rmdir the container's cgroups; what is gone already is skipped."""
-    lines = [f"[ ! -d {path} ] || rmdir {path}" for path in layout.dirs(container_id).values()]
+    lines = [f"[ ! -d {_q(path)} ] || rmdir {_q(path)}" for path in layout.dirs(container_id).values()]
     return [cmd("sh", "-s", note="remove the container's cgroups", stdin=["set -e", *lines])]
 
 

@@ -191,7 +191,7 @@ def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Pa
         lines += [f"cat > {_q(path)} <<'{FILE_END}'", *content, FILE_END]
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
-    return cmd("sh", "-s", note=note, stdin=lines, undo=undo)
+    return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,

@@ -45,7 +45,7 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -
     net = att.network
     mtu = f" mtu {net.mtu}" if net.mtu else ""
     note = f"connect {name} to {net.name}: veth {att.host_ifname} on {net.bridge}, {att.ifname} {att.cidr} inside"
-    undo_lines = [f"[ ! -e /sys/class/net/{att.host_ifname} ] || ip link del dev {att.host_ifname}"]
+    undo_lines = ["set -e", f"[ ! -e /sys/class/net/{att.host_ifname} ] || ip link del dev {att.host_ifname}"]
     if create_netns:
         note = f"network namespace {netns} (ip netns exec {netns} ... works on the host); " + note
         undo_lines.append(f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}")
