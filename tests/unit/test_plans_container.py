@@ -455,7 +455,7 @@ def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> N
         f"link add name {veth1} type veth peer name eth1 netns web", f"link set dev {veth1} master back",
         f"link set dev {veth1} type bridge_slave hairpin on", f"link set dev {veth1} up"]
     assert host1.undo is not None and list(host1.undo.stdin) == [
-        f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
+        "set -e", f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
     assert list(inside1.stdin) == ["addr add 10.30.0.5/24 dev eth1", "link set dev eth1 up"]
 
 
