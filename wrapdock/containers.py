@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,7 @@ def current_status(session: Session, record: dict[str, Any]) -> Status:
     return status(paths_of(session, record["id"]), layout, record["id"])
 
 
+@cache  # read once per process: `ps` asks for every container
 def _layout_or_none() -> cgroups.CgroupLayout | None:
     try:
         return cgroups.detect()

@@ -355,9 +355,10 @@ def test_abandoned_container_is_removed_as_rm_f_would() -> None:
     facts.cgroup_layout = CgroupLayout(1, Path("/cg"), "wrapdock", ("memory", "pids"))
     assert checks(facts) == [("container-abandoned", "half")]
     (action,) = plans_of(facts)
-    withdraw, conntrack, cleanup = action.plan.steps
+    withdraw, cleanup = action.plan.steps
     assert withdraw.argv[:2] == ("sh", "-c") and withdraw.argv[-1] == container_comment(ID_A)  # delete_by_comment
-    assert conntrack.argv[-3:] == ("wrapdock-conntrack", "tcp", "8080")
+    assert "iptables-save -t nat" in withdraw.argv[2]
+    assert "conntrack -D -p tcp --orig-port-dst 8080" in withdraw.argv[2]
     # then one script: the veth, the netns, the cgroups and the directory last, each skipped if gone
     veth, memory, pids = host_ifname(ID_A, 0), f"/cg/memory/wrapdock/{ID_A}", f"/cg/pids/wrapdock/{ID_A}"
     assert cleanup.argv == ("sh", "-s") and not cleanup.only_if

@@ -345,9 +345,11 @@ def test_write_files_is_one_sh_script_that_writes_every_file_exactly(tmp_path: P
                              executable=(base / "init.sh",))
     assert step.argv == ("sh", "-s") and step.stdin[0] == "set -e" and step.note == "the files"
     assert step.undo is None and not step.partial
+    assert step.stdin[1] == plans.PUT_FUNCTION  # files are written by shell builtins: no process per file
     assert script_commands(step) == [
+        plans.PUT_FUNCTION,
         f"mkdir -p {shlex.quote(str(base / 'sub dir'))} {shlex.quote(str(base / 'x y' / 'z'))}",
-        *(f"cat > {shlex.quote(str(path))} <<'{plans.FILE_END}'" for path, _ in files),
+        *(f"put {shlex.quote(str(path))} <<'{plans.FILE_END}'" for path, _ in files),
         f"chmod 755 {shlex.quote(str(base / 'init.sh'))}"]
     carry_out([step])
     for path, lines in files:
@@ -399,8 +401,8 @@ def test_prepare_writes_the_directory_files_and_init_in_one_step() -> None:
     assert len(steps) == 4
     # no /etc files (privileged case): the directory and init.sh only
     bare = plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, []).steps[0]
-    assert [c for c in script_commands(bare) if c.startswith("cat >")] == [
-        f"cat > {PATHS.init} <<'{plans.FILE_END}'"]
+    assert [c for c in script_commands(bare) if c.startswith("put ")] == [
+        f"put {PATHS.init} <<'{plans.FILE_END}'"]
 
 
 def test_prepare_and_remove_carried_out_against_a_fake_tree(tmp_path: Path) -> None:

@@ -175,20 +175,24 @@ def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
 FILE_END = "WRAPDOCK_FILE"
 
 
+# writes stdin to a file with shell builtins only: no process per file, however many files
+PUT_FUNCTION = ('put() { while IFS= read -r line || [ -n "$line" ]; do printf \'%s\\n\' "$line"; done > "$1"; }')
+
+
 def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
                 executable: tuple[Path, ...] = (), undo: Step | None = None) -> Step:
-    """One `sh -s` that makes directories and writes files (a process for all, not one per file).
+    """One `sh -s` that makes directories and writes files (one process for all of them).
 
-    `cat >` truncates and writes in place: a file keeps its inode, so a bind mount of it (the
+    `put` truncates and writes in place: a file keeps its inode, so a bind mount of it (the
     container's /etc/hosts) sees the new content.
     """
-    lines = ["set -e"]
+    lines = ["set -e", PUT_FUNCTION]
     if mkdirs:
         lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
     for path, content in files:
         if any(line == FILE_END for line in content):
             raise ValueError(f"file content may not hold the line {FILE_END}")
-        lines += [f"cat > {_q(path)} <<'{FILE_END}'", *content, FILE_END]
+        lines += [f"put {_q(path)} <<'{FILE_END}'", *content, FILE_END]
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
     return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)

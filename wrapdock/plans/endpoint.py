@@ -100,10 +100,10 @@ def publish(container_id: str, name: str, att: Attachment, ports: list[PortMappi
 
 
 def unpublish(container_id: str, name: str, ports: list[PortMapping]) -> list[Step]:
+    """One step: the container's rules (all in nat) by their owner comment, then the conntrack
+    entries of its ports (conntrack would keep sending a reused port to the old address)."""
     note = f"withdraw {name}'s published ports (every rule with its owner comment)"
-    steps = [ipt.delete_by_comment(container_comment(container_id), note)]
-    for p in ports:  # conntrack would keep sending a reused port to the old address
-        steps.append(cmd("sh", "-c", 'command -v conntrack >/dev/null || exit 0; '
-                         'conntrack -D -p "$1" --orig-port-dst "$2" >/dev/null 2>&1 || true',
-                         "wrapdock-conntrack", p.proto, str(p.host_port), note=note))
-    return steps
+    forget = " ".join(f"conntrack -D -p {p.proto} --orig-port-dst {p.host_port} >/dev/null 2>&1 || true;"
+                      for p in ports)
+    extra = f" && if command -v conntrack >/dev/null; then {forget} fi" if ports else ""
+    return [ipt.delete_by_comment(container_comment(container_id), note, tables=("nat",), extra=extra)]

@@ -135,9 +135,16 @@ def _restore_word(word: str) -> str:
     return word
 
 
-def delete_by_comment(comment: str, note: str) -> Step:
-    """Delete every rule, in filter and nat, whose comment is exactly `comment` (none left: fine)."""
-    script = ('for t in filter nat; do iptables-save -t "$t" '
-              '| grep -F -e "--comment $1 " -e "--comment \\"$1\\" " | sed "s/^-A /-D /" '
-              '| { echo "*$t"; cat; echo COMMIT; } | iptables-restore -w --noflush; done')
-    return cmd("sh", "-c", script, "wrapdock-unrule", comment, note=note)
+# iptables-save's output, kept to the table headers, COMMITs and the owner's rules turned into deletes:
+# the input of one iptables-restore (nothing of the owner's left: an empty restore, fine)
+OWNER_RULES_AS_DELETES = ('/^[*]/ || /^COMMIT/ {print; next} '
+                          'index($0, "--comment " c " ") || index($0, "--comment \\"" c "\\" ") '
+                          '{sub(/^-A /, "-D "); print}')
+
+
+def delete_by_comment(comment: str, note: str, tables: tuple[str, ...] = ("filter", "nat"),
+                      extra: str = "") -> Step:
+    """Delete every rule of `tables` whose comment is exactly `comment`: one save, one restore."""
+    save = " ".join(f"iptables-save -t {t};" for t in tables)
+    script = f'{{ {save} }} | awk -v c="$2" "$1" | iptables-restore -w --noflush' + extra
+    return cmd("sh", "-c", script, "wrapdock-unrule", OWNER_RULES_AS_DELETES, comment, note=note)
