@@ -390,7 +390,7 @@ def start(session: Session, refs: list[str]) -> list[dict[str, Any]]:
         # fresh cgroups: an OOM kill counted during an earlier run is not this run's
         steps = [*cgroup_plans.remove(runtime.cgroups, config.id),
                  *cgroup_plans.create(runtime.cgroups, config.id, config.limits),
-                 *plans.start_detached(config, paths, runtime, record["tty"])]
+                 *plans.start_detached(config, paths, runtime, record["tty"], again=True)]
         plan = Plan(f"start container {config.name}", steps)
         session.carry_out(plan)
     return records
@@ -419,8 +419,9 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
         config = config_of(record)
         network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
             "ports"] else []
+        # a script cannot know whether the container will be running: it gets the (guarded) kill step
         plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
-                            running[record["id"]] or force,  # the kill step is guarded
+                            running[record["id"]] or (force and session.print_only),
                             network_steps, [e["host_ifname"] for e in record["endpoints"]])
         session.carry_out(plan)
         if session.records_state:

@@ -75,6 +75,8 @@ def create(layout: CgroupLayout, container_id: str, limits: Limits) -> list[Step
                   f"echo '{enable}' > {_q(parent / 'cgroup.subtree_control')}"]
     parents = layout.parent_dirs()
     for controller, path in layout.dirs(container_id).items():
+        if controller not in needed(limits):
+            continue
         lines.append(f"mkdir -p {_q(path)}")
         if controller == "cpuset":  # a v1 cpuset holds no process until its cpus and mems are set
             root = layout.root / "cpuset"
@@ -93,6 +95,18 @@ def remove(layout: CgroupLayout, container_id: str) -> list[Step]:
     return [cmd("sh", "-s", note="remove the container's cgroups", stdin=["set -e", *lines])]
 
 
+def needed(limits: Limits) -> set[str]:
+    """The v1 controllers a container gets a cgroup in: memory and pids always (OOM status, a place
+    for exec'd processes), cpu and cpuset only when limited (each costs processes to set up)."""
+    wanted = {"unified", "memory", "pids"}
+    if limits.cpus is not None or limits.cpu_shares is not None:
+        wanted.add("cpu")
+    if limits.cpuset_cpus is not None:
+        wanted.add("cpuset")
+    return wanted
+
+
 def join_commands(layout: CgroupLayout, container_id: str, who: str = "$$") -> list[str]:
     """Shell lines that move a process into the container's cgroups (nsenter does not do it)."""
-    return [f"echo {who} > {path}/cgroup.procs" for path in layout.dirs(container_id).values()]
+    return [f"[ ! -d {_q(path)} ] || echo {who} > {_q(path / 'cgroup.procs')}"
+            for path in layout.dirs(container_id).values()]

@@ -222,7 +222,8 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
     return plan
 
 
-def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool = False) -> list[Step]:
+def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool = False,
+                   again: bool = False) -> list[Step]:
     """Start in the background (output to the log) and wait until the init handed over to the workload."""
     note = f"start {config.name}: its output goes to {paths.log}"
     # the shim first lets go of its starter's stdin/stdout/stderr, so neither wrapdock nor a script
@@ -234,7 +235,8 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
             'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.01; n=$((n+1)); done')
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
                 note=f"wait until {config.name}'s init has handed over to the workload")
-    return [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note), start, ready]
+    forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
+    return [*forget, start, ready]
 
 
 def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: list[str]) -> Step:
@@ -243,11 +245,13 @@ def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: l
     return cmd("setsid", "-f", "sh", "-c", watcher, note=f"remove {config.name} when it exits (--rm)")
 
 
-def start_attached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> list[Step]:
+def start_attached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool,
+                   again: bool = False) -> list[Step]:
     """Run in the foreground with the terminal; the exit code is the workload's."""
     note = f"run {config.name} in the foreground"
     shim = 'exitfile=$1; shift; "$@"; rc=$?; echo $rc >"$exitfile"; exit $rc'
-    return [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note),
+    forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []
+    return [*forget,
             cmd("sh", "-c", shim, "wrapdock-shim", str(paths.exitfile),
                 *start_chain(config, paths, runtime, tty), note=note)]
 
