@@ -605,7 +605,7 @@ def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
         paths = paths_of(session, record["id"])
         plan = image_plans.commit(images.image_dir(session, image), image, record["name"], paths.upper,
                                   images.rootfs(session, record["image"]), paths.dir / "commit")
-        return images._make(session, image, plan, f"commit {record['name']}")
+        return images.make(session, image, plan, f"commit {record['name']}")
 
 
 def image_users(session: Session, image: str) -> list[str]:

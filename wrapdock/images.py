@@ -55,7 +55,7 @@ def _record(name: str, source: str) -> dict[str, Any]:
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "source": source}
 
 
-def _make(session: Session, name: str, plan, source: str) -> dict[str, Any]:
+def make(session: Session, name: str, plan, source: str) -> dict[str, Any]:
     """Carry out an image plan and record the image; undo the plan if recording fails."""
     completed = session.carry_out(plan)
     record = _record(name, source)
@@ -80,7 +80,7 @@ def ensure_default(session: Session) -> dict[str, Any]:
         if existing is not None:
             return existing
         plan = image_plans.busybox(image_dir(session, DEFAULT_IMAGE), busybox)
-        return _make(session, DEFAULT_IMAGE, plan, f"busybox-static {busybox}")
+        return make(session, DEFAULT_IMAGE, plan, f"busybox-static {busybox}")
 
 
 def import_tarball(session: Session, tarball: str, name: str) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def import_tarball(session: Session, tarball: str, name: str) -> dict[str, Any]:
         if get(session, name) is not None:
             raise UsageError(f"image {name!r} already exists")
         plan = image_plans.import_tarball(image_dir(session, name), str(Path(tarball).resolve()), name)
-        return _make(session, name, plan, f"import {Path(tarball).resolve()}")
+        return make(session, name, plan, f"import {Path(tarball).resolve()}")
 
 
 def remove(session: Session, name: str, users: list[str]) -> None:

@@ -14,7 +14,6 @@ import shlex
 import tempfile
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -351,14 +350,6 @@ def graph(lab: dict[str, Any], addresses: dict[str, dict[str, str]] | None = Non
         lines.append(f"  host -- {_dot_id(lab.get('outside', 'outside'))} [style=dashed];")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def valid_ip(text: str) -> bool:
-    try:
-        IPv4Address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def describe_bundled() -> list[tuple[str, str]]:

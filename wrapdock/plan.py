@@ -6,7 +6,6 @@ script renderer and the golden-file tests, so the three can never disagree.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -69,7 +68,3 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
         partial=partial,
     )
 
-
-def write(path: str, value: str, note: str, undo: Step | None = None) -> Step:
-    """`echo VALUE > FILE`, the way an ops engineer writes a cgroup or /proc/sys file."""
-    return cmd("sh", "-c", f"echo {shlex.quote(value)} > {shlex.quote(path)}", note=note, undo=undo)
