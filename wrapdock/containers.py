@@ -146,30 +146,42 @@ def _host_resolv() -> str:
         return ""
 
 
-def etc_files(session: Session, record: dict[str, Any]) -> dict[str, list[str]]:
+def etc_files(session: Session, record: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {
-        "hosts": hostsfile.hosts_lines(record, all_records(session)),
+        "hosts": hostsfile.hosts_lines(record, records),
         "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
         "hostname": [record["hostname"]],
     }
 
 
-def _refresh_hosts(session: Session, network_names: set[str], skip: str | None = None) -> None:
-    """Rewrite /etc/hosts of every container on these networks (same file, so their bind mounts follow)."""
-    if not network_names:
-        return
-    records = all_records(session)
-    files = []
-    for record in records:
+def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
+                before: list[dict[str, Any]], skip: str | None = None) -> list[Step]:
+    """The step that rewrites /etc/hosts of every container on these networks to list `after`'s
+    containers (in place: their bind mounts follow); its undo writes back what `before` listed."""
+    files_after, files_before = [], []
+    before_by_id = {r["id"]: r for r in before}
+    for record in after:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
-        paths = paths_of(session, record["id"])
-        if paths.dir.is_dir():
-            files.append((paths.etc_file("hosts"), hostsfile.hosts_lines(record, records)))
-    if files:
-        networks_text = ", ".join(sorted(network_names))
-        session.carry_out(Plan(f"update /etc/hosts of the containers on {networks_text}", [plans.write_files(
-            files, f"/etc/hosts of the {len(files)} other container(s) on {networks_text}")]))
+        path = paths_of(session, record["id"]).etc_file("hosts")
+        if not session.print_only and not path.parent.is_dir():
+            continue
+        files_after.append((path, hostsfile.hosts_lines(record, after)))
+        if record["id"] in before_by_id:
+            files_before.append((path, hostsfile.hosts_lines(before_by_id[record["id"]], before)))
+    if not files_after:
+        return []
+    note = f"/etc/hosts of the {len(files_after)} container(s) on {', '.join(sorted(network_names))}"
+    undo = plans.write_files(files_before, note) if files_before else None
+    return [plans.write_files(files_after, note, undo=undo)]
+
+
+def refresh_hosts(session: Session, network_names: set[str]) -> None:
+    """Bring /etc/hosts of the containers on these networks in line with the state (gc, after edits)."""
+    records = all_records(session)
+    steps = _hosts_step(session, network_names, records, records)
+    if steps:
+        session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), steps))
 
 
 def all_records(session: Session) -> list[dict[str, Any]]:
@@ -299,8 +311,13 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     paths = paths_of(session, config.id)
     record = _record(config, request, netns)
     record["net_mode"], record["ports"] = mode, [p.to_record() for p in ports]
+    watcher = plans.remove_when_done(config, paths, wrapdock_argv(session)) if (
+        request.detach and request.auto_remove) else None
+    # Under the state lock from the checks to the record: the address, the ports and the name are this
+    # container's alone, and every /etc/hosts on its networks is rewritten from one consistent state.
     with session.lock():
-        for other in all_records(session):
+        others = [r for r in all_records(session) if r["id"] != config.id]
+        for other in others:
             if other["name"] == config.name:
                 raise UsageError(f"container name {config.name!r} is already in use")
         if netns and Path(f"/run/netns/{netns}").exists():
@@ -313,46 +330,35 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
                                     "host_ifname": endpoint_plans.host_ifname(config.id, 0), "address": str(address)}]
             if session.records_state:
                 session.state.put("ipam", network.name, ipam_record)
-        if session.records_state:
+        if session.records_state:  # first, so that gc can clean up after a crash from here on
             session.state.put("container", config.id, record)
-        files = etc_files(session, record)
-    network_steps: list[Step] = []
-    for att in attachments(session, record):
-        network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
-        if ports and att.primary:
-            network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-    plan = plans.prepare(config, paths, runtime, files, network_steps)
-    if request.detach:
-        plan.extend(plans.start_detached(config, paths, runtime, request.tty))
-    # -d --rm: the watcher that removes the container starts once its record is complete (below)
-    watcher = plans.remove_when_done(config, paths, wrapdock_argv(session)) if (
-        request.detach and request.auto_remove) else None
-    try:
-        session.carry_out(plan)
-    except BaseException:
-        if session.records_state:
-            with session.state.locked():
+        network_steps: list[Step] = []
+        for att in attachments(session, record):
+            network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
+            if ports and att.primary:
+                network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
+        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps)
+        if request.detach:
+            plan.extend(plans.start_detached(config, paths, runtime, request.tty))
+        plan.extend(_hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
+                                skip=config.id))
+        if watcher:  # -d --rm: its `rm -f` waits for this lock, so it never sees a half-made record
+            plan.add(watcher)
+        try:
+            session.carry_out(plan)
+        except BaseException:
+            if session.records_state:
                 _release(session, record)
                 session.state.remove("container", config.id)
-        raise
+            raise
+        if session.records_state:
+            record["phase"], record["owner_pid"] = "ready", None
+            session.state.put("container", config.id, record)
     if session.print_only:
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
                                         plans.start_attached(config, paths, runtime, request.tty)))
-        if watcher:
-            session.printed.append(Plan(f"remove {config.name} when it exits", [watcher]))
-        if session.records_state:
-            record["phase"], record["owner_pid"] = "ready", None
-            session.state.put("container", config.id, record)
         return config, None
-    with session.state.locked():
-        record["phase"], record["owner_pid"] = "ready", None
-        session.state.put("container", config.id, record)
-        # its own /etc/hosts too: it was computed before the plan ran, and containers that started
-        # meanwhile are in the state now
-        _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
-    if watcher:
-        session.carry_out(Plan(f"remove {config.name} when it exits", [watcher]))
     if request.detach:
         return config, None
     code = _attach(session, config, paths, runtime, request.tty)
@@ -420,15 +426,17 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
         network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
             "ports"] else []
         # a script cannot know whether the container will be running: it gets the (guarded) kill step
-        plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
-                            running[record["id"]] or (force and session.print_only),
-                            network_steps, [e["host_ifname"] for e in record["endpoints"]])
-        session.carry_out(plan)
-        if session.records_state:
-            with session.state.locked():
+        with session.lock():  # one state from the plan to the record, as for run
+            others = [r for r in all_records(session) if r["id"] != record["id"]]
+            plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
+                                running[record["id"]] or (force and session.print_only),
+                                network_steps, [e["host_ifname"] for e in record["endpoints"]])
+            plan.extend(_hosts_step(session, {e["network"] for e in record["endpoints"]}, others,
+                                    [*others, record]))
+            session.carry_out(plan)
+            if session.records_state:
                 _release(session, record)
                 session.state.remove("container", record["id"])
-                _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
     return records
 
 
@@ -449,21 +457,21 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
         endpoint = {"network": network.name, "ifname": f"eth{index}",
                     "host_ifname": endpoint_plans.host_ifname(record["id"], index), "address": str(address)}
         att = Attachment(network, endpoint["ifname"], endpoint["host_ifname"], address, primary=not record["endpoints"])
-        plan = Plan(f"connect container {record['name']} to network {network.name}",
-                    endpoint_plans.attach(att, record["netns"], record["name"]))
-        completed = session.carry_out(plan)
+        connected = {**record, "endpoints": [*record["endpoints"], endpoint], "net_mode": "bridge"}
+        others = [r for r in all_records(session) if r["id"] != record["id"]]
+        steps = endpoint_plans.attach(att, record["netns"], record["name"])
+        steps += _hosts_step(session, {e["network"] for e in connected["endpoints"]}, [*others, connected],
+                             [*others, record])
+        completed = session.carry_out(Plan(f"connect container {record['name']} to network {network.name}", steps))
         if not session.records_state:
             return record
         try:
             session.state.put("ipam", network.name, ipam_record)
-            record["endpoints"].append(endpoint)
-            record["net_mode"] = "bridge"
-            session.state.put("container", record["id"], record)
+            session.state.put("container", record["id"], connected)
         except BaseException:
             session.runner.rollback(completed)
             raise
-        _refresh_hosts(session, {e["network"] for e in record["endpoints"]})
-    return record
+    return connected
 
 
 def disconnect(session: Session, network_name: str, ref: str, force: bool = False) -> dict[str, Any]:
@@ -487,20 +495,21 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         successor = next((a for a in all_attachments if a is not att and not a.network.internal), None)
         if position == 0 and successor is not None:
             steps.append(endpoint_plans.default_route(successor, record["netns"], record["name"]))
+        left = {**record, "endpoints": [e for i, e in enumerate(record["endpoints"]) if i != position]}
+        if position == 0 and successor is not None:  # the first endpoint is the one with the default route
+            moved = next(e for e in left["endpoints"] if e["network"] == successor.network.name)
+            left["endpoints"] = [moved, *(e for e in left["endpoints"] if e is not moved)]
+        if withdraw:
+            left["ports"] = []
+        others = [r for r in all_records(session) if r["id"] != record["id"]]
+        steps += _hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
+                             [*others, left], [*others, record])
         session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}", steps))
         if not session.records_state:
             return record
         _release(session, record, [network_name])
-        del record["endpoints"][position]
-        if position == 0 and successor is not None:  # the first endpoint is the one with the default route
-            moved = next(e for e in record["endpoints"] if e["network"] == successor.network.name)
-            record["endpoints"].remove(moved)
-            record["endpoints"].insert(0, moved)
-        if withdraw:
-            record["ports"] = []
-        session.state.put("container", record["id"], record)
-        _refresh_hosts(session, {network_name, *(e["network"] for e in record["endpoints"])})
-    return record
+        session.state.put("container", record["id"], left)
+    return left
 
 
 def attached_to(session: Session, network_name: str) -> list[dict[str, Any]]:

@@ -187,7 +187,7 @@ def apply_edit(session: Session, edit: Edit) -> None:
 def _refresh_hosts(session: Session, network_names: set[str]) -> None:
     from wrapdock import containers
 
-    containers._refresh_hosts(session, network_names)
+    containers.refresh_hosts(session, network_names)
 
 
 # -- the operation -------------------------------------------------------------------------------

@@ -165,10 +165,19 @@ def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
             runtime.busybox, "sh", str(paths.init), *config.command]
 
 
-def _kill_and_wait(paths: ContainerPaths, note: str) -> Step:
-    """SIGKILL the container's PID 1 (if it started) and wait until it is gone."""
+def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> Step:
+    """SIGKILL the container's PID 1 (if it started) and wait until it is gone.
+
+    `starting`: it may have been started a moment ago, so first wait (5 s at most) until its init
+    has written its pid and start time, or it has ended.
+    """
     script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
               'while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done')
+    if starting:
+        script = ('n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
+                  + script)
+        return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), str(paths.statfile),
+                   str(paths.exitfile), note=note)
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
@@ -230,7 +239,7 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     # piped into something waits for a container that runs for days
     shim = 'log=$1 exitfile=$2; shift 2; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"'
     start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
-                *start_chain(config, paths, runtime, tty), note=note, undo=_kill_and_wait(paths, note))
+                *start_chain(config, paths, runtime, tty), note=note, undo=kill_and_wait(paths, note, starting=True))
     wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 1000 ]; then '
             'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.01; n=$((n+1)); done')
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
@@ -273,7 +282,7 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     cgroups and the directory: what is gone already is skipped, so a second rm finishes a failed one."""
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
-        plan.add(_kill_and_wait(paths, f"kill {config.name} (rm -f)"))
+        plan.add(kill_and_wait(paths, f"kill {config.name} (rm -f)"))
     plan.extend(network_steps)
     lines = ["set -e"]
     lines += [f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}" for name in host_ifnames]

@@ -119,7 +119,7 @@ def orphans(processes: dict[str, ContainerPaths], comments: list[str], veths: li
     """What no record owns but is provably wrapdock's: veths first (deleting one is immediate), then netns."""
     plan = Plan("remove what wrapdock left behind and no record owns")
     for container_id, paths in sorted(processes.items()):
-        plan.add(container_plans._kill_and_wait(paths, f"kill the container process of {container_id[:12]}, "
+        plan.add(container_plans.kill_and_wait(paths, f"kill the container process of {container_id[:12]}, "
                                                        "whose record is gone"))
     for comment in comments:
         plan.add(ipt.delete_by_comment(comment, f"iptables rules tagged {comment} (the owner has no record)"))
