@@ -181,27 +181,24 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> S
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
-FILE_END = "WRAPDOCK_FILE"
-
-
-# writes stdin to a file with shell builtins only: no process per file, however many files
-PUT_FUNCTION = ('put() { while IFS= read -r line || [ -n "$line" ]; do printf \'%s\\n\' "$line"; done > "$1"; }')
-
-
 def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
                 executable: tuple[Path, ...] = (), undo: Step | None = None) -> Step:
     """One `sh -s` that makes directories and writes files (one process for all of them).
 
-    `put` truncates and writes in place: a file keeps its inode, so a bind mount of it (the
-    container's /etc/hosts) sees the new content.
+    Each file is one `printf '%s\\n' LINE... > FILE`, a shell builtin: no process per file, and the
+    file is truncated and written in place, so a bind mount of it (the container's /etc/hosts)
+    sees the new content.
     """
-    lines = ["set -e", PUT_FUNCTION]
+    lines = ["set -e"]
     if mkdirs:
         lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
     for path, content in files:
-        if any(line == FILE_END for line in content):
-            raise ValueError(f"file content may not hold the line {FILE_END}")
-        lines += [f"put {_q(path)} <<'{FILE_END}'", *content, FILE_END]
+        if not content:
+            lines.append(f": > {_q(path)}")
+            continue
+        lines.append("printf '%s\\n' \\")
+        lines += [f"    {_q(line)} \\" for line in content]
+        lines.append(f"    > {_q(path)}")
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
     return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)
