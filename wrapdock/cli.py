@@ -288,7 +288,7 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
                  v["state"]["pid"] or "", containers.ago(v["created"]),
                  ", ".join(e["address"] for e in v["endpoints"]), ", ".join(v["published"])] for v in views]
         click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES",
-                                           "PORTS"], tablefmt="plain"))
+                                           "PORTS"], tablefmt="plain", disable_numparse=True))
 
 
 @cli.command("logs")

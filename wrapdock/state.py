@@ -19,9 +19,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +71,13 @@ def _type_ok(value: Any, name: str) -> bool:
     return isinstance(value, _TYPES[name])
 
 
+@cache
+def _pattern(text: str) -> re.Pattern[str]:
+    return re.compile(text)
+
+
 def shape_errors(schema: dict[str, Any], value: Any, path: str = "$", root: dict | None = None) -> list[str]:
     """Why `value` does not match `schema` (the subset of JSON Schema the state files use)."""
-    import re
-
     root = root or schema
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
@@ -86,13 +92,11 @@ def shape_errors(schema: dict[str, Any], value: Any, path: str = "$", root: dict
         return [f"{path}: {value!r} is not one of {schema['enum']!r}"]
     errors: list[str] = []
     if isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
             errors.append(f"{path}: {value!r} does not match {schema['pattern']!r}")
         if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", len(value)):
             errors.append(f"{path}: {value!r} has the wrong length")
         if schema.get("format") == "ipv4":
-            from ipaddress import IPv4Address
-
             try:
                 IPv4Address(value)
             except ValueError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from wrapdock import resources
@@ -38,39 +39,39 @@ HELPER_CAPS = ("sys_admin", "mknod", "dac_override")
 class ContainerPaths:
     dir: Path
 
-    @property
+    @cached_property
     def upper(self) -> Path:
         return self.dir / "upper"
 
-    @property
+    @cached_property
     def work(self) -> Path:
         return self.dir / "work"
 
-    @property
+    @cached_property
     def rootfs(self) -> Path:
         return self.dir / "rootfs"
 
-    @property
+    @cached_property
     def init(self) -> Path:
         return self.dir / "init.sh"
 
-    @property
+    @cached_property
     def log(self) -> Path:
         return self.dir / "container.log"
 
-    @property
+    @cached_property
     def pidfile(self) -> Path:
         return self.dir / "pid"
 
-    @property
+    @cached_property
     def statfile(self) -> Path:
         return self.dir / "stat"
 
-    @property
+    @cached_property
     def ready(self) -> Path:
         return self.dir / "ready"
 
-    @property
+    @cached_property
     def exitfile(self) -> Path:
         return self.dir / "exit_code"
 
