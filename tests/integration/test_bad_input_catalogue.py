@@ -64,6 +64,10 @@ def case(code: int, says: str, *args: str, **more) -> Case:
     return Case(tuple(args), code, says, **more)
 
 
+# /dev/null (not executable) over every busybox of the sandbox's mount namespace (/bin may be /usr/bin)
+BUSYBOXES = "$(realpath -e /bin/busybox /usr/bin/busybox 2>/dev/null | sort -u)"
+HIDE_BUSYBOX = f"for f in {BUSYBOXES}; do mount --bind /dev/null $f; done"
+SHOW_BUSYBOX = f"for f in {BUSYBOXES}; do umount $f; done"
 RUN = ("run", "-d")
 TRUE = ("busybox", "true")
 LONG = "x" * 65
@@ -138,8 +142,7 @@ CASES = [
     case(2, "containers.bird.networks[0]: unknown network 'nowhere'", "lab", "up", f"{LABS}/unknown.yaml"),
     case(2, "ports go from 1 to 65535", "lab", "up", f"{LABS}/port-zero.yaml"),
     # -- the host cannot: no busybox, not root -----------------------------------------------------------
-    case(4, "busybox is not installed", "run", "--rm", *TRUE,
-         setup="mount --bind /dev/null /usr/bin/busybox", undo="umount /usr/bin/busybox"),
+    case(4, "busybox is not installed", "run", "--rm", *TRUE, setup=HIDE_BUSYBOX, undo=SHOW_BUSYBOX),
     case(4, "needs root", "network", "create", "--subnet", "10.94.0.0/24", "n1", prefix=NOBODY),
     case(4, "needs root", *RUN, "--net", "bnet", *TRUE, prefix=NOBODY),
     # -- a broken state file: named, left as it is -----------------------------------------------------
@@ -157,21 +160,26 @@ LAB_FILES = {
 }
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _kept_under_tmp() -> list[Path]:
+    """What wrapdock runs from that may live under /tmp: its Python environment and (an editable
+    install's) source checkout; a clone in /tmp is how CI and fresh-clone checks run."""
+    return [p for p in dict.fromkeys((Path(sys.prefix), REPO)) if p.is_relative_to("/tmp")]
+
+
 def private_tmp(box: Sandbox) -> None:
-    """A tmpfs over /tmp in the sandbox's mount namespace, so that a canary can only land there; the
-    Python environment that runs wrapdock, if it lives under /tmp, is bound back in."""
-    keep = []
-    prefix = Path(sys.prefix)
-    if prefix.is_relative_to("/tmp"):
-        keep.append(f"mkdir -p {prefix} && mount --bind /run/wdtmp-keep/{prefix.relative_to('/tmp')} {prefix}")
+    """A tmpfs over /tmp in the sandbox's mount namespace, so that a canary can only land there; what
+    wrapdock runs from, if it lives under /tmp, is bound back in."""
+    keep = [f"mkdir -p {p} && mount --bind /run/wdtmp-keep/{p.relative_to('/tmp')} {p}" for p in _kept_under_tmp()]
     box.bash("set -e; mkdir -p /run/wdtmp-keep; mount --bind /tmp /run/wdtmp-keep; "
              "mount -t tmpfs wdcanary /tmp; " + "; ".join(keep))
 
 
 def shared_tmp(box: Sandbox) -> None:
     """Undo private_tmp."""
-    prefix = Path(sys.prefix)
-    inner = f"umount {prefix}; " if prefix.is_relative_to("/tmp") else ""
+    inner = "".join(f"umount {p}; " for p in reversed(_kept_under_tmp()))
     box.bash(f"set -e; {inner}umount /tmp; umount /run/wdtmp-keep; rmdir /run/wdtmp-keep")
 
 
