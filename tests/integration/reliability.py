@@ -231,6 +231,15 @@ def prepare(box: Sandbox, *networks: tuple[str, str]) -> dict:
     return picture(box)
 
 
+def prepare_with_neighbour(box: Sandbox, *networks: tuple[str, str], name: str = "nbr") -> dict:
+    """prepare(), then a container `name` on the first network: its bridge keeps a carrier while other
+    containers come and go (no flags to wait for), and their operations rewrite its /etc/hosts."""
+    prepare(box, *networks)
+    ok(box, "--quiet", "run", "-d", "--name", name, "--net", networks[0][0], "busybox", "sleep", "600")
+    wait_for(lambda: "LOWER_UP" in link_flags(box, networks[0][0]), what=f"{networks[0][0]} with carrier")
+    return picture(box)
+
+
 def wait_for(predicate, seconds: float = 10.0, step: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + seconds
     while True:

@@ -37,6 +37,7 @@ from tests.integration.reliability import (
     ok,
     parsed_state,
     prepare,
+    prepare_with_neighbour,
 )
 from tests.sandbox import Sandbox
 
@@ -149,7 +150,7 @@ def after_crash(box: Sandbox, before: dict, what: str, base_networks: set[str]) 
     again = ok(box, "gc")
     assert again.stdout == NOTHING_TO_DO, f"{what}: a second gc still found work:\n{again.stdout}"
     state = parsed_state(box)
-    names = [record["name"] for path, record in state.items() if "/containers/" in path]
+    names = [record["name"] for path, record in state.items() if "/containers/" in path and record["name"] != "nbr"]
     networks = [record["name"] for path, record in state.items() if "/networks/" in path]
     if names:
         ok(box, "--quiet", "rm", "-f", *names)
@@ -168,8 +169,8 @@ def trials(box: Sandbox, op: str, count: int) -> tuple[list[Crash], int]:
         seconds, total = window(box, CREATE)
         ok(box, "--quiet", "network", "rm", "crashnet")
         base_networks: set[str] = set()
-    else:
-        before = prepare(box, (NET, SUBNET))
+    else:  # a neighbour on the network: its /etc/hosts is rewritten too, its bridge keeps a carrier
+        before = prepare_with_neighbour(box, (NET, SUBNET))
         seconds, total = window(box, RUN)
         if op == "rm":
             seconds, total = window(box, RM)
@@ -210,5 +211,6 @@ def test_kill_9_at_random_points_leaves_state_gc_can_reconcile(sandbox, sandbox_
 
     for op, box in boxes.items():
         if op != "create":
+            ok(box, "--quiet", "rm", "-f", "nbr")
             ok(box, "--quiet", "network", "rm", NET)
         assert_no_leftovers(box, starts[op])

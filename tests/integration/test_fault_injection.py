@@ -28,11 +28,11 @@ from tests.integration.reliability import (
     call,
     changes,
     changing_steps,
-    link_flags,
     ok,
     one_error,
     picture,
     prepare,
+    prepare_with_neighbour,
     records,
     wait_for,
 )
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.integration
 NET, SUBNET = "fnet", "10.61.0.0/24"
 NET2, SUBNET2 = "fnet2", "10.62.0.0/24"
 RUN = ("run", "-d", "--name", "web", "--net", NET, "-p", "8080:80", "busybox", "httpd", "-f", "-p", "80")
-NEIGHBOUR = ("run", "-d", "--name", "nbr", "--net", NET, "busybox", "sleep", "600")
 LAB_PROGRESS = ("==> ",)  # lab up says what it does on stderr, even with --quiet
 WAIT_FOR_INIT = "wait until"  # the note of the step that waits for a started container's init
 LAB = """\
@@ -69,14 +68,6 @@ def httpd_running(box) -> bool:
     return any(line.split(None, 1)[1] == "httpd -f -p 80 " for line in processes(box))
 
 
-def with_neighbour(box, *networks: tuple[str, str]) -> dict:
-    """prepare(), then a container `nbr` on the first network (its bridge has a carrier from then on)."""
-    prepare(box, *networks)
-    ok(box, "--quiet", *NEIGHBOUR)
-    wait_for(lambda: "LOWER_UP" in link_flags(box, networks[0][0]), what=f"{networks[0][0]} with carrier")
-    return picture(box)
-
-
 def notes(steps: list[dict]) -> list[str]:
     return [step["note"] for step in steps]
 
@@ -85,7 +76,7 @@ def notes(steps: list[dict]) -> list[str]:
 def test_run_rolls_back_a_fault_at_every_step(sandbox):
     box = sandbox
     start = box.snapshot()
-    before = with_neighbour(box, (NET, SUBNET))
+    before = prepare_with_neighbour(box, (NET, SUBNET))
 
     steps = changing_steps(ok(box, "--trail", "json", *RUN).stderr)
     wait_for(lambda: web_answers(box), what="web's published port")
@@ -111,7 +102,7 @@ def test_run_rolls_back_a_fault_at_every_step(sandbox):
 def test_connect_rolls_back_a_fault_at_every_step(sandbox):
     box = sandbox
     start = box.snapshot()
-    before = with_neighbour(box, (NET, SUBNET), (NET2, SUBNET2))
+    before = prepare_with_neighbour(box, (NET, SUBNET), (NET2, SUBNET2))
 
     connect = ("network", "connect", NET2, "nbr")
     steps = changing_steps(ok(box, "--trail", "json", *connect).stderr)
@@ -137,7 +128,7 @@ def test_connect_rolls_back_a_fault_at_every_step(sandbox):
 def test_rm_f_fault_at_every_step_then_rm_again_finishes(sandbox):
     box = sandbox
     start = box.snapshot()
-    before = with_neighbour(box, (NET, SUBNET))
+    before = prepare_with_neighbour(box, (NET, SUBNET))
 
     ok(box, "--quiet", *RUN)
     steps = changing_steps(ok(box, "--trail", "json", "rm", "-f", "web").stderr)

@@ -149,6 +149,7 @@ def test_privileged_widens_capabilities_not_namespaces(sandbox):
     prepare(box, (NET, SUBNET))
     ok(box, "--quiet", "run", "-d", "--name", "priv", "--privileged", "--net", NET, "busybox", "sleep", "600")
     before = picture(box)
+    hostname = box.sh("hostname").stdout
 
     results, sections = probe(ok(box, "--quiet", "exec", "priv", "sh", "-c", PROBES).stdout)
     for name in ("link_add", "link_down", "addr_add", "route_add", "route_del", "mount", "hostname"):
@@ -168,8 +169,10 @@ def test_privileged_widens_capabilities_not_namespaces(sandbox):
     assert listed[0] == "sleep 600", sections["ps"]
     assert not any(word in sections["ps"] for word in ("sleep infinity", "wrapdock", "nsenter", "python"))
     assert "/mnt" in mount_points(sections["mountinfo"])  # its own mount, in its own namespace
-    # every change stayed inside the container: the sandbox host is exactly as before
+    # every change stayed inside the container: the sandbox host is exactly as before, its name too
     assert picture(box) == before, "a privileged container changed the host"
+    assert box.sh("hostname").stdout == hostname
+    assert ok(box, "--quiet", "exec", "priv", "hostname").stdout == "pwned\n"  # (its own UTS namespace)
 
     ok(box, "--quiet", "rm", "-f", "priv")
     ok(box, "--quiet", "network", "rm", NET)
