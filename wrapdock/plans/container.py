@@ -118,9 +118,6 @@ def environment(config: ContainerConfig, tty: bool) -> list[str]:
     return env + list(config.env)
 
 
-ETC_FILES = ("hosts", "resolv.conf", "hostname")
-
-
 def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, etc_files: tuple[str, ...] = ()
                 ) -> list[str]:
     mounts: list[str] = []
