@@ -41,7 +41,7 @@ from wrapdock.plans.container import ContainerPaths
 from wrapdock.plans.endpoint import container_comment
 from wrapdock.session import Session
 from wrapdock.shell import quote
-from wrapdock.state import FOLDERS
+from wrapdock.state import FOLDERS, reference_errors
 
 ERROR, WARNING = "error", "warning"
 
@@ -307,8 +307,13 @@ def _read_state(session: Session, facts: Facts) -> None:
             except StateError as exc:
                 facts.broken_state.append(exc.message)
                 continue
-            if record is not None:
-                loaded[kind].append(record)
+            if record is None:
+                continue
+            reference = reference_errors(kind, record)  # jsonschema itself, the reference checker
+            if reference:
+                facts.broken_state.append(f"{path}: {reference[0]}")
+                continue
+            loaded[kind].append(record)
     for record in loaded["network"]:
         try:
             facts.networks.append(Network.from_record(record))

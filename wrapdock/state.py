@@ -37,29 +37,56 @@ _validators: dict[str, Any] = {}
 _schemas: dict[str, dict[str, Any]] = {}
 
 
-def validate(kind: str, record: Any, where: str) -> None:
-    """Check a record against state/KIND.schema.json with jsonschema (on every write)."""
+def reference_errors(kind: str, record: Any) -> list[str]:
+    """Why `record` fails state/KIND.schema.json according to jsonschema itself (doctor, tests)."""
     validator = _validators.get(kind)
     if validator is None:
-        import jsonschema  # costly to import: only operations that write state need it
+        import jsonschema  # ~100 ms to import: only doctor and the tests pay for it
 
         validator = jsonschema.Draft202012Validator(_schema(kind), format_checker=jsonschema.FormatChecker())
         _validators[kind] = validator
-    error = next(iter(sorted(validator.iter_errors(record), key=lambda e: list(e.path))), None)
-    if error is not None:
-        raise StateError(f"{where}: {error.json_path}: {error.message}")
+    return [f"{error.json_path}: {error.message}"
+            for error in sorted(validator.iter_errors(record), key=lambda e: list(e.path))]
 
 
 def _schema(kind: str) -> dict[str, Any]:
     if kind not in _schemas:
-        _schemas[kind] = json.loads(resources.schema_text(kind))
+        schema = json.loads(resources.schema_text(kind))
+        unknown = unsupported_keywords(schema)
+        if unknown:  # the built-in checker would silently ignore them: a bug in wrapdock, not in the state
+            raise RuntimeError(f"state/{kind}.schema.json uses keywords the state checker lacks: {unknown}")
+        _schemas[kind] = schema
     return _schemas[kind]
 
 
-# -- reading: the same schema, checked without importing jsonschema ------------------------------
-# Reads are frequent (`ps` reads every container) and must stay cheap, so they check records with
-# this small interpreter of the keywords the state schemas use; writes use jsonschema itself, and
-# tests/unit/test_state.py holds both to the same verdicts.
+def unsupported_keywords(schema: Any) -> list[str]:
+    """Keywords of this schema (at any depth) that shape_errors does not interpret."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        found.update(node.keys() - SUPPORTED_KEYWORDS)
+        for key in ("properties", "$defs"):
+            for sub in node.get(key, {}).values():
+                walk(sub)
+        for key in ("items", "additionalProperties", "propertyNames"):
+            walk(node.get(key))
+
+    walk(schema)
+    return sorted(found)
+
+
+# -- checking: the schema files, interpreted without importing jsonschema ---------------------------
+# Every read and every write checks its record against state/KIND.schema.json. Importing jsonschema
+# costs ~100 ms, more than a whole `ps`, so records are checked by this small interpreter of the
+# keywords the state schemas use (SUPPORTED_KEYWORDS; a schema using any other is refused).
+# jsonschema stays the reference: tests/unit/test_state_shape.py holds both to the same verdicts on
+# hundreds of broken records, and `wrapdock doctor` re-checks every state file with jsonschema.
+SUPPORTED_KEYWORDS = frozenset({
+    "$schema", "$id", "$defs", "$ref", "$comment", "title", "description", "type", "const", "enum", "pattern",
+    "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "minItems", "items", "required",
+    "properties", "additionalProperties", "propertyNames"})
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
@@ -168,7 +195,7 @@ class StateStore:
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
         path = self.path(kind, name)
-        validate(kind, record, str(path))
+        check_shape(kind, record, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)

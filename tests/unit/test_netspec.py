@@ -55,7 +55,8 @@ def test_record_round_trip() -> None:
 
     network = build(mtu=9000)
     record = network.to_record()
-    state.validate("network", record, "test")
+    state.check_shape("network", record, "test")
+    assert state.reference_errors("network", record) == []
     assert Network.from_record(json.loads(json.dumps(record))) == network
 
 

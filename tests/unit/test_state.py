@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wrapdock.errors import StateError
-from wrapdock.state import StateStore, validate
+from wrapdock.state import StateStore, check_shape, reference_errors
 
 NETWORK = {"version": 1, "name": "web", "id": "ab" * 32, "driver": "bridge", "subnet": "10.20.0.0/24",
            "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False, "lab": None,
@@ -152,7 +152,8 @@ def test_unreadable_state_file(tmp_path: Path) -> None:
     with_(NETWORK, name="a" * 64, bridge="b" * 15),
 ])
 def test_valid_network_records(record: dict) -> None:
-    validate("network", record, "here")
+    check_shape("network", record, "here")
+    assert reference_errors("network", record) == []
 
 
 @pytest.mark.parametrize("record", [
@@ -179,8 +180,9 @@ def test_valid_network_records(record: dict) -> None:
 ])
 def test_invalid_network_records(record: dict) -> None:
     with pytest.raises(StateError) as caught:
-        validate("network", record, "the/place.json")
+        check_shape("network", record, "the/place.json")
     assert caught.value.message.startswith("the/place.json: $")
+    assert reference_errors("network", record)
 
 
 @pytest.mark.parametrize("record", [
@@ -189,7 +191,8 @@ def test_invalid_network_records(record: dict) -> None:
     with_(IPAM, subnet="10.0.0.0/8"),
 ])
 def test_valid_ipam_records(record: dict) -> None:
-    validate("ipam", record, "here")
+    check_shape("ipam", record, "here")
+    assert reference_errors("ipam", record) == []
 
 
 @pytest.mark.parametrize("record", [
@@ -207,7 +210,8 @@ def test_valid_ipam_records(record: dict) -> None:
 ])
 def test_invalid_ipam_records(record: dict) -> None:
     with pytest.raises(StateError, match=r"^x\.json: \$"):
-        validate("ipam", record, "x.json")
+        check_shape("ipam", record, "x.json")
+    assert reference_errors("ipam", record)
 
 
 # -- audit log and lock ----------------------------------------------------------------------------

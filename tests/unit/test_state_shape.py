@@ -1,4 +1,4 @@
-"""Reads check records with state.shape_errors, writes with jsonschema: both must give the same verdict."""
+"""State records are checked with state.shape_errors; jsonschema is the reference: same verdicts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 
 from wrapdock import resources
-from wrapdock.state import shape_errors
+from wrapdock.errors import StateError
+from wrapdock.state import SUPPORTED_KEYWORDS, StateStore, shape_errors, unsupported_keywords
 
 NETWORK = {"version": 1, "name": "web", "id": "a" * 64, "driver": "bridge", "subnet": "10.20.0.0/24",
            "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False, "lab": None,
@@ -79,3 +80,32 @@ def test_reads_and_writes_agree(kind: str) -> None:
     disagreements = [label for label, record in cases
                      if bool(shape_errors(schema, record)) == validator.is_valid(record)]
     assert disagreements == []
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_state_schemas_use_only_keywords_the_checker_knows(kind: str) -> None:
+    schema = json.loads(resources.schema_text(kind))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert unsupported_keywords(schema) == []
+
+
+def test_a_keyword_the_checker_lacks_is_found_at_any_depth() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"oneOf": [{"type": "string"}]}}},
+              "$defs": {"b": {"minProperties": 1}}}
+    assert unsupported_keywords(schema) == ["minProperties", "oneOf"]
+    assert "oneOf" not in SUPPORTED_KEYWORDS
+
+
+def test_writes_refuse_what_jsonschema_refuses(tmp_path) -> None:
+    store = StateStore(tmp_path)
+    schema = json.loads(resources.schema_text("container"))
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    refused = 0
+    for _label, record in mutations(CONTAINER):
+        if validator.is_valid(record):
+            store.put("container", "c" * 64, record)
+            continue
+        with pytest.raises(StateError):
+            store.put("container", "c" * 64, record)
+        refused += 1
+    assert refused > 20
