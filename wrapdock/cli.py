@@ -13,6 +13,7 @@ import click
 from wrapdock import __version__
 from wrapdock.errors import UsageError as WrapdockUsage
 from wrapdock.errors import WrapdockError
+from wrapdock.quickimport import load_tabulate
 from wrapdock.session import DEFAULT_DATA_DIR, Session
 from wrapdock.state import DEFAULT_STATE_DIR
 
@@ -135,7 +136,7 @@ def network_list(output_format: str, quiet: bool) -> None:
     elif output_format == "json":
         click.echo(json.dumps(views, indent=2))
     else:
-        from tabulate import tabulate
+        tabulate = load_tabulate()
 
         rows = [[v["name"], v["driver"], v["subnet"], v["gateway"], v["bridge"],
                  len({a["owner"] for a in v["allocations"]})] for v in views]
@@ -278,7 +279,7 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
     else:
         import shlex
 
-        from tabulate import tabulate
+        tabulate = load_tabulate()
 
         def short(command: list[str]) -> str:
             text = shlex.join(command)
@@ -413,7 +414,7 @@ def image_ls(output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps(views, indent=2))
         return
-    from tabulate import tabulate
+    tabulate = load_tabulate()
 
     rows = [[v["name"], v["id"][:12], containers.ago(v["created"]), f"{v['size'] / 1e6:.1f}MB", v["source"]]
             for v in views]
@@ -487,7 +488,7 @@ def lab_check(lab_file: str, output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps([{**r.__dict__, "agrees": r.agrees} for r in results], indent=2))
     else:
-        from tabulate import tabulate
+        tabulate = load_tabulate()
 
         rows = [[i, r.name, r.source, r.target, r.expect, r.got, "yes" if r.agrees else "NO",
                  f"{r.seconds * 1000:.0f} ms"] for i, r in enumerate(results, start=1)]
@@ -536,7 +537,7 @@ def lab_graph(lab_file: str, output: str | None) -> None:
 @lab_group.command("ls")
 def lab_ls() -> None:
     """The bundled labs (use their names in place of a file)."""
-    from tabulate import tabulate
+    tabulate = load_tabulate()
 
     from wrapdock import lab
 

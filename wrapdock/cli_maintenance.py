@@ -7,6 +7,7 @@ import json
 import click
 
 from wrapdock.cli import _emit_script, _session, format_option, print_only_option
+from wrapdock.quickimport import load_tabulate
 
 EXIT_FINDINGS = 1
 
@@ -35,7 +36,7 @@ def doctor_command(output_format: str) -> None:
     elif not found:
         click.echo("no problems found")
     else:
-        from tabulate import tabulate
+        tabulate = load_tabulate()
 
         rows = [[f.severity, f.text, "\n".join(f.fix)] for f in found]
         click.echo(tabulate(rows, headers=["SEVERITY", "FINDING", "FIX"], tablefmt="plain"))

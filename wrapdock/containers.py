@@ -160,15 +160,24 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     containers (in place: their bind mounts follow); its undo writes back what `before` listed."""
     files_after, files_before = [], []
     before_by_id = {r["id"]: r for r in before}
+    content_after: dict[Any, list[str]] = {}  # by view key: computed once per group of containers
+    content_before: dict[Any, list[str]] = {}
     for record in after:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
         path = paths_of(session, record["id"]).etc_file("hosts")
         if not session.print_only and not path.parent.is_dir():
             continue
-        files_after.append((path, hostsfile.hosts_lines(record, after)))
-        if record["id"] in before_by_id:
-            files_before.append((path, hostsfile.hosts_lines(before_by_id[record["id"]], before)))
+        key = hostsfile.view_key(record)
+        if key not in content_after:
+            content_after[key] = hostsfile.hosts_lines(record, after)
+        files_after.append((path, content_after[key]))
+        old = before_by_id.get(record["id"])
+        if old is not None:
+            key = hostsfile.view_key(old)
+            if key not in content_before:
+                content_before[key] = hostsfile.hosts_lines(old, before)
+            files_before.append((path, content_before[key]))
     if not files_after:
         return []
     note = f"/etc/hosts of the {len(files_after)} container(s) on {', '.join(sorted(network_names))}"

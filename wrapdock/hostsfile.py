@@ -7,19 +7,25 @@ from typing import Any
 HEADER = "# kept by wrapdock: rewritten when containers join or leave this container's networks"
 
 
+def view_key(record: dict[str, Any]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Containers with the same networks and --add-host entries have the same /etc/hosts."""
+    return frozenset(e["network"] for e in record.get("endpoints", [])), tuple(record.get("add_hosts", []))
+
+
 def hosts_lines(record: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
-    """localhost, the container itself, every container on a network it shares, then --add-host."""
+    """localhost, every container on a network this one is on (itself too, by name), then --add-host.
+
+    The content depends only on view_key(record), so the containers of one network share it.
+    """
+    networks, add_hosts = view_key(record)
     lines = [HEADER, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    own_networks = {e["network"] for e in record.get("endpoints", [])}
-    for endpoint in record.get("endpoints", []):
-        lines.append(f"{endpoint['address']}\t{_names(record)}")
-    for other in sorted(others, key=lambda r: r["name"]):
-        if other["id"] == record["id"]:
-            continue
-        for endpoint in other.get("endpoints", []):
-            if endpoint["network"] in own_networks:
-                lines.append(f"{endpoint['address']}\t{_names(other)}")
-    for entry in record.get("add_hosts", []):
+    members = {other["id"]: other for other in others}
+    members[record["id"]] = record
+    for member in sorted(members.values(), key=lambda r: (r["name"], r["id"])):
+        for endpoint in member.get("endpoints", []):
+            if endpoint["network"] in networks:
+                lines.append(f"{endpoint['address']}\t{_names(member)}")
+    for entry in add_hosts:
         name, _, address = entry.partition(":")
         lines.append(f"{address}\t{name}")
     return lines

@@ -40,7 +40,7 @@ _ANY_EXIT = [*range(-64, 0), *range(256)]
 
 def _sh_command(name: str):
     """The `sh` command object for a program; a missing program is an environment problem."""
-    from wrapdock.shloader import load_sh  # only commands that change or read the host need sh
+    from wrapdock.quickimport import load_sh  # only commands that change or read the host need sh
 
     sh = load_sh()
     try:

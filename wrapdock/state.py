@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from ipaddress import IPv4Address
@@ -87,75 +87,158 @@ SUPPORTED_KEYWORDS = frozenset({
     "$schema", "$id", "$defs", "$ref", "$comment", "title", "description", "type", "const", "enum", "pattern",
     "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "minItems", "items", "required",
     "properties", "additionalProperties", "propertyNames"})
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None), "integer": int,
+    "number": (int, float)}
+Check = Callable[[Any, str, list[str]], None]  # (value, its path, errors to append to)
 
 
 def _type_ok(value: Any, name: str) -> bool:
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, bool) and name in ("integer", "number"):  # JSON: true is not a number
+        return False
     return isinstance(value, _TYPES[name])
 
 
-@cache
-def _pattern(text: str) -> re.Pattern[str]:
-    return re.compile(text)
-
-
-def shape_errors(schema: dict[str, Any], value: Any, path: str = "$", root: dict | None = None) -> list[str]:
-    """Why `value` does not match `schema` (the subset of JSON Schema the state files use)."""
-    root = root or schema
+def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Check:
+    """A checker for `schema`, built once: `ps` checks every container record, so each record pays
+    only for the keywords its schema nodes have, not for looking all of them up."""
+    root = root if root is not None else schema
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
-    types = schema.get("type")
-    if types is not None:
-        names = types if isinstance(types, list) else [types]
-        if not any(_type_ok(value, n) for n in names):
-            return [f"{path}: {value!r} is not of type {' or '.join(map(repr, names))}"]
-    if "const" in schema and value != schema["const"]:
-        return [f"{path}: {value!r} was expected to be {schema['const']!r}"]
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{path}: {value!r} is not one of {schema['enum']!r}"]
-    errors: list[str] = []
-    if isinstance(value, str):
-        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
-            errors.append(f"{path}: {value!r} does not match {schema['pattern']!r}")
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", len(value)):
+    checks: list[Check] = []
+    final: list[Check] = []  # type, const and enum: the first failure is the only error reported
+    if "type" in schema:
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        wanted = " or ".join(map(repr, names))
+
+        def check_type(value: Any, path: str, errors: list[str]) -> None:
+            if not any(_type_ok(value, n) for n in names):
+                errors.append(f"{path}: {value!r} is not of type {wanted}")
+        final.append(check_type)
+    if "const" in schema:
+        const = schema["const"]
+
+        def check_const(value: Any, path: str, errors: list[str]) -> None:
+            if value != const:
+                errors.append(f"{path}: {value!r} was expected to be {const!r}")
+        final.append(check_const)
+    if "enum" in schema:
+        enum = schema["enum"]
+
+        def check_enum(value: Any, path: str, errors: list[str]) -> None:
+            if value not in enum:
+                errors.append(f"{path}: {value!r} is not one of {enum!r}")
+        final.append(check_enum)
+    checks += _string_checks(schema) + _number_checks(schema) + _array_checks(schema, root)
+    checks += _object_checks(schema, root)
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
+        for first in final:
+            before = len(errors)
+            first(value, path, errors)
+            if len(errors) > before:
+                return
+        for one in checks:
+            one(value, path, errors)
+    return check
+
+
+def _string_checks(schema: dict[str, Any]) -> list[Check]:
+    keys = {"pattern", "minLength", "maxLength", "format"} & schema.keys()
+    if not keys:
+        return []
+    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+    shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+    ipv4 = schema.get("format") == "ipv4"
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
+        if not isinstance(value, str):
+            return
+        if pattern is not None and not pattern.search(value):
+            errors.append(f"{path}: {value!r} does not match {pattern.pattern!r}")
+        if len(value) < shortest or (longest is not None and len(value) > longest):
             errors.append(f"{path}: {value!r} has the wrong length")
-        if schema.get("format") == "ipv4":
+        if ipv4:
             try:
                 IPv4Address(value)
             except ValueError:
                 errors.append(f"{path}: {value!r} is not a 'ipv4'")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
+    return [check]
+
+
+def _number_checks(schema: dict[str, Any]) -> list[Check]:
+    if not {"minimum", "maximum", "exclusiveMinimum"} & schema.keys():
+        return []
+    low, high, above = schema.get("minimum"), schema.get("maximum"), schema.get("exclusiveMinimum")
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        if (low is not None and value < low) or (high is not None and value > high):
             errors.append(f"{path}: {value!r} is out of range")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+        if above is not None and value <= above:
             errors.append(f"{path}: {value!r} is out of range")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
+    return [check]
+
+
+def _array_checks(schema: dict[str, Any], root: dict[str, Any]) -> list[Check]:
+    if not {"minItems", "items"} & schema.keys():
+        return []
+    fewest = schema.get("minItems", 0)
+    item_check = compile_schema(schema["items"], root) if "items" in schema else None
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
+        if not isinstance(value, list):
+            return
+        if len(value) < fewest:
             errors.append(f"{path}: too few items")
-        for i, item in enumerate(value):
-            errors += shape_errors(schema.get("items", {}), item, f"{path}[{i}]", root)
-    if isinstance(value, dict):
-        errors += [f"{path}: {key!r} is a required property" for key in schema.get("required", []) if key not in value]
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
+        if item_check is not None:
+            for i, item in enumerate(value):
+                item_check(item, f"{path}[{i}]", errors)
+    return [check]
+
+
+def _object_checks(schema: dict[str, Any], root: dict[str, Any]) -> list[Check]:
+    if not {"required", "properties", "additionalProperties", "propertyNames"} & schema.keys():
+        return []
+    required = schema.get("required", [])
+    properties = {key: compile_schema(sub, root) for key, sub in schema.get("properties", {}).items()}
+    extra = schema.get("additionalProperties", True)
+    extra_check = compile_schema(extra, root) if isinstance(extra, dict) else None
+    name_check = compile_schema(schema["propertyNames"], root) if "propertyNames" in schema else None
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
+        if not isinstance(value, dict):
+            return
+        errors += [f"{path}: {key!r} is a required property" for key in required if key not in value]
         for key, item in value.items():
-            if "propertyNames" in schema:
-                errors += shape_errors(schema["propertyNames"], key, f"{path}.{key}", root)
-            if key in properties:
-                errors += shape_errors(properties[key], item, f"{path}.{key}", root)
+            if name_check is not None:
+                name_check(key, f"{path}.{key}", errors)
+            known = properties.get(key)
+            if known is not None:
+                known(item, f"{path}.{key}", errors)
             elif extra is False:
                 errors.append(f"{path}: additional property {key!r} is not allowed")
-            elif isinstance(extra, dict):
-                errors += shape_errors(extra, item, f"{path}.{key}", root)
+            elif extra_check is not None:
+                extra_check(item, f"{path}.{key}", errors)
+    return [check]
+
+
+def shape_errors(schema: dict[str, Any], value: Any) -> list[str]:
+    """Why `value` does not match `schema` (the subset of JSON Schema the state files use)."""
+    errors: list[str] = []
+    compile_schema(schema)(value, "$", errors)
     return errors
 
 
+@cache
+def _checker(kind: str) -> Check:
+    return compile_schema(_schema(kind))
+
+
 def check_shape(kind: str, record: Any, where: str) -> None:
-    errors = shape_errors(_schema(kind), record)
+    errors: list[str] = []
+    _checker(kind)(record, "$", errors)
     if errors:
         raise StateError(f"{where}: {errors[0]}")
 

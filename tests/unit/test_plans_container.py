@@ -202,12 +202,14 @@ def script_lines(step: Step, set_e: bool = True) -> list[str]:
 def script_commands(step: Step) -> list[str]:
     """An `sh -s` script's own command lines: a `printf` writing a file is one command, its lines left out."""
     commands: list[str] = []
-    in_printf = False
+    in_printf = in_tee = False
     for line in script_lines(step):
         if in_printf:
-            if not line.endswith(" \\"):  # the last line: "    > FILE"
+            in_tee = in_tee or line.strip().startswith("| tee ")
+            if in_tee or not line.endswith(" \\"):  # the last line: "    > FILE"; or tee's files
                 commands[-1] += " " + line.strip()
-                in_printf = False
+            if not line.endswith(" \\"):
+                in_printf = in_tee = False
             continue
         commands.append(line)
         in_printf = line == "printf '%s\\n' \\"
@@ -378,6 +380,36 @@ def test_write_files_stops_at_the_first_failure(tmp_path: Path) -> None:
     step = plans.write_files([(blocker / "x", ["a"]), (tmp_path / "after", ["b"])], "n")
     assert run_script(step).returncode != 0
     assert not (tmp_path / "after").exists()  # set -e
+
+
+def test_write_files_writes_one_content_once_through_tee(tmp_path: Path) -> None:
+    """The /etc/hosts of 50 containers of one network: one printf, one tee; the script grows by a line each."""
+    shared = ["127.0.0.1\tlocalhost", *(f"10.0.0.{i}\tc{i}" for i in range(2, 52))]
+    files = [(tmp_path / f"c{i}" / "hosts", shared) for i in range(50)]
+    files.insert(10, (tmp_path / "own", ["other content"]))
+    for path, _ in files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("old\n")
+    inodes = [path.stat().st_ino for path, _ in files]
+    step = plans.write_files(files, "hosts")
+    assert len(step.stdin) < 2 * 50 + 2 * len(shared)  # not 50 copies of the content
+    tee = [c for c in script_commands(step) if "| tee --" in c]
+    assert len(tee) == 1 and all(shlex.quote(str(path)) in tee[0] for path, lines in files if lines is shared)
+    script = tmp_path / "script.sh"
+    script.write_text("\n".join(step.stdin) + "\n")
+    shellcheck(script)
+    carry_out([step])
+    for (path, lines), inode in zip(files, inodes, strict=True):
+        assert path.read_text() == "".join(line + "\n" for line in lines), path
+        assert path.stat().st_ino == inode  # in place: bind mounts follow
+
+
+def test_write_files_with_tee_stops_when_a_file_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "not a dir"
+    blocker.write_text("")
+    step = plans.write_files([(tmp_path / "a", ["x"]), (blocker / "b", ["x"]), (tmp_path / "after", ["y"])], "n")
+    assert run_script(step).returncode != 0
+    assert not (tmp_path / "after").exists()
 
 
 def test_write_files_content_never_ends_the_script_heredoc() -> None:

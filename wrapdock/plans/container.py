@@ -185,18 +185,28 @@ def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Pa
 
     Each file is one `printf '%s\\n' LINE... > FILE`, a shell builtin: no process per file, and the
     file is truncated and written in place, so a bind mount of it (the container's /etc/hosts)
-    sees the new content.
+    sees the new content. Files that get the same content (the /etc/hosts of the containers of one
+    network) get it once, through one `tee`: the script and the trail grow with the containers,
+    not with their square.
     """
     lines = ["set -e"]
     if mkdirs:
         lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
+    same_content: dict[tuple[str, ...], list[Path]] = {}
     for path, content in files:
+        same_content.setdefault(tuple(content), []).append(path)
+    for content, paths in same_content.items():
         if not content:
-            lines.append(f": > {_q(path)}")
+            lines += [f": > {_q(path)}" for path in paths]
             continue
         lines.append("printf '%s\\n' \\")
         lines += [f"    {_q(line)} \\" for line in content]
-        lines.append(f"    > {_q(path)}")
+        if len(paths) == 1:
+            lines.append(f"    > {_q(paths[0])}")
+        else:
+            lines.append("    | tee -- \\")
+            lines += [f"    {_q(path)} \\" for path in paths]
+            lines.append("    > /dev/null")
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
     return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)

@@ -1,4 +1,4 @@
-"""sh is imported without asyncio and package metadata, and still runs commands; asyncio still works after."""
+"""sh and tabulate are imported without asyncio and package metadata, and still work; so do those, after."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 PROBE = """
 import sys
-from wrapdock.shloader import load_sh
+from wrapdock.quickimport import load_sh
 sh = load_sh()
 result = sh.Command("echo")("hello", _tty_out=False, _return_cmd=True)
 assert result.stdout == b"hello\\n", result.stdout
@@ -42,3 +42,18 @@ print(sorted(m for m in ("sh", "jsonschema", "yaml") if m in sys.modules))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tabulate_imports_without_package_metadata_and_still_tabulates() -> None:
+    probe = """
+import sys
+from wrapdock.quickimport import load_tabulate
+tabulate = load_tabulate()
+print(repr(tabulate([["a", 1]], headers=["NAME", "N"], tablefmt="plain")))
+print("importlib.metadata" in sys.modules)
+from importlib.metadata import version
+print(version("click") != "unknown")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [repr("NAME      N\na         1"), "False", "True"]
