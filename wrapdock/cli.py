@@ -268,9 +268,9 @@ def run_command(args: tuple[str, ...], name: str | None, detach: bool, interacti
 @format_option
 def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
     """List containers (running ones; -a for all)."""
-    from wrapdock import containers
+    from wrapdock import containerviews  # reads only: a light import
 
-    views = containers.listing(_session(), show_all)
+    views = containerviews.listing(_session(), show_all)
     if quiet:
         for v in views:
             click.echo(v["id"][:12])
@@ -286,7 +286,7 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
             return text if len(text) <= 30 else text[:29] + "…"
 
         rows = [[v["id"][:12], v["name"], v["image"], short(v["command"]), v["state"]["text"],
-                 v["state"]["pid"] or "", containers.ago(v["created"]),
+                 v["state"]["pid"] or "", containerviews.ago(v["created"]),
                  ", ".join(e["address"] for e in v["endpoints"]), ", ".join(v["published"])] for v in views]
         click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES",
                                            "PORTS"], tablefmt="plain", disable_numparse=True))
@@ -297,9 +297,9 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
 @click.argument("container")
 def logs_command(follow: bool, container: str) -> None:
     """Print a detached container's output."""
-    from wrapdock import containers
+    from wrapdock import containerviews  # reads only: a light import
 
-    containers.logs(_session(), container, follow)
+    containerviews.logs(_session(), container, follow)
 
 
 @cli.command("exec", context_settings=_NO_INTERSPERSED)
@@ -363,10 +363,10 @@ def rm_command(force: bool, containers_: tuple[str, ...]) -> None:
 @click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
 def inspect_command(containers_: tuple[str, ...]) -> None:
     """Show containers as JSON: configuration, state, paths."""
-    from wrapdock import containers
+    from wrapdock import containerviews  # reads only: a light import
 
     session = _session()
-    click.echo(json.dumps([containers.view(session, containers.find(session, ref)) for ref in containers_],
+    click.echo(json.dumps([containerviews.view(session, containerviews.find(session, ref)) for ref in containers_],
                           indent=2))
 
 
@@ -406,17 +406,17 @@ def image_import(tarball: str, name: str) -> None:
 @format_option
 def image_ls(output_format: str) -> None:
     """List images."""
-    from wrapdock import containers, images
+    from wrapdock import containerviews, images
 
     session = _session()
-    views = [{**r, "size": images.size(session, r["name"]), "containers": containers.image_users(session, r["name"])}
-             for r in images.all_images(session)]
+    views = [{**r, "size": images.size(session, r["name"]),
+              "containers": containerviews.image_users(session, r["name"])} for r in images.all_images(session)]
     if output_format == "json":
         click.echo(json.dumps(views, indent=2))
         return
     tabulate = load_tabulate()
 
-    rows = [[v["name"], v["id"][:12], containers.ago(v["created"]), f"{v['size'] / 1e6:.1f}MB", v["source"]]
+    rows = [[v["name"], v["id"][:12], containerviews.ago(v["created"]), f"{v['size'] / 1e6:.1f}MB", v["source"]]
             for v in views]
     click.echo(tabulate(rows, headers=["NAME", "ID", "CREATED", "SIZE", "SOURCE"], tablefmt="plain"))
 
@@ -426,11 +426,11 @@ def image_ls(output_format: str) -> None:
 @print_only_option
 def image_rm(names_: tuple[str, ...]) -> None:
     """Remove images (refused while a container uses one)."""
-    from wrapdock import containers, images
+    from wrapdock import containerviews, images
 
     session = _session()
     for name in names_:
-        images.remove(session, name, containers.image_users(session, name))
+        images.remove(session, name, containerviews.image_users(session, name))
     _report(session, list(names_))
 
 

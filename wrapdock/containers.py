@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from wrapdock import cgroups, containerspec, hostsfile, images, names, networks, portspec
 from wrapdock.containerspec import ContainerConfig, Volume
+
+# reading containers lives in containerviews (imported by ps without all of this); re-exported here
+from wrapdock.containerviews import all_records, current_status, find, paths_of
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.model import Network
@@ -29,7 +30,7 @@ from wrapdock.plans.cgroups import Limits
 from wrapdock.plans.container import ContainerPaths, Runtime
 from wrapdock.plans.endpoint import Attachment
 from wrapdock.portspec import PortMapping
-from wrapdock.procstatus import Status, live_pid, status
+from wrapdock.procstatus import live_pid
 from wrapdock.session import Session
 
 
@@ -88,10 +89,6 @@ def config_of(record: dict[str, Any]) -> ContainerConfig:
         volumes=tuple(Volume(v["source"], v["target"], v["readonly"], os.path.isfile(v["source"]))
                       for v in record["volumes"]),
         limits=Limits(**record["limits"]), caps=tuple(record["caps"]), privileged=record["privileged"])
-
-
-def paths_of(session: Session, container_id: str) -> ContainerPaths:
-    return ContainerPaths(session.data_dir / "containers" / container_id)
 
 
 def runtime_of(session: Session, record: dict[str, Any]) -> Runtime:
@@ -191,37 +188,6 @@ def refresh_hosts(session: Session, network_names: set[str]) -> None:
     steps = _hosts_step(session, network_names, records, records)
     if steps:
         session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), steps))
-
-
-def all_records(session: Session) -> list[dict[str, Any]]:
-    return session.state.all("container")
-
-
-def find(session: Session, ref: str) -> dict[str, Any]:
-    """A container by name, full id or unique id prefix (as Docker resolves them)."""
-    records = all_records(session)
-    for record in records:
-        if ref in (record["name"], record["id"]):
-            return record
-    matches = [r for r in records if len(ref) >= 3 and r["id"].startswith(ref.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise UsageError(f"{ref!r} matches several containers: use more of the id or the name")
-    raise UsageError(f"no such container: {ref}")
-
-
-def current_status(session: Session, record: dict[str, Any]) -> Status:
-    layout = _layout_or_none()
-    return status(paths_of(session, record["id"]), layout, record["id"])
-
-
-@cache  # read once per process: `ps` asks for every container
-def _layout_or_none() -> cgroups.CgroupLayout | None:
-    try:
-        return cgroups.detect()
-    except Exception:
-        return None
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -556,61 +522,6 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
     return session.runner.attach(step)
 
 
-# -- views --------------------------------------------------------------------------------------------
-def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
-    state = current_status(session, record)
-    paths = paths_of(session, record["id"])
-    data = {k: v for k, v in record.items() if k not in ("version", "owner_pid")}
-    data["state"] = {"status": state.state, "text": state.text(), "pid": state.pid, "exit_code": state.exit_code,
-                     "oom_killed": state.oom_kills > 0}
-    data["paths"] = {"dir": str(paths.dir), "log": str(paths.log), "upper": str(paths.upper)}
-    data["addresses"] = [f"{e['address']} ({e['network']}, {e['ifname']})" for e in record["endpoints"]]
-    data["published"] = [portspec.from_record(p).text() for p in record["ports"]]
-    return data
-
-
-def listing(session: Session, include_stopped: bool) -> list[dict[str, Any]]:
-    views = [view(session, r) for r in all_records(session)]
-    if not include_stopped:
-        views = [v for v in views if v["state"]["status"] == "running"]
-    return sorted(views, key=lambda v: v["created"], reverse=True)
-
-
-def ago(iso: str) -> str:
-    try:
-        seconds = int(time.time() - datetime.fromisoformat(iso).timestamp())
-    except ValueError:
-        return iso
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return f"{max(seconds, 0)} seconds ago"
-
-
-def logs(session: Session, ref: str, follow: bool) -> None:
-    record = find(session, ref)
-    paths = paths_of(session, record["id"])
-    out = sys.stdout.buffer
-    try:
-        handle = paths.log.open("rb")
-    except FileNotFoundError:
-        if not record["detach"]:
-            raise UsageError(f"container {record['name']} ran in the foreground: its output went to the "
-                             "terminal, not to a log") from None
-        return
-    with handle:
-        while True:
-            chunk = handle.read(65536)
-            if chunk:
-                out.write(chunk)
-                out.flush()
-                continue
-            if not follow or live_pid(paths) is None:
-                break
-            time.sleep(0.1)
-
-
 def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
     from wrapdock.plans import image as image_plans
 
@@ -624,7 +535,3 @@ def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
         plan = image_plans.commit(images.image_dir(session, image), image, record["name"], paths.upper,
                                   images.rootfs(session, record["image"]), paths.dir / "commit")
         return images.make(session, image, plan, f"commit {record['name']}")
-
-
-def image_users(session: Session, image: str) -> list[str]:
-    return [r["name"] for r in all_records(session) if r["image"] == image]

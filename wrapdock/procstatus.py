@@ -7,11 +7,12 @@ for it. The shim writes the exit code when the process ends.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from wrapdock.cgroups import CgroupLayout, oom_kills
-from wrapdock.plans.container import ContainerPaths
+from wrapdock.containerpaths import ContainerPaths
 
 
 def start_time(stat_line: str) -> str | None:
@@ -21,11 +22,18 @@ def start_time(stat_line: str) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path | str) -> str | None:
+    """A small file's text (os.read: `ps` reads three per container, and the text layer is the cost)."""
     try:
-        return path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, 4096).decode(errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ def live_pid(paths: ContainerPaths) -> int | None:
     pid_text, stat_text = _read(paths.pidfile), _read(paths.statfile)
     if not pid_text or not stat_text or not pid_text.isdigit():
         return None
-    now = _read(Path(f"/proc/{pid_text}/stat"))
+    now = _read(f"/proc/{pid_text}/stat")
     if now is None or start_time(now) != start_time(stat_text):
         return None
     return int(pid_text)
@@ -56,9 +64,9 @@ def live_pid(paths: ContainerPaths) -> int | None:
 
 def status(paths: ContainerPaths, cgroups: CgroupLayout | None, container_id: str) -> Status:
     pid = live_pid(paths)
+    if pid is not None:  # as with Docker, OOM-killed says how a container ended: not asked while it runs
+        return Status("running", pid, None, 0)
     kills = oom_kills(cgroups.memory_dir(container_id)) if cgroups else 0
-    if pid is not None:
-        return Status("running", pid, None, kills)
     if not paths.pidfile.exists() and not paths.exitfile.exists():
         return Status("created", None, None, kills)
     code_text = _read(paths.exitfile)

@@ -11,10 +11,13 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from wrapdock.plan import Plan
-from wrapdock.runner import Runner, Trail
 from wrapdock.state import DEFAULT_STATE_DIR, StateStore
+
+if TYPE_CHECKING:  # read-only commands (ps, inspect, logs) never import the runner
+    from wrapdock.plan import Plan
+    from wrapdock.runner import Runner
 
 DEFAULT_DATA_DIR = Path("/var/lib/wrapdock")
 
@@ -48,6 +51,8 @@ class Session:
 
     @cached_property
     def runner(self) -> Runner:
+        from wrapdock.runner import Runner, Trail
+
         fail_at = os.environ.get("WRAPDOCK_FAIL_AT")
         return Runner(
             Trail(self.trail_mode, sys.stderr),

@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -93,10 +92,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 Check = Callable[[Any, str, list[str]], None]  # (value, its path, errors to append to)
 
 
-def _type_ok(value: Any, name: str) -> bool:
-    if isinstance(value, bool) and name in ("integer", "number"):  # JSON: true is not a number
-        return False
-    return isinstance(value, _TYPES[name])
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
 
 
 def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Check:
@@ -110,9 +107,11 @@ def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         wanted = " or ".join(map(repr, names))
+        python_types = tuple({t for n in names for t in _as_tuple(_TYPES[n])})
+        bool_is_wrong = bool not in python_types  # JSON: true is not a number, though Python says so
 
         def check_type(value: Any, path: str, errors: list[str]) -> None:
-            if not any(_type_ok(value, n) for n in names):
+            if not isinstance(value, python_types) or (bool_is_wrong and value.__class__ is bool):
                 errors.append(f"{path}: {value!r} is not of type {wanted}")
         final.append(check_type)
     if "const" in schema:
@@ -132,12 +131,27 @@ def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -
     checks += _string_checks(schema) + _number_checks(schema) + _array_checks(schema, root)
     checks += _object_checks(schema, root)
 
+    if not final:
+        return _all_of(checks)
+    if not checks and len(final) == 1:
+        return final[0]
+
     def check(value: Any, path: str, errors: list[str]) -> None:
+        before = len(errors)
         for first in final:
-            before = len(errors)
             first(value, path, errors)
             if len(errors) > before:
                 return
+        for one in checks:
+            one(value, path, errors)
+    return check
+
+
+def _all_of(checks: list[Check]) -> Check:
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(value: Any, path: str, errors: list[str]) -> None:
         for one in checks:
             one(value, path, errors)
     return check
@@ -246,7 +260,7 @@ def check_shape(kind: str, record: Any, where: str) -> None:
 class StateStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._seen: dict[Path, tuple[tuple[int, int, int], str]] = {}  # checked files by (inode, mtime, size)
+        self._seen: dict[Path, tuple[tuple[int, int, int], bytes]] = {}  # checked files by (inode, mtime, size)
 
     # -- files ---------------------------------------------------------------------------------
     def path(self, kind: str, name: str) -> Path:
@@ -256,30 +270,47 @@ class StateStore:
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         """The record, None if there is none, StateError if the file is broken."""
-        path = self.path(kind, name)
+        return self._read(kind, self.path(kind, name))
+
+    def _read(self, kind: str, path: Path) -> dict[str, Any] | None:
+        # os.open/os.read rather than Path.read_text: `ps` reads every container record, and the
+        # text layer costs more than the read itself
         try:
-            stat = path.stat()
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            seen = self._seen.get(path)
-            if seen is not None and seen[0] == key:  # read and checked before, unchanged since
-                return json.loads(seen[1])
-            text = path.read_text()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(f"{path}: cannot read: {exc.strerror}") from None
         try:
-            record = json.loads(text)
+            stat = os.fstat(fd)
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            seen = self._seen.get(path)
+            if seen is not None and seen[0] == key:  # read and checked before, unchanged since
+                return json.loads(seen[1])
+            chunks = []
+            while chunk := os.read(fd, max(stat.st_size, 65536)):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        except OSError as exc:
+            raise StateError(f"{path}: cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            record = json.loads(data)
         except json.JSONDecodeError as exc:
             raise StateError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise StateError(f"{path}: not valid JSON (not UTF-8 text)") from None
         check_shape(kind, record, str(path))
-        self._seen[path] = (key, text)
+        self._seen[path] = (key, data)
         return record
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
         path = self.path(kind, name)
         check_shape(kind, record, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # only writes need it (and its imports): not `ps`
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)
         try:
@@ -303,11 +334,16 @@ class StateStore:
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         folder = self.root / FOLDERS[kind]
-        if not folder.is_dir():
+        try:
+            names = sorted(entry.name for entry in os.scandir(folder)
+                           if entry.name.endswith(".json") and not entry.name.startswith("."))
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StateError(f"{folder}: cannot read: {exc.strerror}") from None
         records = []
-        for path in sorted(folder.glob("*.json")):
-            record = self.get(kind, path.stem)
+        for name in names:
+            record = self._read(kind, folder / name)
             if record is not None:
                 records.append(record)
         return records

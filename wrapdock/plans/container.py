@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from wrapdock import resources
 from wrapdock.cgroups import CgroupLayout
+from wrapdock.containerpaths import ContainerPaths as ContainerPaths  # where a container's files are
 from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
 from wrapdock.plan import Plan, Step, cmd
 from wrapdock.plans import cgroups as cgroup_plans
@@ -33,54 +33,6 @@ from wrapdock.plans import cgroups as cgroup_plans
 # what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
 # hostname), MKNOD (/dev nodes) and DAC_OVERRIDE (overlayfs's work dir); exec needs SYS_ADMIN
 HELPER_CAPS = ("sys_admin", "mknod", "dac_override")
-
-
-@dataclass(frozen=True)
-class ContainerPaths:
-    dir: Path
-
-    @cached_property
-    def upper(self) -> Path:
-        return self.dir / "upper"
-
-    @cached_property
-    def work(self) -> Path:
-        return self.dir / "work"
-
-    @cached_property
-    def rootfs(self) -> Path:
-        return self.dir / "rootfs"
-
-    @cached_property
-    def init(self) -> Path:
-        return self.dir / "init.sh"
-
-    @cached_property
-    def log(self) -> Path:
-        return self.dir / "container.log"
-
-    @cached_property
-    def pidfile(self) -> Path:
-        return self.dir / "pid"
-
-    @cached_property
-    def statfile(self) -> Path:
-        return self.dir / "stat"
-
-    @cached_property
-    def ready(self) -> Path:
-        return self.dir / "ready"
-
-    @cached_property
-    def exitfile(self) -> Path:
-        return self.dir / "exit_code"
-
-    def etc_file(self, name: str) -> Path:
-        """hosts, resolv.conf, hostname: kept by wrapdock, bind-mounted over the image's /etc/NAME."""
-        return self.dir / name
-
-    def runtime_files(self) -> list[Path]:
-        return [self.pidfile, self.statfile, self.ready, self.exitfile]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""Reading containers: their records, whether they run, and what ps, inspect and logs show.
+
+Apart from wrapdock.containers (which changes containers) and importing little, so that the
+read-only commands start fast: `ps` on a host with 200 containers is mostly Python starting.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from wrapdock import cgroups, portspec
+from wrapdock.containerpaths import ContainerPaths
+from wrapdock.errors import UsageError
+from wrapdock.procstatus import Status, live_pid, status
+from wrapdock.session import Session
+
+
+def paths_of(session: Session, container_id: str) -> ContainerPaths:
+    return ContainerPaths(session.data_dir / "containers" / container_id)
+
+
+
+def all_records(session: Session) -> list[dict[str, Any]]:
+    return session.state.all("container")
+
+
+def find(session: Session, ref: str) -> dict[str, Any]:
+    """A container by name, full id or unique id prefix (as Docker resolves them)."""
+    records = all_records(session)
+    for record in records:
+        if ref in (record["name"], record["id"]):
+            return record
+    matches = [r for r in records if len(ref) >= 3 and r["id"].startswith(ref.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(f"{ref!r} matches several containers: use more of the id or the name")
+    raise UsageError(f"no such container: {ref}")
+
+
+def current_status(session: Session, record: dict[str, Any]) -> Status:
+    layout = _layout_or_none()
+    return status(paths_of(session, record["id"]), layout, record["id"])
+
+
+@cache  # read once per process: `ps` asks for every container
+def _layout_or_none() -> cgroups.CgroupLayout | None:
+    try:
+        return cgroups.detect()
+    except Exception:
+        return None
+
+
+
+def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
+    state = current_status(session, record)
+    paths = paths_of(session, record["id"])
+    data = {k: v for k, v in record.items() if k not in ("version", "owner_pid")}
+    data["state"] = {"status": state.state, "text": state.text(), "pid": state.pid, "exit_code": state.exit_code,
+                     "oom_killed": state.oom_kills > 0}
+    data["paths"] = {"dir": str(paths.dir), "log": str(paths.log), "upper": str(paths.upper)}
+    data["addresses"] = [f"{e['address']} ({e['network']}, {e['ifname']})" for e in record["endpoints"]]
+    data["published"] = [portspec.from_record(p).text() for p in record["ports"]]
+    return data
+
+
+def listing(session: Session, include_stopped: bool) -> list[dict[str, Any]]:
+    views = [view(session, r) for r in all_records(session)]
+    if not include_stopped:
+        views = [v for v in views if v["state"]["status"] == "running"]
+    return sorted(views, key=lambda v: v["created"], reverse=True)
+
+
+def ago(iso: str) -> str:
+    try:
+        seconds = int(time.time() - datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return iso
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{max(seconds, 0)} seconds ago"
+
+
+def logs(session: Session, ref: str, follow: bool) -> None:
+    record = find(session, ref)
+    paths = paths_of(session, record["id"])
+    out = sys.stdout.buffer
+    try:
+        handle = paths.log.open("rb")
+    except FileNotFoundError:
+        if not record["detach"]:
+            raise UsageError(f"container {record['name']} ran in the foreground: its output went to the "
+                             "terminal, not to a log") from None
+        return
+    with handle:
+        while True:
+            chunk = handle.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow or live_pid(paths) is None:
+                break
+            time.sleep(0.1)
+
+
+
+def image_users(session: Session, image: str) -> list[str]:
+    return [r["name"] for r in all_records(session) if r["image"] == image]
