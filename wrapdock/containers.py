@@ -125,10 +125,8 @@ def _release(session: Session, record: dict[str, Any], network_names: list[str] 
         session.state.put("ipam", endpoint["network"], ipam_record)
 
 
-def _check_ports_free(session: Session, ports: list[PortMapping], own_id: str) -> None:
-    for other in all_records(session):
-        if other["id"] == own_id:
-            continue
+def _check_ports_free(ports: list[PortMapping], others: list[dict[str, Any]]) -> None:
+    for other in others:
         for theirs in ports_of(other):
             for mine in ports:
                 if mine.clashes_with(theirs):
@@ -297,7 +295,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
                 raise UsageError(f"container name {config.name!r} is already in use")
         if netns and Path(f"/run/netns/{netns}").exists():
             raise UsageError(f"a network namespace named {netns!r} already exists on this host")
-        _check_ports_free(session, ports, config.id)
+        _check_ports_free(ports, others)
         if network is not None:
             ipam, ipam_record = _ipam(session, network)
             address = ipam.reserve(request.ip, config.id) if request.ip else ipam.allocate(config.id)

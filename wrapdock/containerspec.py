@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -56,7 +55,7 @@ class ContainerConfig:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return names.new_id()
 
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wrapdock import names
 from wrapdock.errors import EnvironmentProblem, UsageError
 from wrapdock.plans import image as image_plans
 from wrapdock.session import Session
@@ -51,7 +51,7 @@ def host_busybox() -> str:
 
 
 def _record(name: str, source: str) -> dict[str, Any]:
-    return {"version": 1, "name": name, "id": secrets.token_hex(32),
+    return {"version": 1, "name": name, "id": names.new_id(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "source": source}
 
 

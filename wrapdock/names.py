@@ -7,6 +7,7 @@ gc and doctor can tell it apart from what belongs to others.
 
 from __future__ import annotations
 
+import os
 import re
 
 from wrapdock.errors import UsageError
@@ -69,3 +70,9 @@ def check_chain(name: str) -> str:
 def network_comment(network: str) -> str:
     """The owner tag on every iptables rule of a network."""
     return f"{COMMENT_PREFIX}:network={network}"
+
+
+def new_id() -> str:
+    """A 64-hex-digit id for a container, network or image, as Docker's (os.urandom: what the
+    `secrets` module uses, without importing it and hashlib on every run)."""
+    return os.urandom(32).hex()

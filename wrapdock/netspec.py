@@ -5,7 +5,6 @@ Pure: the caller passes the existing networks and what the host already has.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,7 +103,7 @@ def build_network(request: NetworkRequest) -> Network:
         raise UsageError(f"invalid MTU {request.mtu}: it must be between 68 and 65535")
     return Network(
         name=request.name,
-        id=secrets.token_hex(32),
+        id=names.new_id(),
         driver=request.driver,
         subnet=subnet,
         gateway=gateway,

@@ -6,6 +6,7 @@ script renderer and the golden-file tests, so the three can never disagree.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -68,3 +69,20 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
         partial=partial,
     )
 
+
+def _script_lines(step: Step) -> list[str]:
+    """A step as lines of a `set -e` shell script (an `sh -s` step's own lines, else its argv)."""
+    if step.argv == ("sh", "-s"):
+        return [line for line in step.stdin if line != "set -e"]
+    if step.stdin or step.skip_if or step.only_if:
+        raise ValueError(f"cannot inline {step.argv[0]}: it has a batch or a probe")
+    return [shlex.join(step.argv)]
+
+
+def one_script(steps: list[Step], note: str) -> Step:
+    """Several `sh -s` steps as one `sh -s` (one process, not one each), undone by their undos
+    in reverse order, also as one script. It may stop half-way, so it is `partial`."""
+    undos = [step.undo for step in reversed(steps) if step.undo is not None]
+    undo = cmd("sh", "-s", note=note, stdin=["set -e", *(line for u in undos for line in _script_lines(u))])
+    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in _script_lines(s))],
+               undo=undo if undos else None, partial=True)

@@ -43,7 +43,7 @@ from wrapdock.containerspec import (
 )
 from wrapdock.errors import OperationFailed, UsageError
 from wrapdock.model import Network
-from wrapdock.plan import Plan, Step
+from wrapdock.plan import Plan, Step, cmd
 from wrapdock.plans import cgroups as cgroup_plans
 from wrapdock.plans import container as plans
 from wrapdock.plans import endpoint as endpoint_plans
@@ -419,20 +419,26 @@ def test_write_files_content_never_ends_the_script_heredoc() -> None:
     assert step_text(step).count("\nWRAPDOCK_EOF") == 1
 
 
-def test_prepare_writes_the_directory_files_and_init_in_one_step() -> None:
+def test_prepare_writes_the_directory_files_init_and_cgroups_in_one_step() -> None:
     steps = plans.prepare(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), ETC, []).steps
-    files = steps[0]
+    first = steps[0]
     init = plans.init_script(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), tuple(ETC))
-    assert files == plans.write_files(
-        [*((PATHS.etc_file(name), lines) for name, lines in ETC.items()), (PATHS.init, init)], files.note,
-        mkdirs=(PATHS.upper, PATHS.work, PATHS.rootfs), executable=(PATHS.init,),
-        undo=files.undo)
-    assert files.undo is not None and files.undo.argv == ("rm", "-rf", "--one-file-system", str(PATHS.dir))
+    files = plans.write_files(
+        [*((PATHS.etc_file(name), lines) for name, lines in ETC.items()), (PATHS.init, init)], "files",
+        mkdirs=(PATHS.upper, PATHS.work, PATHS.rootfs),
+        undo=cmd("rm", "-rf", "--one-file-system", str(PATHS.dir), note="files"))
+    (cgroups,) = cgroup_plans.create(runtime("v1", "db.1").cgroups, ID, CONFIGS["limits"].limits)
+    assert first.argv == ("sh", "-s") and first.partial
+    assert first.stdin == ("set -e", *files.stdin[1:], *cgroups.stdin[1:])
+    assert first.note.endswith("; cgroup v1: the container's cgroups and limits")
+    # undone in reverse: the cgroups (each rmdir guarded), then the directory
+    assert first.undo is not None and first.undo.argv == ("sh", "-s")
+    assert cgroups.undo is not None
+    assert first.undo.stdin == ("set -e", *cgroups.undo.stdin[1:], f"rm -rf --one-file-system {PATHS.dir}")
     assert [s.argv for s in steps[1:3]] == [("ip", "netns", "add", "db.1"),
                                             ("ip", "-n", "db.1", "link", "set", "dev", "lo", "up")]
     assert steps[1].undo is not None and steps[1].undo.argv == ("ip", "netns", "del", "db.1")
-    assert [s.note for s in steps[3:]] == ["cgroup v1: the container's cgroups and limits"]
-    assert len(steps) == 4
+    assert len(steps) == 3
     # no /etc files (privileged case): the directory and init.sh only
     bare = plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, []).steps[0]
     assert [c for c in script_commands(bare) if c.startswith("printf")] == [
@@ -451,7 +457,6 @@ def test_prepare_and_remove_carried_out_against_a_fake_tree(tmp_path: Path) -> N
         assert paths.etc_file(name).read_text() == "".join(line + "\n" for line in lines)
     assert paths.init.read_text() == "".join(
         line + "\n" for line in plans.init_script(CONFIGS["limits"], paths, rt, tuple(ETC)))
-    assert paths.init.stat().st_mode & 0o777 == 0o755
     (paths.upper / "written by the workload").write_text("x")
     as_cgroupfs_would(layout)
     (cleanup,) = plans.remove(CONFIGS["limits"], paths, rt, False, [], []).steps
@@ -468,8 +473,8 @@ def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> N
     steps = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps
     assert not any(s.argv[:3] == ("ip", "netns", "add") for s in steps)
     assert not any(s.argv[:2] == ("ip", "-n") and "lo" in s.argv for s in steps)
-    files, host0, inside0, publish, host1, inside1, cgroup = steps
-    assert files.argv == ("sh", "-s") and cgroup.note.startswith("cgroup v2")
+    files, host0, inside0, publish, host1, inside1 = steps
+    assert files.argv == ("sh", "-s") and "cgroup v2" in files.note
     veth0, veth1 = VETHS
     # the first network: namespace, veth, bridge, hairpin, up; one batch that undoes itself if it stops
     assert host0.argv == ("ip", "-batch", "-") and host0.partial
@@ -530,7 +535,8 @@ def test_a_failing_first_host_batch_undoes_itself_and_the_directory() -> None:
     files, host0 = plan.steps[:2]
     assert files.undo is not None and host0.undo is not None
     after = rollback_of(("ip", "-batch", "-"))
-    assert after == [(host0.undo.argv, "\n".join(host0.undo.stdin) + "\n"), (files.undo.argv, None)]
+    assert after == [(host0.undo.argv, "\n".join(host0.undo.stdin) + "\n"),
+                     (files.undo.argv, "\n".join(files.undo.stdin) + "\n")]
 
 
 def test_a_failing_container_batch_undoes_the_host_batch_and_the_directory() -> None:
@@ -542,20 +548,20 @@ def test_a_failing_container_batch_undoes_the_host_batch_and_the_directory() -> 
     assert after[0][1] == "\n".join(host0.undo.stdin) + "\n"
 
 
-def test_a_failing_cgroup_script_undoes_itself_then_the_network_ports_and_directory_in_reverse() -> None:
+def test_a_failing_last_step_undoes_the_networks_ports_then_directory_and_cgroups_in_reverse() -> None:
     plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, network_steps())
-    files, host0, _, publish, host1, _, cgroup = plan.steps
+    files, host0, _, publish, host1, inside1 = plan.steps
     host = FakeHost()
-    cgroup_input = "\n".join(cgroup.stdin) + "\n"
+    last_input = "\n".join(inside1.stdin) + "\n"
 
-    def execute(argv, stdin):  # only the cgroup script fails (the files step is an `sh -s` too)
+    def execute(argv, stdin):  # only the second network's container-side batch fails
         result = host(argv, stdin)
-        return replace(result, exit_code=1, stderr="no such controller") if stdin == cgroup_input else result
+        return replace(result, exit_code=1, stderr="boom") if stdin == last_input else result
 
-    with pytest.raises(OperationFailed, match="rolled back 5 step"):
+    with pytest.raises(OperationFailed, match="rolled back 4 step"):
         Runner(Trail("quiet"), execute=execute).apply(plan)
-    undos = [s.undo for s in (cgroup, host1, publish, host0, files) if s.undo is not None]
-    assert len(undos) == 5
+    undos = [s.undo for s in (host1, publish, host0, files) if s.undo is not None]
+    assert len(undos) == 4
     assert host.calls[len(plan.steps):] == [
         (undo.argv, "\n".join(undo.stdin) + "\n" if undo.stdin else None) for undo in undos]
 
@@ -593,7 +599,7 @@ def test_every_sh_script_of_a_container_plan_is_valid_sh(config: str, layout: st
     """The scripts `sh -s` reads (files, cgroups, cleanup, undos) parse with sh and pass shellcheck -s sh."""
     steps = [s for plan in container_plans(config, layout, kind) for s in plan.steps]
     scripts = [s for step in steps for s in (step, step.undo) if s is not None and s.argv == ("sh", "-s")]
-    assert len(scripts) >= 4
+    assert len(scripts) >= 3
     for number, step in enumerate(scripts):
         path = tmp_path / f"script{number}.sh"
         path.write_text("\n".join(step.stdin) + "\n")
@@ -831,8 +837,8 @@ def test_cgroup_create_that_fails_half_way_is_undone_by_its_undo(tmp_path: Path)
     done = run_script(step)
     assert done.returncode != 0
     made = layout.dirs(ID)
-    assert made["memory"].is_dir() and made["cpuset"].is_dir()  # it did stop half-way...
-    assert not made["pids"].exists() and not (made["memory"] / "memory.limit_in_bytes").exists()  # (set -e)
+    assert all(d.is_dir() for d in made.values())  # one mkdir for all; it did stop half-way...
+    assert not (made["memory"] / "memory.limit_in_bytes").exists()  # (set -e)
     assert step.undo is not None
     carry_out([step.undo])  # ...and its own undo takes away what it made, skipping the rest
     assert not any(d.exists() for d in made.values())

@@ -74,14 +74,12 @@ def create(layout: CgroupLayout, container_id: str, limits: Limits) -> list[Step
         lines += [f"mkdir -p {_q(parent)}", f"echo '{enable}' > {_q(layout.root / 'cgroup.subtree_control')}",
                   f"echo '{enable}' > {_q(parent / 'cgroup.subtree_control')}"]
     parents = layout.parent_dirs()
-    for controller, path in layout.dirs(container_id).items():
-        if controller not in needed(limits):
-            continue
-        lines.append(f"mkdir -p {_q(path)}")
-        if controller == "cpuset":  # a v1 cpuset holds no process until its cpus and mems are set
-            root = layout.root / "cpuset"
-            for directory in (parents["cpuset"], path):
-                lines += [f"cat {_q(root / name)} > {_q(directory / name)}" for name in ("cpuset.cpus", "cpuset.mems")]
+    wanted = {c: path for c, path in layout.dirs(container_id).items() if c in needed(limits)}
+    lines.append("mkdir -p " + " ".join(_q(path) for path in wanted.values()))  # one process for all
+    if "cpuset" in wanted:  # a v1 cpuset holds no process until its cpus and mems are set
+        root = layout.root / "cpuset"
+        for directory in (parents["cpuset"], wanted["cpuset"]):
+            lines += [f"cat {_q(root / name)} > {_q(directory / name)}" for name in ("cpuset.cpus", "cpuset.mems")]
     writes = _v2_writes(layout, container_id, limits) if layout.version == 2 else _v1_writes(
         layout, container_id, limits)
     lines += [f"echo {_q(value)} > {_q(path)}" for path, value in writes]

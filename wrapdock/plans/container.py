@@ -27,7 +27,7 @@ from wrapdock import resources
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerpaths import ContainerPaths as ContainerPaths  # where a container's files are
 from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
-from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plan import Plan, Step, cmd, one_script
 from wrapdock.plans import cgroups as cgroup_plans
 
 # what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
@@ -172,19 +172,21 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
     `ip netns add` here.
     """
     plan = Plan(f"create container {config.name} ({config.id[:12]})")
-    note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
-            f"/etc files ({', '.join(etc_files) or 'none'})")
+    files_note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
+                  f"/etc files ({', '.join(etc_files) or 'none'})")
     files = [(paths.etc_file(name), lines) for name, lines in etc_files.items()]
     files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files))))
-    plan.add(write_files(files, note, mkdirs=(paths.upper, paths.work, paths.rootfs), executable=(paths.init,),
-                         undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=note)))
+    files_step = write_files(files, files_note, mkdirs=(paths.upper, paths.work, paths.rootfs),
+                             undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=files_note))
+    # the directory and the cgroups in one script: one process fewer on every run
+    (cgroup_step,) = cgroup_plans.create(runtime.cgroups, config.id, config.limits)
+    plan.add(one_script([files_step, cgroup_step], f"{files_note}; {cgroup_step.note}"))
     if runtime.netns and not network_steps:
         netns_note = f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)"
         plan.add(cmd("ip", "netns", "add", runtime.netns, note=netns_note,
                      undo=cmd("ip", "netns", "del", runtime.netns, note=netns_note)))
         plan.add(cmd("ip", "-n", runtime.netns, "link", "set", "dev", "lo", "up", note=netns_note))
     plan.extend(network_steps)
-    plan.extend(cgroup_plans.create(runtime.cgroups, config.id, config.limits))
     return plan
 
 
