@@ -7,14 +7,16 @@ plan back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wrapdock import hostinfo, names, netspec
+from wrapdock import names
 from wrapdock.errors import UsageError
 from wrapdock.ipam import RecordStore
 from wrapdock.model import Network
-from wrapdock.plans import network as network_plans
 from wrapdock.session import Session
+
+if TYPE_CHECKING:  # `run` needs only load(): what create and remove use is imported there
+    from wrapdock import netspec
 
 
 def load(session: Session, name: str) -> Network:
@@ -31,6 +33,9 @@ def all_networks(session: Session) -> list[Network]:
 
 
 def create(session: Session, request: netspec.NetworkRequest) -> Network:
+    from wrapdock import hostinfo, netspec
+    from wrapdock.plans import network as network_plans
+
     network = netspec.build_network(request)
     session.require_root()
     with session.lock():
@@ -52,6 +57,8 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
 
 
 def remove(session: Session, names: list[str], force: bool = False) -> list[Network]:
+    from wrapdock.plans import network as network_plans
+
     session.require_root()
     doomed_names = list(dict.fromkeys(names))
     for name in doomed_names:
