@@ -18,12 +18,12 @@ from typing import Any
 from wrapdock import cgroups, containerspec, hostsfile, images, names, networks, portspec
 from wrapdock.containerspec import ContainerConfig, Volume
 
-# reading containers lives in containerviews (imported by ps without all of this); re-exported here
+# reading containers lives in containerviews (ps imports it without all of this module)
 from wrapdock.containerviews import all_records, current_status, find, paths_of
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.model import Network
-from wrapdock.plan import Plan, Step
+from wrapdock.plan import Plan, Step, one_script
 from wrapdock.plans import container as plans
 from wrapdock.plans import endpoint as endpoint_plans
 from wrapdock.plans.cgroups import Limits
@@ -366,9 +366,10 @@ def start(session: Session, refs: list[str]) -> list[dict[str, Any]]:
         runtime = runtime_of(session, record)
         from wrapdock.plans import cgroups as cgroup_plans
 
-        # fresh cgroups: an OOM kill counted during an earlier run is not this run's
-        steps = [*cgroup_plans.remove(runtime.cgroups, config.id),
-                 *cgroup_plans.create(runtime.cgroups, config.id, config.limits),
+        # fresh cgroups (an OOM kill counted during an earlier run is not this run's), in one script
+        fresh = [*cgroup_plans.remove(runtime.cgroups, config.id),
+                 *cgroup_plans.create(runtime.cgroups, config.id, config.limits)]
+        steps = [one_script(fresh, fresh[-1].note),
                  *plans.start_detached(config, paths, runtime, record["tty"], again=True)]
         plan = Plan(f"start container {config.name}", steps)
         session.carry_out(plan)

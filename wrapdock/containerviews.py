@@ -1,7 +1,7 @@
 """Reading containers: their records, whether they run, and what ps, inspect and logs show.
 
-Apart from wrapdock.containers (which changes containers) and importing little, so that the
-read-only commands start fast: `ps` on a host with 200 containers is mostly Python starting.
+Kept apart from wrapdock.containers (which changes containers, and imports the planning modules for
+that) so that the read-only commands import little: their time is mostly Python starting.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from wrapdock.session import Session
 
 def paths_of(session: Session, container_id: str) -> ContainerPaths:
     return ContainerPaths(session.data_dir / "containers" / container_id)
-
 
 
 def all_records(session: Session) -> list[dict[str, Any]]:
@@ -53,7 +52,6 @@ def _layout_or_none() -> cgroups.CgroupLayout | None:
         return cgroups.detect()
     except Exception:
         return None
-
 
 
 def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +106,6 @@ def logs(session: Session, ref: str, follow: bool) -> None:
             if not follow or live_pid(paths) is None:
                 break
             time.sleep(0.1)
-
 
 
 def image_users(session: Session, image: str) -> list[str]:

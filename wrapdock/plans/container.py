@@ -166,7 +166,7 @@ def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Pa
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
             etc_files: dict[str, list[str]], network_steps: list[Step]) -> Plan:
-    """Everything up to (not including) starting the process: directory, files, netns, network, cgroups.
+    """Everything up to (not including) starting the process: directory, files and cgroups, netns, network.
 
     A container on a network gets its namespace from the network steps' host batch; without one,
     `ip netns add` here.
