@@ -19,16 +19,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from wrapdock import resources
 from wrapdock.errors import StateError
+from wrapdock.schemacheck import Check, compile_schema, unsupported_keywords
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images"}
@@ -58,199 +57,13 @@ def _schema(kind: str) -> dict[str, Any]:
     return _schemas[kind]
 
 
-def unsupported_keywords(schema: Any) -> list[str]:
-    """Keywords of this schema (at any depth) that shape_errors does not interpret."""
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if not isinstance(node, dict):
-            return
-        found.update(node.keys() - SUPPORTED_KEYWORDS)
-        for key in ("properties", "$defs"):
-            for sub in node.get(key, {}).values():
-                walk(sub)
-        for key in ("items", "additionalProperties", "propertyNames"):
-            walk(node.get(key))
-
-    walk(schema)
-    return sorted(found)
-
-
-# -- checking: the schema files, interpreted without importing jsonschema ---------------------------
-# Every read and every write checks its record against state/KIND.schema.json. Importing jsonschema
-# costs ~100 ms, more than a whole `ps`, so records are checked by this small interpreter of the
-# keywords the state schemas use (SUPPORTED_KEYWORDS; a schema using any other is refused).
-# jsonschema stays the reference: tests/unit/test_state_shape.py holds both to the same verdicts on
-# hundreds of broken records, and `wrapdock doctor` re-checks every state file with jsonschema.
-SUPPORTED_KEYWORDS = frozenset({
-    "$schema", "$id", "$defs", "$ref", "$comment", "title", "description", "type", "const", "enum", "pattern",
-    "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "minItems", "items", "required",
-    "properties", "additionalProperties", "propertyNames"})
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None), "integer": int,
-    "number": (int, float)}
-Check = Callable[[Any, str, list[str]], None]  # (value, its path, errors to append to)
-
-
-def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Check:
-    """A checker for `schema`, built once: `ps` checks every container record, so each record pays
-    only for the keywords its schema nodes have, not for looking all of them up."""
-    root = root if root is not None else schema
-    if "$ref" in schema:
-        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
-    checks: list[Check] = []
-    final: list[Check] = []  # type, const and enum: the first failure is the only error reported
-    if "type" in schema:
-        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        wanted = " or ".join(map(repr, names))
-        python_types = tuple({t for n in names for t in _as_tuple(_TYPES[n])})
-        bool_is_wrong = bool not in python_types  # JSON: true is not a number, though Python says so
-
-        def check_type(value: Any, path: str, errors: list[str]) -> None:
-            if not isinstance(value, python_types) or (bool_is_wrong and value.__class__ is bool):
-                errors.append(f"{path}: {value!r} is not of type {wanted}")
-        final.append(check_type)
-    if "const" in schema:
-        const = schema["const"]
-
-        def check_const(value: Any, path: str, errors: list[str]) -> None:
-            if value != const:
-                errors.append(f"{path}: {value!r} was expected to be {const!r}")
-        final.append(check_const)
-    if "enum" in schema:
-        enum = schema["enum"]
-
-        def check_enum(value: Any, path: str, errors: list[str]) -> None:
-            if value not in enum:
-                errors.append(f"{path}: {value!r} is not one of {enum!r}")
-        final.append(check_enum)
-    checks += _string_checks(schema) + _number_checks(schema) + _array_checks(schema, root)
-    checks += _object_checks(schema, root)
-
-    if not final:
-        return _all_of(checks)
-    if not checks and len(final) == 1:
-        return final[0]
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        before = len(errors)
-        for first in final:
-            first(value, path, errors)
-            if len(errors) > before:
-                return
-        for one in checks:
-            one(value, path, errors)
-    return check
-
-
-def _all_of(checks: list[Check]) -> Check:
-    if len(checks) == 1:
-        return checks[0]
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        for one in checks:
-            one(value, path, errors)
-    return check
-
-
-def _string_checks(schema: dict[str, Any]) -> list[Check]:
-    keys = {"pattern", "minLength", "maxLength", "format"} & schema.keys()
-    if not keys:
-        return []
-    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
-    shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
-    ipv4 = schema.get("format") == "ipv4"
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        if not isinstance(value, str):
-            return
-        if pattern is not None and not pattern.search(value):
-            errors.append(f"{path}: {value!r} does not match {pattern.pattern!r}")
-        if len(value) < shortest or (longest is not None and len(value) > longest):
-            errors.append(f"{path}: {value!r} has the wrong length")
-        if ipv4:
-            try:
-                IPv4Address(value)
-            except ValueError:
-                errors.append(f"{path}: {value!r} is not a 'ipv4'")
-    return [check]
-
-
-def _number_checks(schema: dict[str, Any]) -> list[Check]:
-    if not {"minimum", "maximum", "exclusiveMinimum"} & schema.keys():
-        return []
-    low, high, above = schema.get("minimum"), schema.get("maximum"), schema.get("exclusiveMinimum")
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return
-        if (low is not None and value < low) or (high is not None and value > high):
-            errors.append(f"{path}: {value!r} is out of range")
-        if above is not None and value <= above:
-            errors.append(f"{path}: {value!r} is out of range")
-    return [check]
-
-
-def _array_checks(schema: dict[str, Any], root: dict[str, Any]) -> list[Check]:
-    if not {"minItems", "items"} & schema.keys():
-        return []
-    fewest = schema.get("minItems", 0)
-    item_check = compile_schema(schema["items"], root) if "items" in schema else None
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        if not isinstance(value, list):
-            return
-        if len(value) < fewest:
-            errors.append(f"{path}: too few items")
-        if item_check is not None:
-            for i, item in enumerate(value):
-                item_check(item, f"{path}[{i}]", errors)
-    return [check]
-
-
-def _object_checks(schema: dict[str, Any], root: dict[str, Any]) -> list[Check]:
-    if not {"required", "properties", "additionalProperties", "propertyNames"} & schema.keys():
-        return []
-    required = schema.get("required", [])
-    properties = {key: compile_schema(sub, root) for key, sub in schema.get("properties", {}).items()}
-    extra = schema.get("additionalProperties", True)
-    extra_check = compile_schema(extra, root) if isinstance(extra, dict) else None
-    name_check = compile_schema(schema["propertyNames"], root) if "propertyNames" in schema else None
-
-    def check(value: Any, path: str, errors: list[str]) -> None:
-        if not isinstance(value, dict):
-            return
-        errors += [f"{path}: {key!r} is a required property" for key in required if key not in value]
-        for key, item in value.items():
-            if name_check is not None:
-                name_check(key, f"{path}.{key}", errors)
-            known = properties.get(key)
-            if known is not None:
-                known(item, f"{path}.{key}", errors)
-            elif extra is False:
-                errors.append(f"{path}: additional property {key!r} is not allowed")
-            elif extra_check is not None:
-                extra_check(item, f"{path}.{key}", errors)
-    return [check]
-
-
-def shape_errors(schema: dict[str, Any], value: Any) -> list[str]:
-    """Why `value` does not match `schema` (the subset of JSON Schema the state files use)."""
-    errors: list[str] = []
-    compile_schema(schema)(value, "$", errors)
-    return errors
-
-
 @cache
 def _checker(kind: str) -> Check:
     return compile_schema(_schema(kind))
 
 
 def check_shape(kind: str, record: Any, where: str) -> None:
+    """Check a record against state/KIND.schema.json (wrapdock.schemacheck: on every read and write)."""
     errors: list[str] = []
     _checker(kind)(record, "$", errors)
     if errors:

@@ -1,4 +1,4 @@
-"""State records are checked with state.shape_errors; jsonschema is the reference: same verdicts."""
+"""State records are checked with wrapdock.schemacheck; jsonschema is the reference: same verdicts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from wrapdock import resources
 from wrapdock.errors import StateError
-from wrapdock.state import SUPPORTED_KEYWORDS, StateStore, shape_errors, unsupported_keywords
+from wrapdock.schemacheck import SUPPORTED_KEYWORDS, shape_errors, unsupported_keywords
+from wrapdock.state import StateStore
 
 NETWORK = {"version": 1, "name": "web", "id": "a" * 64, "driver": "bridge", "subnet": "10.20.0.0/24",
            "gateway": "10.20.0.1", "bridge": "web", "mtu": None, "internal": False, "isolated": False, "lab": None,
@@ -109,3 +110,29 @@ def test_writes_refuse_what_jsonschema_refuses(tmp_path) -> None:
             store.put("container", "c" * 64, record)
         refused += 1
     assert refused > 20
+
+
+@pytest.mark.parametrize("text", [
+    "0.0.0.0", "10.20.0.2", "255.255.255.255", "1.2.3.04", "01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5",
+    " 1.2.3.4", "1.2.3.4\n", "1.2.3.-4", "1..3.4", "١.٢.٣.٤", "1.2.3.4/24", "a.b.c.d", ""])
+def test_the_ipv4_format_accepts_what_ipaddress_accepts(text: str) -> None:
+    from ipaddress import IPv4Address
+
+    try:
+        IPv4Address(text)
+        expected: list[str] = []
+    except ValueError:
+        expected = [f"$: {text!r} is not a 'ipv4'"]
+    assert shape_errors({"type": "string", "format": "ipv4"}, text) == expected
+
+
+def test_errors_name_where_the_value_sits() -> None:
+    schema = json.loads(resources.schema_text("container"))
+    broken = copy.deepcopy(CONTAINER)
+    broken["endpoints"][0]["address"] = "10.20.0"
+    broken["limits"]["pids"] = "64"
+    broken["ports"][0]["proto"] = "icmp"
+    assert shape_errors(schema, broken) == [
+        "$.limits.pids: '64' is not of type 'integer' or 'null'",
+        "$.endpoints[0].address: '10.20.0' is not a 'ipv4'",
+        "$.ports[0].proto: 'icmp' is not one of ['tcp', 'udp']"]
