@@ -114,7 +114,7 @@ def test_writes_refuse_what_jsonschema_refuses(tmp_path) -> None:
 
 @pytest.mark.parametrize("text", [
     "0.0.0.0", "10.20.0.2", "255.255.255.255", "1.2.3.04", "01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5",
-    " 1.2.3.4", "1.2.3.4\n", "1.2.3.-4", "1..3.4", "١.٢.٣.٤", "1.2.3.4/24", "a.b.c.d", ""])
+    " 1.2.3.4", "1.2.3.4\n", "1.2.3.-4", "1..3.4", "\u0661.\u0662.\u0663.\u0664", "1.2.3.4/24", "a.b.c.d", ""])
 def test_the_ipv4_format_accepts_what_ipaddress_accepts(text: str) -> None:
     from ipaddress import IPv4Address
 
