@@ -205,7 +205,8 @@ def network_disconnect(network_name: str, container: str, force: bool) -> None:
 _NO_INTERSPERSED = {"allow_interspersed_args": False}
 
 
-@cli.command("run", context_settings=_NO_INTERSPERSED)
+# as in Docker, `run -h NAME` is the host name: run's help is --help only
+@cli.command("run", context_settings={**_NO_INTERSPERSED, "help_option_names": ["--help"]})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--name", "-name", "name", help="Container name (also the series' -name).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; output goes to `wrapdock logs`.")
@@ -219,7 +220,7 @@ _NO_INTERSPERSED = {"allow_interspersed_args": False}
 @click.option("--cpu-shares", type=int, help="Relative CPU weight (2-262144).")
 @click.option("--cpuset-cpus", help="CPUs the container may use, e.g. 0-1.")
 @click.option("--pids-limit", type=int, help="Maximum number of processes (-1: no limit).")
-@click.option("--hostname", help="Host name inside (default: the container name).")
+@click.option("--hostname", "-h", help="Host name inside (default: the container name).")
 @click.option("--workdir", "-w", help="Working directory inside.")
 @click.option("--cap-add", multiple=True, help="Add a capability (e.g. NET_ADMIN, or ALL).")
 @click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")

@@ -155,21 +155,22 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     containers (in place: their bind mounts follow); its undo writes back what `before` listed."""
     files_after, files_before = [], []
     before_by_id = {r["id"]: r for r in before}
-    content_after: dict[Any, list[str]] = {}  # by view key: computed once per group of containers
+    content_after: dict[Any, list[str]] = {}  # by content key: computed once per group of containers
     content_before: dict[Any, list[str]] = {}
+    shared_after, shared_before = hostsfile.shared_names(after), hostsfile.shared_names(before)
     for record in after:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
         path = paths_of(session, record["id"]).etc_file("hosts")
         if not session.print_only and not path.parent.is_dir():
             continue
-        key = hostsfile.view_key(record)
+        key = hostsfile.content_key(record, shared_after)
         if key not in content_after:
             content_after[key] = hostsfile.hosts_lines(record, after)
         files_after.append((path, content_after[key]))
         old = before_by_id.get(record["id"])
         if old is not None:
-            key = hostsfile.view_key(old)
+            key = hostsfile.content_key(old, shared_before)
             if key not in content_before:
                 content_before[key] = hostsfile.hosts_lines(old, before)
             files_before.append((path, content_before[key]))

@@ -291,7 +291,16 @@ def test_names_in_etc_hosts_and_resolv_conf(sandbox):
     assert "bad address" in host.inside("alpha", "ping", "-c1", "-W1", "gamma").stderr.lower()
     assert host.hosts("alpha")["db"] == "10.9.9.9"  # --add-host survives the rewrites
 
-    host.teardown(start, ["alpha", "beta"], [TB])
+    # two containers with one host name (-h web): each finds itself by it, the others find one of them
+    host.run("--name", "delta", "-h", "web", "--net", TB, *SLEEP)
+    host.run("--name", "epsilon", "-h", "web", "--net", TB, *SLEEP)
+    delta, epsilon = host.address("delta", TB), host.address("epsilon", TB)
+    assert host.hosts("delta")["web"] == delta and host.hosts("epsilon")["web"] == epsilon
+    assert host.hosts("delta")["epsilon"] == epsilon and host.hosts("alpha")["web"] in (delta, epsilon)
+    echo = host.inside("epsilon", "ping", "-c1", "-W1", "web")
+    assert echo.returncode == 0 and f"({epsilon})" in echo.stdout, echo.stdout + echo.stderr
+
+    host.teardown(start, ["alpha", "beta", "delta", "epsilon"], [TB])
 
 
 def test_network_rm_force_with_containers_attached_leaves_nothing(sandbox, tmp_path):

@@ -382,3 +382,14 @@ def test_internal_error_is_one_line_exit_70(capsys, state_dir: Path, monkeypatch
     with pytest.raises(RuntimeError):
         main(["--state-dir", str(state_dir), "network", "ls"])
 
+
+
+def test_run_dash_h_is_the_host_name_as_in_docker(capsys, state_dir: Path, monkeypatch) -> None:
+    from wrapdock import containers
+
+    seen = []
+    monkeypatch.setattr(containers, "run", lambda session, request: seen.append(request) or (None, 0))
+    assert main(["--state-dir", str(state_dir), "run", "-h", "web", "busybox", "httpd", "-h", "/www"]) == 0
+    assert seen[0].hostname == "web" and seen[0].args == ("busybox", "httpd", "-h", "/www")
+    assert main(["run", "--help"]) == 0
+    assert "-h, --hostname" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wrapdock.hostsfile import HEADER, hosts_lines, resolv_lines, view_key
+from wrapdock.hostsfile import HEADER, content_key, hosts_lines, resolv_lines, shared_names
 
 LOCAL = [HEADER, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
 
@@ -29,10 +29,28 @@ def test_two_networks_list_both_and_add_hosts_come_last() -> None:
         "203.0.113.1\toutside"]
 
 
-def test_containers_with_the_same_view_get_the_same_content() -> None:
-    assert view_key(BIRD) == view_key(CAT) != view_key(ROUTER)
+def test_containers_with_the_same_networks_and_add_hosts_share_one_content() -> None:
+    assert shared_names(EVERYONE) == set()
+    assert content_key(BIRD, set()) == content_key(CAT, set()) != content_key(ROUTER, set())
     assert hosts_lines(BIRD, EVERYONE) == hosts_lines(CAT, EVERYONE)
     assert hosts_lines(BIRD, EVERYONE) != hosts_lines(DB, EVERYONE)
+
+
+def test_a_name_used_twice_finds_itself_first_with_a_content_of_its_own() -> None:
+    web1 = container("web1", ("web", "10.0.0.7"), hostname="web")
+    web2 = container("web2", ("web", "10.0.0.8"), hostname="web")
+    crowd = [*EVERYONE, web1, web2]
+    shared = shared_names(crowd)
+    assert shared == {"web"}
+    assert content_key(web1, shared) != content_key(web2, shared)
+    assert content_key(BIRD, shared) == content_key(CAT, shared)
+    entries = len(LOCAL)
+    assert hosts_lines(web2, crowd)[entries] == "10.0.0.8\tweb web2"  # itself first, then by name
+    assert hosts_lines(web2, crowd)[entries + 1:] == [
+        "10.0.0.2\tbird", "10.0.0.3\tkitty cat", "10.0.0.4\trouter", "10.0.0.7\tweb web1"]
+    assert hosts_lines(web1, crowd)[entries] == "10.0.0.7\tweb web1"
+    assert hosts_lines(BIRD, crowd)[entries:] == [
+        "10.0.0.2\tbird", "10.0.0.3\tkitty cat", "10.0.0.4\trouter", "10.0.0.7\tweb web1", "10.0.0.8\tweb web2"]
 
 
 def test_a_new_container_not_yet_in_the_list_is_still_listed() -> None:
