@@ -158,12 +158,14 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     content_after: dict[Any, list[str]] = {}  # by content key: computed once per group of containers
     content_before: dict[Any, list[str]] = {}
     shared_after, shared_before = hostsfile.shared_names(after), hostsfile.shared_names(before)
+    containers_dir = os.path.join(session.data_dir, "containers")  # strings, not Paths: n of them
     for record in after:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
-        path = paths_of(session, record["id"]).etc_file("hosts")
-        if not session.print_only and not path.parent.is_dir():
+        directory = os.path.join(containers_dir, record["id"])
+        if not session.print_only and not os.path.isdir(directory):
             continue
+        path = Path(directory, "hosts")
         key = hostsfile.content_key(record, shared_after)
         if key not in content_after:
             content_after[key] = hostsfile.hosts_lines(record, after)

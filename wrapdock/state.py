@@ -100,10 +100,9 @@ class StateStore:
             seen = self._seen.get(path)
             if seen is not None and seen[0] == key:  # read and checked before, unchanged since
                 return json.loads(seen[1])
-            chunks = []
-            while chunk := os.read(fd, max(stat.st_size, 65536)):
-                chunks.append(chunk)
-            data = b"".join(chunks)
+            data = os.read(fd, stat.st_size + 1)  # one read: wrapdock replaces files, never grows them
+            if len(data) > stat.st_size:  # something else is appending to it: read the rest
+                data += b"".join(iter(lambda: os.read(fd, 65536), b""))
         except OSError as exc:
             raise StateError(f"{path}: cannot read: {exc.strerror}") from None
         finally:

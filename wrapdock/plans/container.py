@@ -145,8 +145,12 @@ def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Pa
     if mkdirs:
         lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
     same_content: dict[tuple[str, ...], list[Path]] = {}
+    as_tuple: dict[int, tuple[str, ...]] = {}  # one content list shared by n files is hashed once, not n times
     for path, content in files:
-        same_content.setdefault(tuple(content), []).append(path)
+        key = as_tuple.get(id(content))
+        if key is None:
+            key = as_tuple[id(content)] = tuple(content)
+        same_content.setdefault(key, []).append(path)
     for content, paths in same_content.items():
         if not content:
             lines += [f": > {_q(path)}" for path in paths]
