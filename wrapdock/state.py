@@ -121,10 +121,10 @@ class StateStore:
         path = self.path(kind, name)
         check_shape(kind, record, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        import tempfile  # only writes need it (and its imports): not `ps`
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)
+        # a temporary name of our own (O_EXCL), as tempfile.mkstemp would make, without its imports
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        os.fchmod(fd, 0o644)  # whatever the umask
         try:
             with os.fdopen(fd, "w") as handle:
                 json.dump(record, handle, indent=2, sort_keys=True)
