@@ -64,7 +64,7 @@ def inspect(box: Sandbox, ref: str) -> dict:
     return data
 
 
-def wait_for(predicate, seconds: float = 5.0, step: float = 0.1, what: str = "condition"):
+def wait_for(predicate, seconds: float = 10.0, step: float = 0.05, what: str = "condition"):
     """Poll until predicate() is truthy; returns its value or fails after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:

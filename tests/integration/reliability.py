@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.containerlab import DATA_DIR, container_dirs, processes
+from tests.integration.containerlab import DATA_DIR, container_dirs, processes, wait_for
 from tests.sandbox import Sandbox
 
 ERROR_PREFIX = "wrapdock: error:"
@@ -238,17 +238,6 @@ def prepare_with_neighbour(box: Sandbox, *networks: tuple[str, str], name: str =
     ok(box, "--quiet", "run", "-d", "--name", name, "--net", networks[0][0], "busybox", "sleep", "600")
     wait_for(lambda: "LOWER_UP" in link_flags(box, networks[0][0]), what=f"{networks[0][0]} with carrier")
     return picture(box)
-
-
-def wait_for(predicate, seconds: float = 10.0, step: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(step)
 
 
 def fetch(box: Sandbox, url: str) -> str | None:

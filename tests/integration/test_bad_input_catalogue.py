@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.containerlab import container_dirs, processes
+from tests.integration.containerlab import container_dirs, processes, wait_for
 from tests.integration.reliability import (
     assert_no_leftovers,
     differences,
@@ -31,7 +31,6 @@ from tests.integration.reliability import (
     one_error,
     prepare,
     state_files,
-    wait_for,
 )
 from tests.sandbox import Sandbox, wrapdock_argv
 
