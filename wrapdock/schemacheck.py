@@ -7,8 +7,12 @@ A schema that uses any keyword outside SUPPORTED_KEYWORDS is refused rather than
 jsonschema stays the reference: tests/unit/test_state_shape.py holds both to the same verdicts, and
 `wrapdock doctor` re-checks every state file with jsonschema.
 
-Where a value sits is passed down as nested pairs ((("$", "endpoints"), 0), "address") and spelled
-out ($.endpoints[0].address) only for an error: a valid record costs no string building.
+Two compilations of one schema: `compile_predicate` generates the source of a single Python function
+that only answers "does it match?" (no call per node: the fast path for the valid records every
+command reads), and `compile_schema` builds small functions that explain a failure, where a value sits
+passed down as nested pairs ((("$", "endpoints"), 0), "address") and spelled out
+($.endpoints[0].address) only for an error. tests/unit/test_state_shape.py holds the two to the same
+verdicts.
 """
 
 from __future__ import annotations
@@ -226,3 +230,166 @@ def _object_checks(schema: dict[str, Any], root: dict[str, Any]) -> list[Check]:
             elif extra_check is not None:
                 extra_check(item, (where, key), errors)
     return [check]
+
+
+def compile_predicate(schema: dict[str, Any]) -> Callable[[Any], bool]:
+    """The schema as one generated function: True when the value matches (same verdict as compile_schema)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(predicate_source({"matches": schema}), "<schema predicate>", "exec"), namespace)
+    return namespace["matches"]
+
+
+def predicate_source(schemas: dict[str, dict[str, Any]], header: str = "", preamble: tuple[str, ...] = ()) -> str:
+    """Python source of a module with one predicate per schema (`name(value) -> bool`): one
+    `if ...: return False` per condition, a loop per array, no call per node."""
+    source = _PredicateSource()
+    for name, schema in schemas.items():
+        source.function(name, schema)
+    constants = [f"{name} = {expression}" for expression, name in source.constants.items()]
+    return "\n".join([*([header] if header else []), "import re", "", *preamble, "NoneType = type(None)",
+                      "MISSING = object()", *constants, *source.lines]) + "\n"
+
+
+_TYPE_SOURCE = {dict: "dict", list: "list", str: "str", bool: "bool", int: "int", float: "float",
+                type(None): "NoneType"}
+
+
+class _PredicateSource:
+    def __init__(self) -> None:
+        self.constants: dict[str, str] = {}  # source expression -> its module-level name
+        self.lines: list[str] = []
+        self.root: dict[str, Any] = {}
+        self.variables = 0
+
+    def function(self, name: str, schema: dict[str, Any]) -> None:
+        self.root, self.variables = schema, 0
+        self.lines += ["", "", f"def {name}(v0):"]
+        self._emit(schema, "v0", 1)
+        self.lines.append("    return True")
+
+    def _constant(self, expression: str) -> str:
+        return self.constants.setdefault(expression, f"K{len(self.constants)}")
+
+    def _variable(self) -> str:
+        self.variables += 1
+        return f"v{self.variables}"
+
+    def _fail_if(self, condition: str, indent: int) -> None:
+        self.lines.append(f"{'    ' * indent}if {condition}: return False")
+
+    def _block(self, header: str, indent: int, body: Callable[[], None]) -> None:
+        """`header:` and its body, or nothing when the body checks nothing."""
+        self.lines.append(f"{'    ' * indent}{header}:")
+        before = len(self.lines)
+        body()
+        if len(self.lines) == before:
+            self.lines.pop()
+
+    def _emit(self, schema: dict[str, Any], var: str, indent: int) -> None:
+        schema = _resolve(schema, self.root)
+        exact = None  # the one Python type the value is known to have after the type check
+        if "type" in schema:
+            python_types, bool_is_wrong, _ = _type_spec(schema)
+            names = sorted(map(_TYPE_SOURCE.__getitem__, python_types))
+            types = names[0] if len(names) == 1 else self._constant(f"({', '.join(names)})")
+            # a bool is an int to isinstance, and to nothing else here
+            wrong_bool = f" or {var}.__class__ is bool" if bool_is_wrong and int in python_types else ""
+            self._fail_if(f"not isinstance({var}, {types}){wrong_bool}", indent)
+            exact = names[0] if len(names) == 1 else None
+        if "const" in schema:
+            self._fail_if(f"{var} != {schema['const']!r}", indent)
+        if "enum" in schema:
+            self._fail_if(f"{var} not in {self._constant(repr(schema['enum']))}", indent)
+
+        def string(at: int) -> None:
+            if "pattern" in schema:
+                search = self._constant(f"re.compile({schema['pattern']!r}).search")
+                self._fail_if(f"not {search}({var})", at)
+            if schema.get("minLength", 0):
+                self._fail_if(f"len({var}) < {int(schema['minLength'])}", at)
+            if "maxLength" in schema:
+                self._fail_if(f"len({var}) > {int(schema['maxLength'])}", at)
+            if schema.get("format") == "ipv4":
+                self._fail_if(f"not {self._constant(f're.compile({_IPV4.pattern!r}).fullmatch')}({var})", at)
+
+        def number(at: int) -> None:
+            for keyword, operator in (("minimum", "<"), ("maximum", ">"), ("exclusiveMinimum", "<=")):
+                if keyword in schema:
+                    self._fail_if(f"{var} {operator} {schema[keyword]!r}", at)
+
+        def array(at: int) -> None:
+            if schema.get("minItems", 0):
+                self._fail_if(f"len({var}) < {int(schema['minItems'])}", at)
+            if "items" in schema:
+                item = self._variable()
+                self._block(f"for {item} in {var}", at, lambda: self._emit(schema["items"], item, at + 1))
+
+        for python_type, guard, body in (
+                ("str", f"isinstance({var}, str)", string),
+                ("int", f"isinstance({var}, int | float) and not isinstance({var}, bool)", number),
+                ("list", f"isinstance({var}, list)", array),
+                ("dict", f"isinstance({var}, dict)", lambda at: self._emit_object(schema, var, at))):
+            if exact == python_type:  # checked above: no need to ask again
+                body(indent)
+            elif exact is None:
+                self._block(f"if {guard}", indent, lambda body=body: body(indent + 1))
+
+    def _emit_object(self, schema: dict[str, Any], var: str, indent: int) -> None:
+        properties = schema.get("properties", {})
+        known = self._constant(f"frozenset({sorted(properties)!r})") if properties else "()"
+        extra = schema.get("additionalProperties", True)
+        if schema.get("required"):
+            required = self._constant(f"frozenset({sorted(schema['required'])!r})")
+            self._fail_if(f"not {var}.keys() >= {required}", indent)
+        if extra is False:
+            self._fail_if(f"not {var}.keys() <= {known}", indent)
+        if "propertyNames" in schema:
+            key = self._variable()
+            self._block(f"for {key} in {var}", indent, lambda: self._emit(schema["propertyNames"], key, indent + 1))
+        for name, sub in properties.items():
+            value = self._variable()
+            self.lines.append(f"{'    ' * indent}{value} = {var}.get({name!r}, MISSING)")
+            self._block(f"if {value} is not MISSING", indent,
+                        lambda sub=sub, value=value: self._emit(sub, value, indent + 1))
+            if self.lines[-1].endswith(f"{value} = {var}.get({name!r}, MISSING)"):
+                self.lines.pop()  # nothing to check about it
+        if isinstance(extra, dict):
+            key, value = self._variable(), self._variable()
+
+            if properties:
+                self._block(f"for {key}, {value} in {var}.items()", indent, lambda: self._block(
+                    f"if {key} not in {known}", indent + 1, lambda: self._emit(extra, value, indent + 2)))
+            else:
+                self._block(f"for {value} in {var}.values()", indent, lambda: self._emit(extra, value, indent + 1))
+
+
+def statecheck_source() -> str:
+    """wrapdock/statecheck.py: the predicates of the state schemas, generated once, so that a command
+    imports them compiled (from __pycache__) instead of compiling them (~9 ms) every time it starts."""
+    import zlib
+
+    from wrapdock import resources
+    from wrapdock.state import FOLDERS
+
+    texts = {kind: resources.schema_text(kind) for kind in FOLDERS}
+    import json
+
+    schemas = {kind: json.loads(text) for kind, text in texts.items()}
+    for kind, schema in schemas.items():
+        unknown = unsupported_keywords(schema)
+        if unknown:
+            raise SystemExit(f"state/{kind}.schema.json uses keywords the checker lacks: {unknown}")
+    header = ['"""Generated by `python -m wrapdock.schemacheck` from state/*.schema.json: do not edit.',
+              "",
+              "One predicate per kind of state record, True when the record matches its schema. wrapdock.state",
+              "uses one only while its schema's CRC-32 is the one below (else it compiles the schema itself),",
+              'and tests/unit/test_state_shape.py fails until this file is generated again."""', ""]
+    crcs = "SCHEMA_CRC32 = {" + ", ".join(f"{kind!r}: {zlib.crc32(text.encode())}" for kind, text in texts.items())
+    return predicate_source(schemas, "\n".join(header),
+                            (crcs + "}", ""))
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    Path(__file__).with_name("statecheck.py").write_text(statecheck_source())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 
 from wrapdock import resources
 from wrapdock.errors import StateError
-from wrapdock.schemacheck import Check, compile_schema, unsupported_keywords
+from wrapdock.schemacheck import compile_predicate, compile_schema, unsupported_keywords
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images"}
@@ -58,22 +58,30 @@ def _schema(kind: str) -> dict[str, Any]:
 
 
 @cache
-def _checker(kind: str) -> Check:
-    return compile_schema(_schema(kind))
+def _matcher(kind: str) -> Callable[[Any], bool]:
+    """The predicate generated into wrapdock/statecheck.py, while the schema is the one it was made from."""
+    import zlib
+
+    from wrapdock import statecheck
+
+    if statecheck.SCHEMA_CRC32.get(kind) == zlib.crc32(resources.schema_text(kind).encode()):
+        return getattr(statecheck, kind)
+    return compile_predicate(_schema(kind))  # the schema changed since: compile it here (~9 ms)
 
 
 def check_shape(kind: str, record: Any, where: str) -> None:
     """Check a record against state/KIND.schema.json (wrapdock.schemacheck: on every read and write)."""
+    if _matcher(kind)(record):
+        return
     errors: list[str] = []
-    _checker(kind)(record, "$", errors)
-    if errors:
-        raise StateError(f"{where}: {errors[0]}")
+    compile_schema(_schema(kind))(record, "$", errors)  # only now: it explains what is wrong
+    raise StateError(f"{where}: {errors[0] if errors else f'does not match state/{kind}.schema.json'}")
 
 
 class StateStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._seen: dict[Path, tuple[tuple[int, int, int], bytes]] = {}  # checked files by (inode, mtime, size)
+        self._seen: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # checked files by (inode, mtime, size)
 
     # -- files ---------------------------------------------------------------------------------
     def path(self, kind: str, name: str) -> Path:
@@ -83,9 +91,9 @@ class StateStore:
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         """The record, None if there is none, StateError if the file is broken."""
-        return self._read(kind, self.path(kind, name))
+        return self._read(kind, str(self.path(kind, name)))
 
-    def _read(self, kind: str, path: Path) -> dict[str, Any] | None:
+    def _read(self, kind: str, path: str) -> dict[str, Any] | None:
         # os.open/os.read rather than Path.read_text: `ps` reads every container record, and the
         # text layer costs more than the read itself
         try:
@@ -113,7 +121,7 @@ class StateStore:
             raise StateError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         except UnicodeDecodeError:
             raise StateError(f"{path}: not valid JSON (not UTF-8 text)") from None
-        check_shape(kind, record, str(path))
+        check_shape(kind, record, path)
         self._seen[path] = (key, data)
         return record
 
@@ -154,8 +162,9 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"{folder}: cannot read: {exc.strerror}") from None
         records = []
+        prefix = f"{folder}/"  # strings, not Paths: `ps` reads n of them
         for name in names:
-            record = self._read(kind, folder / name)
+            record = self._read(kind, prefix + name)
             if record is not None:
                 records.append(record)
         return records

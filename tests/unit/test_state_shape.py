@@ -1,4 +1,8 @@
-"""State records are checked with wrapdock.schemacheck; jsonschema is the reference: same verdicts."""
+"""State records are checked with wrapdock.schemacheck; jsonschema is the reference: same verdicts.
+
+Both of schemacheck's compilations are held to them: the generated predicate (the fast path) and
+the explaining checker (the messages).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ import pytest
 
 from wrapdock import resources
 from wrapdock.errors import StateError
-from wrapdock.schemacheck import SUPPORTED_KEYWORDS, shape_errors, unsupported_keywords
+from wrapdock.schemacheck import (
+    SUPPORTED_KEYWORDS,
+    compile_predicate,
+    shape_errors,
+    statecheck_source,
+    unsupported_keywords,
+)
 from wrapdock.state import StateStore
 
 NETWORK = {"version": 1, "name": "web", "id": "a" * 64, "driver": "bridge", "subnet": "10.20.0.0/24",
@@ -74,13 +84,19 @@ def mutations(record: dict) -> list[tuple[str, dict]]:
 def test_reads_and_writes_agree(kind: str) -> None:
     schema = json.loads(resources.schema_text(kind))
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    from wrapdock import statecheck
+
+    matches = getattr(statecheck, kind)
     assert shape_errors(schema, VALID[kind]) == []
+    assert matches(VALID[kind])
     assert validator.is_valid(VALID[kind])
     cases = mutations(VALID[kind])
     assert len(cases) > 20
     disagreements = [label for label, record in cases
                      if bool(shape_errors(schema, record)) == validator.is_valid(record)]
     assert disagreements == []
+    fast_disagreements = [label for label, record in cases if matches(record) != validator.is_valid(record)]
+    assert fast_disagreements == []
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
@@ -124,6 +140,42 @@ def test_the_ipv4_format_accepts_what_ipaddress_accepts(text: str) -> None:
     except ValueError:
         expected = [f"$: {text!r} is not a 'ipv4'"]
     assert shape_errors({"type": "string", "format": "ipv4"}, text) == expected
+    assert compile_predicate({"type": "string", "format": "ipv4"})(text) == (not expected)
+
+
+@pytest.mark.parametrize(("schema", "value", "verdict"), [
+    ({"type": "integer"}, True, False), ({"type": "number", "minimum": 1}, 0.5, False),
+    ({"type": "number", "exclusiveMinimum": 0}, 0, False), ({"type": ["string", "null"], "maxLength": 2}, None, True),
+    ({"type": "array", "minItems": 2, "items": {"type": "integer"}}, [1], False),
+    ({"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}}, {"A": 1}, False),
+    ({"type": "object", "additionalProperties": {"type": "string"}}, {"a": "b", "c": 1}, False),
+    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/s"}}, "$defs": {"s": {"enum": ["x"]}}},
+     {"a": "y"}, False),
+    ({"const": 1}, 1, True), ({"enum": [1, 2]}, 3, False)])
+def test_the_predicate_covers_every_keyword(schema: dict, value: object, verdict: bool) -> None:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    assert validator.is_valid(value) == verdict
+    assert compile_predicate(schema)(value) == verdict
+    assert (not shape_errors(schema, value)) == verdict
+
+
+def test_statecheck_is_generated_from_the_schemas_as_they_are() -> None:
+    """wrapdock/statecheck.py is what `python -m wrapdock.schemacheck` makes of state/*.schema.json now."""
+    from pathlib import Path
+
+    from wrapdock import state, statecheck
+
+    assert Path(statecheck.__file__).read_text() == statecheck_source(), "run: python -m wrapdock.schemacheck"
+    for kind in state.FOLDERS:
+        assert state._matcher(kind) is getattr(statecheck, kind)
+        assert state._matcher(kind)(VALID[kind])
+
+
+def test_a_record_the_predicate_refuses_is_reported_with_where_it_breaks(tmp_path) -> None:
+    broken = copy.deepcopy(CONTAINER)
+    broken["endpoints"][0]["ifname"] = "wlan0"
+    with pytest.raises(StateError, match=r"\$\.endpoints\[0\]\.ifname: 'wlan0' does not match"):
+        StateStore(tmp_path).put("container", "c" * 64, broken)
 
 
 def test_errors_name_where_the_value_sits() -> None:
