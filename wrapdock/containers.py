@@ -149,23 +149,31 @@ def etc_files(session: Session, record: dict[str, Any], records: list[dict[str, 
     }
 
 
+def _directories(folder: str) -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(folder) if entry.is_dir()}
+    except FileNotFoundError:
+        return set()
+
+
 def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
                 before: list[dict[str, Any]], skip: str | None = None) -> list[Step]:
     """The step that rewrites /etc/hosts of every container on these networks to list `after`'s
     containers (in place: their bind mounts follow); its undo writes back what `before` listed."""
-    files_after, files_before = [], []
+    files_after: list[tuple[str | Path, list[str]]] = []
+    files_before: list[tuple[str | Path, list[str]]] = []
     before_by_id = {r["id"]: r for r in before}
     content_after: dict[Any, list[str]] = {}  # by content key: computed once per group of containers
     content_before: dict[Any, list[str]] = {}
     shared_after, shared_before = hostsfile.shared_names(after), hostsfile.shared_names(before)
     containers_dir = os.path.join(session.data_dir, "containers")  # strings, not Paths: n of them
+    present = None if session.print_only else _directories(containers_dir)  # one listing, not n stats
     for record in after:
         if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
             continue
-        directory = os.path.join(containers_dir, record["id"])
-        if not session.print_only and not os.path.isdir(directory):
+        if present is not None and record["id"] not in present:
             continue
-        path = Path(directory, "hosts")
+        path = f"{containers_dir}/{record['id']}/hosts"
         key = hostsfile.content_key(record, shared_after)
         if key not in content_after:
             content_after[key] = hostsfile.hosts_lines(record, after)
@@ -314,10 +322,12 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
         plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps)
+        neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
+                                 skip=config.id)
         if request.detach:
-            plan.extend(plans.start_detached(config, paths, runtime, request.tty))
-        plan.extend(_hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
-                                skip=config.id))
+            plan.extend(plans.start_detached(config, paths, runtime, request.tty, meanwhile=neighbours))
+        else:
+            plan.extend(neighbours)
         if watcher:  # -d --rm: its `rm -f` waits for this lock, so it never sees a half-made record
             plan.add(watcher)
         try:

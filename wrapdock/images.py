@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ def host_busybox() -> str:
     for candidate in ("/bin/busybox", "/usr/bin/busybox"):
         if Path(candidate).is_file():
             return candidate
+    import shutil  # ~6 ms to import (it brings bz2, lzma, zlib): only a host without /bin/busybox pays
+
     found = shutil.which("busybox")
     if found:
         return found

@@ -359,16 +359,18 @@ def test_abandoned_container_is_removed_as_rm_f_would() -> None:
     assert withdraw.argv[:2] == ("sh", "-c") and withdraw.argv[-1] == container_comment(ID_A)  # delete_by_comment
     assert "iptables-save -t nat" in withdraw.argv[2]
     assert "conntrack -D -p tcp --orig-port-dst 8080" in withdraw.argv[2]
-    # then one script: the veth, the netns, the cgroups and the directory last, each skipped if gone
+    # then one script: the netns, the cgroups, the directory, and the veth last (the netns takes it
+    # along: waited for, then deleted if still there), each skipped if gone
     veth, memory, pids = host_ifname(ID_A, 0), f"/cg/memory/wrapdock/{ID_A}", f"/cg/pids/wrapdock/{ID_A}"
     assert cleanup.argv == ("sh", "-s") and not cleanup.only_if
     assert list(cleanup.stdin) == [
         "set -e",
-        f"[ ! -e /sys/class/net/{veth} ] || ip link del dev {veth}",
         "[ ! -e /run/netns/half ] || ip netns del half",
         f"[ ! -d {memory} ] || rmdir {memory}",
         f"[ ! -d {pids} ] || rmdir {pids}",
         f"[ ! -d /data/containers/{ID_A} ] || rm -rf --one-file-system /data/containers/{ID_A}",
+        f"n=0; while [ -e /sys/class/net/{veth} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done",
+        f"[ ! -e /sys/class/net/{veth} ] || ip link del dev {veth}",
     ]
     assert not any("kill" in " ".join(s.argv) for s in action.plan.steps)  # it never started
     assert [(e.kind, e.network) for e in action.edits] == [("release", "n1"), ("forget-container", "")]

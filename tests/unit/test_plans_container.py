@@ -188,6 +188,8 @@ def test_goldens_have_no_strays() -> None:
 
 # -- the plans' structure ------------------------------------------------------------------------------
 GUARD = re.compile(r"\[ ! -(?P<test>[ed]) (?P<path>\S+) \] \|\| (?P<command>.+)")
+WAIT = re.compile(r"n=0; while \[ -e (?P<path>\S+) \] && \[ \$n -lt (?P<tries>\d+) \]; do sleep (?P<pause>[0-9.]+); "
+                  r"n=\$\(\(n\+1\)\); done")
 
 
 def script_lines(step: Step, set_e: bool = True) -> list[str]:
@@ -218,9 +220,19 @@ def script_commands(step: Step) -> list[str]:
 
 
 def cleanup_lines(step: Step) -> list[tuple[str, str, list[str]]]:
-    """A guarded cleanup script as (test, path, command words); every line is guarded by its own path."""
+    """A guarded cleanup script as (test, path, command words); every line is guarded by its own path.
+
+    A line that waits (boundedly) for a path to vanish must be followed by the line that deletes it.
+    """
     parsed = []
-    for line in script_lines(step):
+    lines = script_lines(step)
+    for i, line in enumerate(lines):
+        waits = WAIT.fullmatch(line)
+        if waits:
+            assert float(waits["pause"]) * int(waits["tries"]) <= 1, line
+            following = GUARD.fullmatch(lines[i + 1]) if i + 1 < len(lines) else None
+            assert following and following["path"] == waits["path"], line
+            continue
         match = GUARD.fullmatch(line)
         assert match, f"unguarded cleanup line: {line}"
         words = shlex.split(match["command"])
@@ -305,10 +317,13 @@ def test_every_object_prepare_makes_is_removed_by_removes_script(config: str, la
     assert not any(words[-1] in parents for words in deleted.values())
     # nothing else: exactly one line per object
     assert len(lines) == len(made["veths"]) + len(made["netns"]) + len(cgroup_dirs) + 1
-    # veths first, then the namespace, then the cgroups, the directory last
-    order = [{"/sys/class/net": 0, "/run/netns": 1}.get(str(Path(path).parent), 2) for _, path, _ in lines[:-1]]
+    # the namespace first, then the cgroups and the directory, the veths last (the namespace takes
+    # them along: the script waits for that, then deletes what is left)
+    order = [{"/run/netns": 0, "/sys/class/net": 3}.get(str(Path(path).parent), 1) for _, path, _ in lines]
+    order = [2 if path == str(PATHS.dir) else rank for rank, (_, path, _) in zip(order, lines, strict=True)]
     assert order == sorted(order)
-    assert lines[-1][1] == str(PATHS.dir)
+    waits = [WAIT.fullmatch(line)["path"] for line in script_lines(cleanup) if WAIT.fullmatch(line)]
+    assert waits == [f"/sys/class/net/{veth}" for veth in VETHS] if kind == "bridge" else waits == []
     # what any undo of prepare does (after a failed run), remove does too: the same line, or the
     # same command under its guard
     script = script_lines(cleanup)
@@ -610,6 +625,16 @@ def test_every_sh_script_of_a_container_plan_is_valid_sh(config: str, layout: st
             done = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC2016", str(path)], capture_output=True,
                                   text=True, timeout=60)
             assert done.returncode == 0, (step.note, done.stdout)
+
+
+def test_work_that_need_not_wait_for_the_init_runs_between_the_start_and_the_wait() -> None:
+    neighbours = plans.write_files([("/x/hosts", ["127.0.0.1\tlocalhost"])], "/etc/hosts of 1 container(s) on web")
+    steps = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), meanwhile=[neighbours])
+    assert [s.argv[0] for s in steps] == ["setsid", "sh", "sh"]
+    assert steps[1] is neighbours
+    assert steps[2].note.startswith("wait until")
+    again = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), again=True, meanwhile=[neighbours])
+    assert [s.argv[0] for s in again] == ["rm", "setsid", "sh", "sh"] and again[2] is neighbours
 
 
 def test_start_chain_enters_the_netns_drops_caps_and_runs_the_init() -> None:

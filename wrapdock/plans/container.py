@@ -20,6 +20,7 @@ inheritable set, and the init's last act (`setpriv --inh-caps -sys_admin`) remov
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> S
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
-def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
+def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
                 executable: tuple[Path, ...] = (), undo: Step | None = None) -> Step:
     """One `sh -s` that makes directories and writes files (one process for all of them).
 
@@ -144,7 +145,7 @@ def write_files(files: list[tuple[Path, list[str]]], note: str, mkdirs: tuple[Pa
     lines = ["set -e"]
     if mkdirs:
         lines.append("mkdir -p " + " ".join(_q(d) for d in mkdirs))
-    same_content: dict[tuple[str, ...], list[Path]] = {}
+    same_content: dict[tuple[str, ...], list[str | Path]] = {}
     as_tuple: dict[int, tuple[str, ...]] = {}  # one content list shared by n files is hashed once, not n times
     for path, content in files:
         key = as_tuple.get(id(content))
@@ -195,8 +196,12 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
 
 
 def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool = False,
-                   again: bool = False) -> list[Step]:
-    """Start in the background (output to the log) and wait until the init handed over to the workload."""
+                   again: bool = False, meanwhile: Sequence[Step] = ()) -> list[Step]:
+    """Start in the background (output to the log) and wait until the init handed over to the workload.
+
+    `meanwhile` runs between the start and the wait, while the init builds the container's root
+    filesystem: work that does not need the container ready (the neighbours' /etc/hosts) costs no time.
+    """
     note = f"start {config.name}: its output goes to {paths.log}"
     # the shim first lets go of its starter's stdin/stdout/stderr, so neither wrapdock nor a script
     # piped into something waits for a container that runs for days
@@ -208,7 +213,7 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
                 note=f"wait until {config.name}'s init has handed over to the workload")
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
-    return [*forget, start, ready]
+    return [*forget, start, *meanwhile, ready]
 
 
 def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: list[str]) -> Step:
@@ -241,18 +246,28 @@ def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
 
 def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool,
            network_steps: list[Step], host_ifnames: list[str]) -> Plan:
-    """kill (rm -f), withdraw the ports, then one guarded `sh -s` for the veths, the namespace, the
-    cgroups and the directory: what is gone already is skipped, so a second rm finishes a failed one."""
+    """kill (rm -f), withdraw the ports, then one guarded `sh -s` for the namespace, the cgroups, the
+    directory and the veths: what is gone already is skipped, so a second rm finishes a failed one.
+
+    The veths go last and mostly by themselves: deleting the namespace deletes its end of each pair,
+    which takes the host's end along. The kernel does that in the background, within ~10 ms, while
+    the cgroups and the directory go; `ip link del` does the same in the foreground in ~25 ms. The
+    script waits for each host end to vanish (at most 1 s: a process left in the namespace keeps
+    it) and deletes what is still there.
+    """
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
         plan.add(kill_and_wait(paths, f"kill {config.name} (rm -f)"))
     plan.extend(network_steps)
     lines = ["set -e"]
-    lines += [f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}" for name in host_ifnames]
     if runtime.netns:
         lines.append(f"[ ! -e {_q(f'/run/netns/{runtime.netns}')} ] || ip netns del {_q(runtime.netns)}")
     lines += [f"[ ! -d {_q(d)} ] || rmdir {_q(d)}" for d in runtime.cgroups.dirs(config.id).values()]
     lines.append(f"[ ! -d {_q(paths.dir)} ] || rm -rf --one-file-system {_q(paths.dir)}")
+    for name in host_ifnames:
+        if runtime.netns:
+            lines.append(f"n=0; while [ -e /sys/class/net/{name} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done")
+        lines.append(f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}")
     plan.add(cmd("sh", "-s", note=f"{config.name}'s interfaces, network namespace, cgroups and directory",
                  stdin=lines))
     return plan
