@@ -2,9 +2,11 @@
 
 At import, `sh` imports asyncio (for its async iteration, which wrapdock never uses) and both read
 their own version from the installed packages' metadata (importlib.metadata: ~40 ms, more than a
-whole `ps` should take). Those are deferred here: during the import, `asyncio` and
-`importlib.metadata` are stand-ins that load the real module on first real use, and the originals
-are put back right after. Everything of `sh` and `tabulate` that wrapdock calls works unchanged.
+whole `ps` should take). `sh` also imports modules it needs only for terminals (pty, tty, termios,
+struct), for running as another user (pwd, getpass) and for reporting an error between fork and exec
+(traceback): ~6 ms of every command that changes the host. All of those are deferred here: during
+the import they are stand-ins that load the real module on first real use, and the originals are put
+back right after. Everything of `sh` and `tabulate` works unchanged (tests/unit/test_quickimport.py).
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ def _metadata_stand_in() -> types.ModuleType:
     return _LazyModule("importlib.metadata", version=_no_version, PackageNotFoundError=LookupError)
 
 
+_SH_RARELY_USED = ("pty", "tty", "termios", "struct", "pwd", "getpass", "traceback")
+
+
 def load_sh() -> types.ModuleType:
     return _import_with_stand_ins("sh", {
         "asyncio": _LazyModule("asyncio", Queue=_LazyAsyncioQueue, get_running_loop=_running_loop),
-        "importlib.metadata": _metadata_stand_in()})
+        "importlib.metadata": _metadata_stand_in(),
+        **{name: _LazyModule(name) for name in _SH_RARELY_USED}})
 
 
 def load_tabulate() -> Any:

@@ -38,15 +38,21 @@ class Executor(Protocol):
 _ANY_EXIT = [*range(-64, 0), *range(256)]
 
 
+_commands: dict[str, object] = {}  # program name -> its sh.Command: found in PATH once per process
+
+
 def _sh_command(name: str):
     """The `sh` command object for a program; a missing program is an environment problem."""
     from wrapdock.quickimport import load_sh  # only commands that change or read the host need sh
 
     sh = load_sh()
-    try:
-        return sh, sh.Command(name)
-    except sh.CommandNotFound:
-        raise EnvironmentProblem(f"command not found: {name} (see README: Set-up)") from None
+    command = _commands.get(name)
+    if command is None:
+        try:
+            command = _commands[name] = sh.Command(name)
+        except sh.CommandNotFound:
+            raise EnvironmentProblem(f"command not found: {name} (see README: Set-up)") from None
+    return sh, command
 
 
 def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
