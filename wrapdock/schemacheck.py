@@ -7,12 +7,13 @@ A schema that uses any keyword outside SUPPORTED_KEYWORDS is refused rather than
 jsonschema stays the reference: tests/unit/test_state_shape.py holds both to the same verdicts, and
 `wrapdock doctor` re-checks every state file with jsonschema.
 
-Two compilations of one schema: `compile_predicate` generates the source of a single Python function
-that only answers "does it match?" (no call per node: the fast path for the valid records every
-command reads), and `compile_schema` builds small functions that explain a failure, where a value sits
-passed down as nested pairs ((("$", "endpoints"), 0), "address") and spelled out
-($.endpoints[0].address) only for an error. tests/unit/test_state_shape.py holds the two to the same
-verdicts.
+Two translations of one schema. `predicate_source` writes Python source with one function that only
+answers "does it match?" (one `if` per condition, no call per node: the fast path for the valid
+records every command reads); wrapdock/statecheck.py is that source for the state schemas, generated
+once by `python -m wrapdock.schemacheck` so that a command imports it compiled. `compile_schema`
+builds small functions that explain a failure: where a value sits is passed down as nested pairs
+((("$", "endpoints"), 0), "address") and spelled out ($.endpoints[0].address) only for an error.
+tests/unit/test_state_shape.py holds both, and jsonschema, to the same verdicts.
 """
 
 from __future__ import annotations
@@ -354,9 +355,9 @@ class _PredicateSource:
             if self.lines[-1].endswith(f"{value} = {var}.get({name!r}, MISSING)"):
                 self.lines.pop()  # nothing to check about it
         if isinstance(extra, dict):
-            key, value = self._variable(), self._variable()
-
+            value = self._variable()
             if properties:
+                key = self._variable()
                 self._block(f"for {key}, {value} in {var}.items()", indent, lambda: self._block(
                     f"if {key} not in {known}", indent + 1, lambda: self._emit(extra, value, indent + 2)))
             else:
@@ -366,14 +367,13 @@ class _PredicateSource:
 def statecheck_source() -> str:
     """wrapdock/statecheck.py: the predicates of the state schemas, generated once, so that a command
     imports them compiled (from __pycache__) instead of compiling them (~9 ms) every time it starts."""
+    import json
     import zlib
 
     from wrapdock import resources
     from wrapdock.state import FOLDERS
 
     texts = {kind: resources.schema_text(kind) for kind in FOLDERS}
-    import json
-
     schemas = {kind: json.loads(text) for kind, text in texts.items()}
     for kind, schema in schemas.items():
         unknown = unsupported_keywords(schema)
@@ -384,9 +384,8 @@ def statecheck_source() -> str:
               "One predicate per kind of state record, True when the record matches its schema. wrapdock.state",
               "uses one only while its schema's CRC-32 is the one below (else it compiles the schema itself),",
               'and tests/unit/test_state_shape.py fails until this file is generated again."""', ""]
-    crcs = "SCHEMA_CRC32 = {" + ", ".join(f"{kind!r}: {zlib.crc32(text.encode())}" for kind, text in texts.items())
-    return predicate_source(schemas, "\n".join(header),
-                            (crcs + "}", ""))
+    crcs = ", ".join(f"{kind!r}: {zlib.crc32(text.encode())}" for kind, text in texts.items())
+    return predicate_source(schemas, "\n".join(header), (f"SCHEMA_CRC32 = {{{crcs}}}", ""))
 
 
 if __name__ == "__main__":

@@ -122,17 +122,17 @@ def ipam(v0):
         for v7 in v6:
             if isinstance(v7, str):
                 if not K5(v7): return False
-        for v9 in v6.values():
-            if not isinstance(v9, dict): return False
-            if not v9.keys() >= K11: return False
-            if not v9.keys() <= K10: return False
-            v10 = v9.get('owner', MISSING)
+        for v8 in v6.values():
+            if not isinstance(v8, dict): return False
+            if not v8.keys() >= K11: return False
+            if not v8.keys() <= K10: return False
+            v9 = v8.get('owner', MISSING)
+            if v9 is not MISSING:
+                if not isinstance(v9, str): return False
+                if len(v9) < 1: return False
+            v10 = v8.get('time', MISSING)
             if v10 is not MISSING:
                 if not isinstance(v10, str): return False
-                if len(v10) < 1: return False
-            v11 = v9.get('time', MISSING)
-            if v11 is not MISSING:
-                if not isinstance(v11, str): return False
     return True
 
 
