@@ -135,10 +135,10 @@ def dpkg_version(package: str) -> str:
 class Wrapdock:
     name = "wrapdock"
 
-    def __init__(self, python: str, script: str) -> None:
+    def __init__(self, python: str, script: str, label: str = "wrapdock") -> None:
         self.python = python
         self.script = script
-        self.box = Sandbox("wrapdock", python)
+        self.box = Sandbox(label, python)
         self.env = {"WRAPDOCK_DATA_DIR": "/run/wrapdock-data", "WRAPDOCK_CGROUP_PARENT": self.box.name}
         self.box.run(["mkdir", "-p", WORK])
 
