@@ -74,7 +74,7 @@ def log(message: str) -> None:
 
 
 def _line_through(seconds: list[float]) -> dict[str, float]:
-    """The least-squares line through the start times (#1..#N): its value at #1 and #N, their ratio."""
+    """The least-squares line through the start times (#1..#N): its value at #1 and at #N, its slope."""
     fit = statistics.linear_regression(range(1, len(seconds) + 1), seconds)
     first, last = fit.intercept + fit.slope, fit.intercept + fit.slope * len(seconds)
     return {"line_first_s": first, "line_last_s": last, "line_slope_s": fit.slope}

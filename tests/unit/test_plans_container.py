@@ -323,7 +323,7 @@ def test_every_object_prepare_makes_is_removed_by_removes_script(config: str, la
     order = [2 if path == str(PATHS.dir) else rank for rank, (_, path, _) in zip(order, lines, strict=True)]
     assert order == sorted(order)
     waits = [WAIT.fullmatch(line)["path"] for line in script_lines(cleanup) if WAIT.fullmatch(line)]
-    assert waits == [f"/sys/class/net/{veth}" for veth in VETHS] if kind == "bridge" else waits == []
+    assert waits == ([f"/sys/class/net/{veth}" for veth in VETHS] if kind == "bridge" else [])
     # what any undo of prepare does (after a failed run), remove does too: the same line, or the
     # same command under its guard
     script = script_lines(cleanup)
