@@ -331,6 +331,31 @@ def test_network_rm_force_with_containers_attached_leaves_nothing(sandbox, tmp_p
     host.teardown(start, ["robin", "owl"], [TB])
 
 
+def test_rm_deletes_the_veth_even_while_a_host_process_holds_the_namespace(sandbox):
+    """rm deletes the netns first and lets it take the veth along; a process the host started in the
+    namespace (ip netns exec) keeps it alive, and rm then deletes the veth itself after its wait."""
+    from tests.integration.containerlab import wait_for
+
+    host, start = begin(sandbox)
+    host.network(TB, "162.16.0.1/24")
+    host.run("--name", "robin", "--net", TB, *SLEEP)
+
+    def veths() -> list[str]:
+        return [line.split(":")[1].strip().split("@")[0] for line in sandbox.sh("ip", "-o", "link").stdout.splitlines()
+                if line.split(":")[1].strip().startswith("wd")]
+
+    assert len(veths()) == 1
+    holder = sandbox.bash("ip netns exec robin sleep 60 >/dev/null 2>&1 & echo $!").stdout.strip()
+    try:
+        wait_for(lambda: holder in sandbox.sh("ip", "netns", "pids", "robin", check=False).stdout.split(),
+                 what="the holder in robin's namespace")
+        host.wd("--quiet", "rm", "-f", "robin")
+        assert veths() == []
+    finally:
+        sandbox.sh("kill", holder, check=False)
+    host.teardown(start, [], [TB])
+
+
 def test_disconnect_from_the_default_route_network_keeps_the_way_out(sandbox):
     host, start = begin(sandbox)
     host.network(TB, "162.16.0.1/24")
