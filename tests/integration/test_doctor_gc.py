@@ -64,11 +64,10 @@ def kill(sandbox: Sandbox, name: str) -> None:
     """kill -9 a container's process; its shim records the exit (137)."""
     pid = state_of(sandbox, name)["state"]["pid"]
     sandbox.bash(f"kill -9 {pid}")
-    for _ in range(200):
-        if state_of(sandbox, name)["state"]["exit_code"] is not None:
-            return
+    deadline = time.monotonic() + 30
+    while state_of(sandbox, name)["state"]["exit_code"] is None:
+        assert time.monotonic() < deadline, f"{name}: no exit code after kill -9"
         time.sleep(0.02)
-    raise AssertionError(f"{name}: no exit code after kill -9")
 
 
 def netns_names(sandbox: Sandbox) -> set[str]:

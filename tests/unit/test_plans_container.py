@@ -2,7 +2,7 @@
 
 The container plans are compared with golden files (one step per line, as wrapdock.shell.step_text
 renders them for the trail and the --print-only script). Regenerate them after an intended change with:
-    WRAPDOCK_UPDATE_GOLDEN=1 /tmp/venv/bin/python -m pytest tests/unit/test_plans_container.py
+    WRAPDOCK_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_plans_container.py
 then review the diff of tests/golden/container-*.txt.
 """
 

@@ -238,8 +238,10 @@ def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
     plan = Plan(f"stop container {name}")
     note = f"stop {name}: SIGTERM, then SIGKILL after {timeout}s"
     plan.add(cmd("kill", "-s", "TERM", str(pid), note=note, only_if=("kill", "-0", str(pid))))
+    # then up to 5 s for the shim to note the exit code (it runs at once, unless the machine is loaded)
     script = ('n=0; while kill -0 "$1" 2>/dev/null; do if [ $n -ge "$2" ]; then kill -s KILL "$1" 2>/dev/null; fi; '
-              'sleep 0.1; n=$((n+1)); done; n=0; while [ ! -e "$3" ] && [ $n -lt 50 ]; do sleep 0.02; n=$((n+1)); done')
+              'sleep 0.1; n=$((n+1)); done; n=0; '
+              'while [ ! -e "$3" ] && [ $n -lt 250 ]; do sleep 0.02; n=$((n+1)); done')
     plan.add(cmd("sh", "-c", script, "wrapdock-stop", str(pid), str(timeout * 10), str(paths.exitfile), note=note))
     return plan
 
