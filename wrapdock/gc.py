@@ -238,7 +238,8 @@ def _carry_out(session: Session, action: Action) -> str | None:
     try:
         session.carry_out(dataclasses.replace(action.plan, repair=action.task))
     except CommandFailed as failure:
-        session.runner.trail.remark(f"gc could not {action.task}; it goes on with the other repairs")
+        session.runner.trail.remark(f"failed (exit {failure.result.exit_code}): {failure.error}; gc goes on with "
+                                    "its other repairs")
         return f"{action.task}: {_why(failure)}"
     return None
 

@@ -264,7 +264,9 @@ class CommandFailed(OperationFailed):
     stderr) is kept apart from the rollback, for callers that report several failures (gc)."""
 
     def __init__(self, result: Result, undone: int, undo_errors: list[str]) -> None:
-        self.cause = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {_last_line(result.stderr)}"
+        self.result = result
+        self.error = _last_line(result.stderr)
+        self.cause = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {self.error}"
         self.undone = undone
         self.undo_errors = undo_errors
         super().__init__(self.cause + "; " + self.rollback_text)
