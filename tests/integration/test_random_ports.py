@@ -81,20 +81,25 @@ def listen_tcp(sandbox, port: int) -> str:
 def test_run_p_80_picks_an_ephemeral_port_that_ps_and_port_show_and_the_outside_reaches(sandbox, tmp_path):
     host, start = begin(sandbox)
     low, high = ephemeral_range(sandbox)
-    host.run("--name", "web", "--net", NET, "-p", "80", "-p", "127.0.0.1::80", *httpd(web_root(tmp_path, "web")))
+    # (and Docker's 0.0.0.0, which means every address, as no HOST_IP does)
+    host.run("--name", "web", "--net", NET, "-p", "80", "-p", "127.0.0.1::80", "-p", "0.0.0.0:8085:80",
+             *httpd(web_root(tmp_path, "web")))
     found = [line.split(":") for line in host.wd("port", "web", "80").stdout.splitlines()]
-    assert sorted(address for address, _ in found) == ["0.0.0.0", "127.0.0.1"], found
-    port, local_port = (int(number) for _, number in sorted(found))
+    assert [address for address, _ in found] == ["0.0.0.0", "0.0.0.0", "127.0.0.1"], found
+    assert found[0] == ["0.0.0.0", "8085"], found  # natural order, as Docker's: 8085 before 32768
+    port, local_port = int(found[1][1]), int(found[2][1])
     assert low <= port <= high and low <= local_port <= high and port != local_port
-    assert published(host, "web") == [f"80/tcp -> 0.0.0.0:{port}", f"80/tcp -> 127.0.0.1:{local_port}"]
-    assert ps_ports(host)["web"] == f"0.0.0.0:{port}->80/tcp, 127.0.0.1:{local_port}->80/tcp"
-    assert dnat_ports(sandbox) == sorted([port, local_port])
+    assert published(host, "web") == ["80/tcp -> 0.0.0.0:8085", f"80/tcp -> 0.0.0.0:{port}",
+                                      f"80/tcp -> 127.0.0.1:{local_port}"]
+    assert ps_ports(host)["web"] == f"0.0.0.0:{port}->80/tcp, 127.0.0.1:{local_port}->80/tcp, 0.0.0.0:8085->80/tcp"
+    assert dnat_ports(sandbox) == sorted([port, local_port, 8085])
 
     # real packets: the outside through the uplink address and the picked port; the host via 127.0.0.1
     host.wait_http(f"http://{host.address('web', NET)}/", "web")
     assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:{port}/") == "web"
     assert host.fetch(HOST, f"http://127.0.0.1:{local_port}/") == "web"
     assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:{local_port}/") is None  # bound to 127.0.0.1 only
+    assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:8085/") == "web"
 
     host.teardown(start, ["web"], [NET])
 
