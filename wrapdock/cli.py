@@ -229,7 +229,8 @@ _NO_INTERSPERSED = {"allow_interspersed_args": False}
               help="A wrapdock network NAME, 'none' (the default: only lo) or 'host' (the host's network).")
 @click.option("--ip", help="The container's address on --net (default: the next free one).")
 @click.option("--publish", "-p", multiple=True,
-              help="[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp] (ranges a-b:c-d too); repeatable.")
+              help="[[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|/udp] (ranges a-b too; without a host "
+              "port, a free one is picked); repeatable.")
 @click.option("--dns", multiple=True, help="Nameserver for /etc/resolv.conf (default: the host's).")
 @click.option("--add-host", multiple=True, help="NAME:IP line for /etc/hosts.")
 @print_only_option
@@ -292,6 +293,17 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
                  ", ".join(e["address"] for e in v["endpoints"]), ", ".join(v["published"])] for v in views]
         click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES",
                                            "PORTS"], tablefmt="plain", disable_numparse=True))
+
+
+@cli.command("port")
+@click.argument("container")
+@click.argument("port", metavar="[PORT[/PROTO]]", required=False)
+def port_command(container: str, port: str | None) -> None:
+    """List a container's published ports, or the host address of one of its ports (as in Docker)."""
+    from wrapdock import containerviews  # reads only: a light import
+
+    for line in containerviews.port_lines(_session(), container, port):
+        click.echo(line)
 
 
 @cli.command("logs")
