@@ -233,13 +233,17 @@ _NO_INTERSPERSED = {"allow_interspersed_args": False}
               "port, a free one is picked); repeatable.")
 @click.option("--dns", multiple=True, help="Nameserver for /etc/resolv.conf (default: the host's).")
 @click.option("--add-host", multiple=True, help="NAME:IP line for /etc/hosts.")
+@click.option("--entrypoint", help="Replace the image's Entrypoint (and clear its Cmd); '' for none.")
+@click.option("--user", "-u", help="USER[:GROUP] to run as: numbers, or names of the image's /etc/passwd.")
+@click.option("--publish-all", "-P", is_flag=True, help="Publish every port the image exposes to a free host port.")
 @print_only_option
 def run_command(args: tuple[str, ...], name: str | None, detach: bool, interactive: bool, tty: bool,
                 auto_remove: bool, env: tuple[str, ...], volumes: tuple[str, ...], memory: str | None,
                 cpus: str | None, cpu_shares: int | None, cpuset_cpus: str | None, pids_limit: int | None,
                 hostname: str | None, workdir: str | None, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
                 privileged: bool, network: str | None, ip: str | None, publish: tuple[str, ...],
-                dns: tuple[str, ...], add_host: tuple[str, ...]) -> None:
+                dns: tuple[str, ...], add_host: tuple[str, ...], entrypoint: str | None, user: str | None,
+                publish_all: bool) -> None:
     """Run a command in a new container: run [OPTIONS] [IMAGE] [COMMAND [ARG...]].
 
     When the first word is not an image (the series' `run top`), it runs in the default image busybox.
@@ -253,7 +257,8 @@ def run_command(args: tuple[str, ...], name: str | None, detach: bool, interacti
         args=args, name=name, env=env, volumes=volumes, memory=memory, cpus=cpus, cpu_shares=cpu_shares,
         cpuset_cpus=cpuset_cpus, pids_limit=pids_limit, hostname=hostname, workdir=workdir, cap_add=cap_add,
         cap_drop=cap_drop, privileged=privileged, detach=detach, interactive=interactive, tty=tty,
-        auto_remove=auto_remove, network=network, ip=ip, publish=publish, dns=dns, add_hosts=add_host)
+        auto_remove=auto_remove, network=network, ip=ip, publish=publish, dns=dns, add_hosts=add_host,
+        entrypoint=entrypoint, user=user, publish_all=publish_all)
     config, code = containers.run(session, request)
     for note in request.notes:
         click.echo(f"wrapdock: note: {note}", err=True)
@@ -319,15 +324,16 @@ def logs_command(follow: bool, container: str) -> None:
 @cli.command("exec", context_settings=_NO_INTERSPERSED)
 @click.option("--interactive", "-i", is_flag=True, help="Keep stdin attached.")
 @click.option("--tty", "-t", is_flag=True, help="Allocate nothing new: use this terminal.")
+@click.option("--user", "-u", help="USER[:GROUP] (default: the container's user).")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @print_only_option
-def exec_command(interactive: bool, tty: bool, container: str, command: tuple[str, ...]) -> None:
+def exec_command(interactive: bool, tty: bool, user: str | None, container: str, command: tuple[str, ...]) -> None:
     """Run a command inside a running container (its namespaces, root, cgroups, env, capabilities)."""
     from wrapdock import containers
 
     session = _session()
-    code = containers.exec_in(session, container, list(command), tty)
+    code = containers.exec_in(session, container, list(command), tty, user)
     if session.print_only:
         _emit_script(session)
     elif code:
@@ -400,7 +406,44 @@ def commit_command(container: str, image: str) -> None:
 # -- images -------------------------------------------------------------------------------------
 @cli.group("image", cls=AliasGroup, aliases={"list": "ls", "remove": "rm"})
 def image_group() -> None:
-    """Manage images (import, ls|list, rm|remove)."""
+    """Manage images (load, import, ls|list, inspect, tag, rm|remove)."""
+
+
+@image_group.command("load")
+@click.option("--input", "-i", "path", required=True,
+              help="An OCI image layout (directory or tar) or a `docker save` tarball.")
+@click.option("--name", help="Load the archive's single image under this name instead of its own.")
+@print_only_option
+def image_load(path: str, name: str | None) -> None:
+    """Load every image of an archive: its layers checked, unpacked once each, its tags."""
+    from wrapdock import images
+
+    session = _session()
+    records = images.load(session, path, name)
+    if session.print_only:
+        _emit_script(session)
+    else:
+        for record in records:
+            click.echo(f"Loaded image: {record['name']}")
+
+
+@image_group.command("tag")
+@click.argument("source")
+@click.argument("target")
+def image_tag(source: str, target: str) -> None:
+    """Give image SOURCE the name TARGET too (the same layers)."""
+    from wrapdock import images
+
+    images.tag(_session(), source, target)
+
+
+@image_group.command("inspect")
+@click.argument("names_", metavar="IMAGE...", nargs=-1, required=True)
+def image_inspect(names_: tuple[str, ...]) -> None:
+    """Show images as JSON: config (Entrypoint, Cmd, Env, User, ExposedPorts, Labels, ...) and layers."""
+    from wrapdock import images
+
+    click.echo(json.dumps(images.inspect(_session(), list(names_)), indent=2))
 
 
 @image_group.command("import")
@@ -423,16 +466,16 @@ def image_ls(output_format: str) -> None:
     from wrapdock import containerviews, images
 
     session = _session()
-    views = [{**r, "size": images.size(session, r["name"]),
+    views = [{**{k: v for k, v in r.items() if k != "config"}, "size": images.size(session, r["name"]),
               "containers": containerviews.image_users(session, r["name"])} for r in images.all_images(session)]
     if output_format == "json":
         click.echo(json.dumps(views, indent=2))
         return
     tabulate = load_tabulate()
 
-    rows = [[v["name"], v["id"][:12], containerviews.ago(v["created"]), f"{v['size'] / 1e6:.1f}MB", v["source"]]
-            for v in views]
-    click.echo(tabulate(rows, headers=["NAME", "ID", "CREATED", "SIZE", "SOURCE"], tablefmt="plain"))
+    rows = [[v["name"], v["id"][:12], containerviews.ago(v["created"]), len(v.get("layers") or [None]),
+             f"{v['size'] / 1e6:.1f}MB", v["source"]] for v in views]
+    click.echo(tabulate(rows, headers=["NAME", "ID", "CREATED", "LAYERS", "SIZE", "SOURCE"], tablefmt="plain"))
 
 
 @image_group.command("rm")
@@ -444,8 +487,9 @@ def image_rm(names_: tuple[str, ...]) -> None:
 
     session = _session()
     for name in names_:
-        images.remove(session, name, containerviews.image_users(session, name))
-    _report(session, list(names_))
+        canonical = images.check_image_name(name)
+        images.remove(session, canonical, containerviews.image_users(session, canonical))
+    _report(session, [images.check_image_name(n) for n in names_])
 
 
 # -- labs -----------------------------------------------------------------------------------------

@@ -15,7 +15,18 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from wrapdock import cgroups, containerspec, hostports, hostsfile, images, names, networks, portspec
+from wrapdock import (
+    cgroups,
+    containerspec,
+    hostports,
+    hostsfile,
+    imageconfig,
+    images,
+    imagestore,
+    names,
+    networks,
+    portspec,
+)
 from wrapdock.containerspec import ContainerConfig, Volume
 
 # reading containers lives in containerviews (ps imports it without all of this module)
@@ -60,6 +71,9 @@ class RunRequest:
     dns: tuple[str, ...] = ()
     add_hosts: tuple[str, ...] = ()
     lab: str | None = None
+    entrypoint: str | None = None
+    user: str | None = None
+    publish_all: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -78,7 +92,7 @@ def _record(config: ContainerConfig, request: RunRequest, netns: str | None) -> 
         "detach": request.detach, "auto_remove": request.auto_remove, "tty": request.tty,
         "phase": "creating", "owner_pid": os.getpid(),
         "net_mode": "none", "endpoints": [], "ports": [], "dns": list(request.dns),
-        "add_hosts": list(request.add_hosts), "lab": request.lab,
+        "add_hosts": list(request.add_hosts), "lab": request.lab, "user": config.user,
     }
 
 
@@ -88,12 +102,14 @@ def config_of(record: dict[str, Any]) -> ContainerConfig:
         env=tuple(record["env"]), hostname=record["hostname"], workdir=record["workdir"],
         volumes=tuple(Volume(v["source"], v["target"], v["readonly"], os.path.isfile(v["source"]))
                       for v in record["volumes"]),
-        limits=Limits(**record["limits"]), caps=tuple(record["caps"]), privileged=record["privileged"])
+        limits=Limits(**record["limits"]), caps=tuple(record["caps"]), privileged=record["privileged"],
+        user=record.get("user", ""))
 
 
 def runtime_of(session: Session, record: dict[str, Any]) -> Runtime:
-    return Runtime(images.host_busybox(), cgroups.detect(), images.rootfs(session, record["image"]),
-                   record["netns"])
+    image = images.get(session, record["image"])
+    lower = tuple(imagestore.lowerdirs(session, image)) if image is not None else ()
+    return Runtime(images.host_busybox(), cgroups.detect(), lower, record["netns"])
 
 
 def attachments(session: Session, record: dict[str, Any]) -> list[Attachment]:
@@ -206,24 +222,37 @@ def refresh_hosts(session: Session, network_names: set[str]) -> None:
 
 # -- run ------------------------------------------------------------------------------------------
 def _resolve_image(session: Session, args: tuple[str, ...], notes: list[str]) -> tuple[str, tuple[str, ...]]:
-    """Docker's `run IMAGE CMD...`; a first word that is no image runs in the default image (the series)."""
+    """Docker's `run IMAGE ARGS...`; a first word that is no image runs in the default image (the series)."""
     if not args:
-        return images.DEFAULT_IMAGE, ("sh",)
+        return images.DEFAULT_IMAGE, ()
     first, rest = args[0], args[1:]
-    if first == images.DEFAULT_IMAGE or images.get(session, first) is not None:
-        return first, rest or ("sh",)
+    if first == images.DEFAULT_IMAGE:
+        return first, rest
+    record = images.get(session, first)
+    if record is not None:
+        return record["name"], rest
     notes.append(f"{first!r} is not an image; running it in the default image {images.DEFAULT_IMAGE}")
     return images.DEFAULT_IMAGE, args
 
 
-def _in_image(rootfs: Path, command: str, env: tuple[str, ...]) -> bool:
-    if "/" in command:
-        return os.path.lexists(rootfs / command.lstrip("/"))
-    path = containerspec.DEFAULT_PATH
-    for item in env:
-        if item.startswith("PATH="):
-            path = item[5:]
-    return any(os.path.lexists(rootfs / d.lstrip("/") / command) for d in path.split(":") if d)
+def _in_image(session: Session, config: ContainerConfig, image: dict[str, Any], lower: list[str],
+              request: RunRequest) -> ContainerConfig:
+    """What only the image's files can tell: the user's ids and, for layered images, the program's path
+    (the init's busybox would run its own applet for a bare `sh`); both read from the layers."""
+    import dataclasses
+
+    from wrapdock.imagefs import ImageTree
+
+    user_spec = request.user if request.user is not None else imageconfig.image_settings(image).get("User") or ""
+    if session.print_only and not os.path.isdir(lower[0]):
+        return config  # print-only before the image exists (the script makes busybox first)
+    tree = ImageTree(lower)
+    user = imageconfig.resolve_user(str(user_spec), tree).text() if user_spec else ""
+    program = imageconfig.find_program(config.command[0], config.env, containerspec.DEFAULT_PATH, tree)
+    if program is None:
+        raise UsageError(f"{config.command[0]!r}: executable file not found in image {config.image}")
+    command = (program, *config.command[1:]) if "layers" in image else config.command
+    return dataclasses.replace(config, user=user, command=command)
 
 
 def _online_cpus() -> int:
@@ -231,7 +260,11 @@ def _online_cpus() -> int:
 
 
 def build_config(session: Session, request: RunRequest) -> ContainerConfig:
-    image, command = _resolve_image(session, request.args, request.notes)
+    image, args = _resolve_image(session, request.args, request.notes)
+    record = images.get(session, image)
+    settings = imageconfig.image_settings(record)
+    command = imageconfig.command(settings, args, request.entrypoint, image, bool(record and "config" in record))
+    image_workdir = settings.get("WorkingDir") if isinstance(settings.get("WorkingDir"), str) else ""
     container_id = containerspec.new_id()
     name = containerspec.check_name(request.name) if request.name is not None else containerspec.random_name(
         container_id)
@@ -249,9 +282,9 @@ def build_config(session: Session, request: RunRequest) -> ContainerConfig:
     )
     return ContainerConfig(
         id=container_id, name=name, image=image, command=command,
-        env=containerspec.parse_env(request.env, dict(os.environ)),
+        env=imageconfig.environment(settings, containerspec.parse_env(request.env, dict(os.environ))),
         hostname=containerspec.check_hostname(request.hostname or name[:63].replace("_", "-").replace(".", "-")),
-        workdir=containerspec.check_workdir(request.workdir or "/"),
+        workdir=containerspec.check_workdir(request.workdir or image_workdir or "/"),
         volumes=tuple(containerspec.parse_volume(v, os.path.exists, os.path.isfile) for v in request.volumes),
         limits=limits,
         caps=containerspec.parse_caps(request.cap_add, request.cap_drop),
@@ -259,9 +292,9 @@ def build_config(session: Session, request: RunRequest) -> ContainerConfig:
     )
 
 
-def _check_network_options(request: RunRequest) -> tuple[str, list[PortRequest]]:
+def _check_network_options(request: RunRequest, exposed: list[str]) -> tuple[str, list[PortRequest]]:
     mode = "none" if request.network in (None, "none") else "host" if request.network == "host" else "bridge"
-    requests = portspec.parse_all(request.publish)
+    requests = portspec.parse_all((*request.publish, *(exposed if request.publish_all else ())))
     if requests and mode != "bridge":
         raise UsageError("-p needs the container on a bridge network (--net NAME)")
     if request.ip and mode != "bridge":
@@ -285,19 +318,21 @@ def _check_network_options(request: RunRequest) -> tuple[str, list[PortRequest]]
 def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | None]:
     """Create and start a container; returns (config, the workload's exit code when attached)."""
     config = build_config(session, request)
-    mode, requests = _check_network_options(request)
+    image_record = images.get(session, config.image)
+    mode, requests = _check_network_options(
+        request, imageconfig.exposed_ports(imageconfig.image_settings(image_record)))
     network = networks.load(session, request.network) if mode == "bridge" and request.network else None
     session.require_root()
     if config.image == images.DEFAULT_IMAGE:
-        images.ensure_default(session)
-    elif images.get(session, config.image) is None:
+        image_record = images.ensure_default(session)
+    elif image_record is None:
         raise UsageError(f"no such image: {config.image}")
-    image_rootfs = images.rootfs(session, config.image)
-    if not session.print_only and not _in_image(image_rootfs, config.command[0], config.env):
-        raise UsageError(f"{config.command[0]!r}: executable file not found in image {config.image}")
+    lower = imagestore.lowerdirs(session, image_record)
+    config = _in_image(session, config, image_record, lower, request)
     netns = None if mode == "host" else config.name
-    runtime = Runtime(images.host_busybox(), cgroups.detect(), image_rootfs, netns)
+    runtime = Runtime(images.host_busybox(), cgroups.detect(), tuple(lower), netns)
     paths = paths_of(session, config.id)
+    imagestore.check_mount_data(lower, str(paths.upper), str(paths.work))
     record = _record(config, request, netns)
     record["net_mode"] = mode
     watcher = plans.remove_when_done(config, paths, wrapdock_argv(session)) if (
@@ -517,7 +552,9 @@ def _environ(pid: int) -> list[str]:
     return [item.decode(errors="replace") for item in raw.split(b"\0") if item]
 
 
-def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
+def exec_in(session: Session, ref: str, command: list[str], tty: bool, user: str | None = None) -> int:
+    from wrapdock.imagefs import ImageTree
+
     session.require_root()
     record = find(session, ref)
     pid = live_pid(paths_of(session, record["id"]))
@@ -526,15 +563,18 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
     if not command:
         raise UsageError("exec needs a command")
     config = config_of(record)
-    if not config.privileged and "sys_admin" not in config.caps:
-        root = Path(f"/proc/{pid}/root")
-        if not any(os.path.lexists(root / d / "setpriv") for d in ("bin", "sbin", "usr/bin", "usr/sbin")):
-            raise UsageError(f"exec into {record['name']} needs setpriv (busybox or util-linux) in its image "
-                             "to drop capabilities")
     env = _environ(pid)
+    # the container's files as it sees them: its user names, and the program in its PATH (a bare name
+    # would otherwise run the host busybox's applet of that name)
+    tree = ImageTree([f"/proc/{pid}/root"])
+    ids = imageconfig.resolve_user(user, tree).text() if user else config.user
+    image = images.get(session, record["image"])
+    program = imageconfig.find_program(command[0], tuple(env), containerspec.DEFAULT_PATH, tree)
+    if program is not None and image is not None and "layers" in image:
+        command = [program, *command[1:]]
     if tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
-    step = plans.exec_step(config, pid, env, command, cgroups.detect())
+    step = plans.exec_step(config, pid, env, command, cgroups.detect(), images.host_busybox(), ids)
     if session.print_only:
         session.printed.append(Plan(f"exec in container {record['name']}", [step]))
         return 0
@@ -544,7 +584,7 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
 def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
     from wrapdock.plans import image as image_plans
 
-    images.check_image_name(image)
+    image = images.check_image_name(image)
     session.require_root()
     record = find(session, ref)
     with session.lock():
@@ -552,5 +592,5 @@ def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
             raise UsageError(f"image {image!r} already exists")
         paths = paths_of(session, record["id"])
         plan = image_plans.commit(images.image_dir(session, image), image, record["name"], paths.upper,
-                                  images.rootfs(session, record["image"]), paths.dir / "commit")
+                                  images.lowerdirs(session, record["image"]), paths.dir / "commit")
         return images.make(session, image, plan, f"commit {record['name']}")

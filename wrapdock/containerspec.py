@@ -52,6 +52,7 @@ class ContainerConfig:
     limits: Limits = field(default_factory=Limits)
     caps: tuple[str, ...] = DEFAULT_CAPS
     privileged: bool = False
+    user: str = ""  # "UID:GID" resolved from the image (or -u); "": root, as the init is
 
 
 def new_id() -> str:

@@ -6,7 +6,7 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 185578179, 'ipam': 1814002205, 'container': 4191058452, 'image': 411675071}
+SCHEMA_CRC32 = {'network': 185578179, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214}
 
 NoneType = type(None)
 MISSING = object()
@@ -22,23 +22,28 @@ K8 = (NoneType, str)
 K9 = frozenset(['allocations', 'gateway', 'last_reserved', 'network', 'subnet', 'version'])
 K10 = frozenset(['owner', 'time'])
 K11 = frozenset(['owner'])
-K12 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
-K13 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
-K14 = re.compile('^/').search
-K15 = frozenset(['readonly', 'source', 'target'])
-K16 = re.compile('^/.').search
-K17 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
-K18 = (NoneType, float, int)
-K19 = re.compile('^[a-z_]+$').search
-K20 = ['creating', 'ready']
-K21 = ['none', 'bridge', 'host']
-K22 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
-K23 = re.compile('^eth[0-9]+$').search
-K24 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
-K25 = ['tcp', 'udp']
-K26 = re.compile('^[^:]+:.+$').search
-K27 = frozenset(['created', 'id', 'name', 'source', 'version'])
-K28 = re.compile('^[a-z0-9][a-z0-9_.-]{0,63}$').search
+K12 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'user', 'version', 'volumes', 'workdir'])
+K13 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
+K14 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
+K15 = re.compile('^/').search
+K16 = frozenset(['readonly', 'source', 'target'])
+K17 = re.compile('^/.').search
+K18 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
+K19 = (NoneType, float, int)
+K20 = re.compile('^[a-z_]+$').search
+K21 = ['creating', 'ready']
+K22 = ['none', 'bridge', 'host']
+K23 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
+K24 = re.compile('^eth[0-9]+$').search
+K25 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
+K26 = ['tcp', 'udp']
+K27 = re.compile('^[^:]+:.+$').search
+K28 = re.compile('^([0-9]+:[0-9]+)?$').search
+K29 = frozenset(['config', 'created', 'id', 'layers', 'name', 'rootfs_of', 'source', 'version'])
+K30 = frozenset(['created', 'id', 'name', 'source', 'version'])
+K31 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.:/-]*$').search
+K32 = frozenset(['diff_id', 'size'])
+K33 = re.compile('^sha256:[0-9a-f]{64}$').search
 
 
 def network(v0):
@@ -138,7 +143,7 @@ def ipam(v0):
 
 def container(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K12: return False
+    if not v0.keys() >= K13: return False
     if not v0.keys() <= K12: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
@@ -166,7 +171,7 @@ def container(v0):
         if not isinstance(v7, list): return False
         for v8 in v7:
             if not isinstance(v8, str): return False
-            if not K13(v8): return False
+            if not K14(v8): return False
     v9 = v0.get('hostname', MISSING)
     if v9 is not MISSING:
         if not isinstance(v9, str): return False
@@ -175,36 +180,36 @@ def container(v0):
     v10 = v0.get('workdir', MISSING)
     if v10 is not MISSING:
         if not isinstance(v10, str): return False
-        if not K14(v10): return False
+        if not K15(v10): return False
     v11 = v0.get('volumes', MISSING)
     if v11 is not MISSING:
         if not isinstance(v11, list): return False
         for v12 in v11:
             if not isinstance(v12, dict): return False
-            if not v12.keys() >= K15: return False
-            if not v12.keys() <= K15: return False
+            if not v12.keys() >= K16: return False
+            if not v12.keys() <= K16: return False
             v13 = v12.get('source', MISSING)
             if v13 is not MISSING:
                 if not isinstance(v13, str): return False
-                if not K14(v13): return False
+                if not K15(v13): return False
             v14 = v12.get('target', MISSING)
             if v14 is not MISSING:
                 if not isinstance(v14, str): return False
-                if not K16(v14): return False
+                if not K17(v14): return False
             v15 = v12.get('readonly', MISSING)
             if v15 is not MISSING:
                 if not isinstance(v15, bool): return False
     v16 = v0.get('limits', MISSING)
     if v16 is not MISSING:
         if not isinstance(v16, dict): return False
-        if not v16.keys() >= K17: return False
-        if not v16.keys() <= K17: return False
+        if not v16.keys() >= K18: return False
+        if not v16.keys() <= K18: return False
         v17 = v16.get('memory', MISSING)
         if v17 is not MISSING:
             if not isinstance(v17, K7) or v17.__class__ is bool: return False
         v18 = v16.get('cpus', MISSING)
         if v18 is not MISSING:
-            if not isinstance(v18, K18) or v18.__class__ is bool: return False
+            if not isinstance(v18, K19) or v18.__class__ is bool: return False
             if isinstance(v18, int | float) and not isinstance(v18, bool):
                 if v18 <= 0: return False
         v19 = v16.get('cpu_shares', MISSING)
@@ -221,7 +226,7 @@ def container(v0):
         if not isinstance(v22, list): return False
         for v23 in v22:
             if not isinstance(v23, str): return False
-            if not K19(v23): return False
+            if not K20(v23): return False
     v24 = v0.get('privileged', MISSING)
     if v24 is not MISSING:
         if not isinstance(v24, bool): return False
@@ -244,27 +249,27 @@ def container(v0):
         if not isinstance(v29, bool): return False
     v30 = v0.get('phase', MISSING)
     if v30 is not MISSING:
-        if v30 not in K20: return False
+        if v30 not in K21: return False
     v31 = v0.get('owner_pid', MISSING)
     if v31 is not MISSING:
         if not isinstance(v31, K7) or v31.__class__ is bool: return False
     v32 = v0.get('net_mode', MISSING)
     if v32 is not MISSING:
-        if v32 not in K21: return False
+        if v32 not in K22: return False
     v33 = v0.get('endpoints', MISSING)
     if v33 is not MISSING:
         if not isinstance(v33, list): return False
         for v34 in v33:
             if not isinstance(v34, dict): return False
-            if not v34.keys() >= K22: return False
-            if not v34.keys() <= K22: return False
+            if not v34.keys() >= K23: return False
+            if not v34.keys() <= K23: return False
             v35 = v34.get('network', MISSING)
             if v35 is not MISSING:
                 if not isinstance(v35, str): return False
             v36 = v34.get('ifname', MISSING)
             if v36 is not MISSING:
                 if not isinstance(v36, str): return False
-                if not K23(v36): return False
+                if not K24(v36): return False
             v37 = v34.get('host_ifname', MISSING)
             if v37 is not MISSING:
                 if not isinstance(v37, str): return False
@@ -278,8 +283,8 @@ def container(v0):
         if not isinstance(v39, list): return False
         for v40 in v39:
             if not isinstance(v40, dict): return False
-            if not v40.keys() >= K24: return False
-            if not v40.keys() <= K24: return False
+            if not v40.keys() >= K25: return False
+            if not v40.keys() <= K25: return False
             v41 = v40.get('host_ip', MISSING)
             if v41 is not MISSING:
                 if not isinstance(v41, K8): return False
@@ -297,7 +302,7 @@ def container(v0):
                 if v43 > 65535: return False
             v44 = v40.get('proto', MISSING)
             if v44 is not MISSING:
-                if v44 not in K25: return False
+                if v44 not in K26: return False
     v45 = v0.get('dns', MISSING)
     if v45 is not MISSING:
         if not isinstance(v45, list): return False
@@ -309,24 +314,30 @@ def container(v0):
         if not isinstance(v47, list): return False
         for v48 in v47:
             if not isinstance(v48, str): return False
-            if not K26(v48): return False
-    v49 = v0.get('lab', MISSING)
+            if not K27(v48): return False
+    v49 = v0.get('user', MISSING)
     if v49 is not MISSING:
-        if not isinstance(v49, K8): return False
+        if not isinstance(v49, str): return False
+        if not K28(v49): return False
+    v50 = v0.get('lab', MISSING)
+    if v50 is not MISSING:
+        if not isinstance(v50, K8): return False
     return True
 
 
 def image(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K27: return False
-    if not v0.keys() <= K27: return False
+    if not v0.keys() >= K30: return False
+    if not v0.keys() <= K29: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('name', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K28(v2): return False
+        if not K31(v2): return False
+        if len(v2) < 1: return False
+        if len(v2) > 255: return False
     v3 = v0.get('id', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
@@ -337,4 +348,26 @@ def image(v0):
     v5 = v0.get('source', MISSING)
     if v5 is not MISSING:
         if not isinstance(v5, str): return False
+    v6 = v0.get('rootfs_of', MISSING)
+    if v6 is not MISSING:
+        if not isinstance(v6, str): return False
+        if len(v6) < 1: return False
+    v7 = v0.get('layers', MISSING)
+    if v7 is not MISSING:
+        if not isinstance(v7, list): return False
+        for v8 in v7:
+            if not isinstance(v8, dict): return False
+            if not v8.keys() >= K32: return False
+            if not v8.keys() <= K32: return False
+            v9 = v8.get('diff_id', MISSING)
+            if v9 is not MISSING:
+                if not isinstance(v9, str): return False
+                if not K33(v9): return False
+            v10 = v8.get('size', MISSING)
+            if v10 is not MISSING:
+                if not isinstance(v10, int) or v10.__class__ is bool: return False
+                if v10 < 0: return False
+    v11 = v0.get('config', MISSING)
+    if v11 is not MISSING:
+        if not isinstance(v11, dict): return False
     return True

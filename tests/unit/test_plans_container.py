@@ -95,7 +95,7 @@ EXEC_ENV = ["PATH=" + DEFAULT_PATH, "HOSTNAME=web", "HOME=/root", "bird=123"]
 
 
 def runtime(layout: str, netns: str | None = "web") -> Runtime:
-    return Runtime("/bin/busybox", LAYOUTS[layout], IMAGE_ROOTFS, netns)
+    return Runtime("/bin/busybox", LAYOUTS[layout], (str(IMAGE_ROOTFS),), netns)
 
 
 FRONT = Network(name="front", id="f" * 64, driver="bridge", subnet=IPv4Network("10.20.0.0/24"),
@@ -464,7 +464,7 @@ def test_prepare_and_remove_carried_out_against_a_fake_tree(tmp_path: Path) -> N
     """prepare's file and cgroup scripts, then remove's cleanup, for real under tmp_path (no netns)."""
     paths = ContainerPaths(tmp_path / "data" / "containers" / ID)
     layout = CgroupLayout(1, fake_cgroup_root(tmp_path, 1), "wd", ("memory", "cpu", "cpuset", "pids"))
-    rt = Runtime("/bin/busybox", layout, IMAGE_ROOTFS, None)
+    rt = Runtime("/bin/busybox", layout, (str(IMAGE_ROOTFS),), None)
     prepared = plans.prepare(CONFIGS["limits"], paths, rt, ETC, []).steps
     carry_out(prepared)
     assert all(d.is_dir() for d in (paths.upper, paths.work, paths.rootfs, *layout.dirs(ID).values()))

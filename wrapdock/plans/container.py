@@ -38,11 +38,11 @@ HELPER_CAPS = ("sys_admin", "mknod", "dac_override")
 
 @dataclass(frozen=True)
 class Runtime:
-    """Host facts the plans need: where busybox is, the cgroup layout, the image's root filesystem."""
+    """Host facts the plans need: where busybox is, the cgroup layout, the image's layer directories."""
 
     busybox: str
     cgroups: CgroupLayout
-    image_rootfs: Path
+    lowerdirs: tuple[str, ...]  # the image's layers for overlayfs, topmost first
     netns: str | None  # None: --net host, the host's own network namespace
 
 
@@ -90,6 +90,9 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         mounts.append(f"mount --bind {_q(paths.etc_file(name))} {target}")
     join = cgroup_plans.join_commands(runtime.cgroups, config.id)
     _, _, exec_line = _cap_wrappers(config)
+    if config.user:  # the host busybox's nsenter applet sets the ids: nothing of the image is needed
+        uid, gid = config.user.split(":")
+        exec_line = exec_line.replace('"$@"', f'nsenter -S {uid} -G {gid} -- "$@"')
     text = resources.fill(resources.template("container-init.sh.tmpl"), {
         "name": config.name,
         "id": config.id,
@@ -97,7 +100,7 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         "statfile": _q(paths.statfile),
         "cgroup_join": "\n".join(join) or ":",
         "overlay_source": _q(f"wrapdock-{config.id[:12]}"),
-        "overlay_options": _q(f"lowerdir={runtime.image_rootfs},upperdir={paths.upper},workdir={paths.work}"),
+        "overlay_options": _q(f"lowerdir={':'.join(runtime.lowerdirs)},upperdir={paths.upper},workdir={paths.work}"),
         "rootfs": _q(paths.rootfs),
         "mounts": "\n".join(mounts) or ":",
         "hostname": _q(config.hostname),
@@ -276,11 +279,23 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
 
 
 def exec_step(config: ContainerConfig, pid: int, env: list[str], command: list[str],
-              cgroups: CgroupLayout) -> Step:
-    """Enter every namespace and the root of PID 1, in its cgroups, with its environment and capabilities."""
+              cgroups: CgroupLayout, busybox: str = "/bin/busybox", user: str = "") -> Step:
+    """Enter every namespace and the root of PID 1, in its cgroups, with its environment and capabilities.
+
+    Nothing of the image is needed (a distroless image has no setpriv): the host's static busybox
+    drops the helper capabilities last, reached through a descriptor of its directory that is
+    opened before entering (/proc/self/fd/9/busybox) and closed before the command runs.
+    """
     outer, drop, _ = _cap_wrappers(config)
     join = "; ".join(cgroup_plans.join_commands(cgroups, config.id))
-    prelude = f"{join}; exec \"$@\"" if join else 'exec "$@"'
+    ids = ["-S", user.split(":")[0], "-G", user.split(":")[1]] if user else []
+    tail: list[str] = list(command)
+    opens = ""
+    if drop:
+        opens = f"exec 9<{_q(str(Path(busybox).parent))}; "
+        tail = [f"/proc/self/fd/9/{Path(busybox).name}", "sh", "-c", 'exec 9<&-; exec "$@"', "wrapdock-exec",
+                *drop, *command]
+    prelude = f"{join}; {opens}exec \"$@\"" if join else f'{opens}exec "$@"'
     return cmd("env", "-i", *env, "sh", "-c", prelude, "wrapdock-exec", *outer,
-               "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", *drop, *command,
+               "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", *ids, *tail,
                note=f"exec in {config.name}: its namespaces, root, cgroups, environment and capabilities")

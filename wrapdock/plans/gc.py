@@ -101,7 +101,7 @@ def remove_abandoned(record: dict[str, Any], paths: ContainerPaths, layout: Cgro
 
     if layout is None:  # no cgroup hierarchy: nothing to remove there
         layout = CgroupLayout(1, Path("/sys/fs/cgroup"), "wrapdock", ())
-    plan = container_plans.remove(config_of(record), paths, Runtime("", layout, Path("/"), record["netns"]),
+    plan = container_plans.remove(config_of(record), paths, Runtime("", layout, (), record["netns"]),
                                   running, _unpublish(record), [e["host_ifname"] for e in record["endpoints"]])
     plan.title = (f"remove container {record['name']} ({record['id'][:12]}): its `wrapdock run` was killed "
                   "half-way (phase creating, owner process gone)")

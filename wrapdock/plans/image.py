@@ -1,10 +1,13 @@
-"""Images are plain root filesystems (one directory each, no layer chains); these steps make them."""
+"""The steps that make images: the default busybox root filesystem, layers unpacked into the store, commits."""
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
-from wrapdock.plan import Plan, cmd
+from wrapdock.layercheck import LayerIndex
+from wrapdock.plan import Plan, Step, cmd
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh", "nobody:x:65534:65534:nobody:/nonexistent:/bin/false")
 GROUP = ("root:x:0:", "nogroup:x:65534:")
@@ -46,14 +49,14 @@ def import_tarball(image_dir: Path, tarball: str, name: str) -> Plan:
     return plan
 
 
-def commit(image_dir: Path, name: str, container: str, upper: Path, lower: Path, mountpoint: Path) -> Plan:
+def commit(image_dir: Path, name: str, container: str, upper: Path, lower: list[str], mountpoint: Path) -> Plan:
     """Flatten the container's layer over its image: a read-only overlay of both, copied out."""
     plan = Plan(f"commit container {container} as image {name}")
     note = f"copy {container}'s files (its layer over its image) into {image_dir / 'rootfs'}"
     _start(plan, image_dir, note)
     plan.add(cmd("mkdir", "-p", str(mountpoint), note=note,
                  undo=cmd("rmdir", str(mountpoint), note=note, only_if=("test", "-d", str(mountpoint)))))
-    plan.add(cmd("mount", "-t", "overlay", f"wrapdock-commit-{name}", "-o", f"ro,lowerdir={upper}:{lower}",
+    plan.add(cmd("mount", "-t", "overlay", f"wrapdock-commit-{name}", "-o", f"ro,lowerdir={upper}:{':'.join(lower)}",
                  str(mountpoint), note=note,
                  undo=cmd("umount", str(mountpoint), note=note, only_if=("mountpoint", "-q", str(mountpoint)))))
     plan.add(cmd("cp", "-a", f"{mountpoint}/.", str(image_dir / "rootfs") + "/", note=note))
@@ -67,3 +70,87 @@ def remove(image_dir: Path, name: str) -> Plan:
     plan.add(cmd("rm", "-rf", "--one-file-system", str(image_dir), note=f"delete {image_dir}",
                  only_if=("test", "-d", str(image_dir))))
     return plan
+
+
+# -- layers ------------------------------------------------------------------------------------------
+TAR_XATTRS = ("--xattrs", "--xattrs-include=security.capability")
+DECOMPRESS = {"": (), "gzip": ("--gzip",), "zstd": ("--zstd",), "bzip2": ("--bzip2",), "xz": ("--xz",)}
+
+
+@dataclass(frozen=True)
+class LayerUnpack:
+    """One layer to unpack: where its blob lies, where it goes, and what the check decided."""
+
+    diff_id: str
+    host_path: str  # the blob, or the archive that holds it as `member`
+    member: str | None
+    compression: str
+    target: Path  # DATA_DIR/layers/HEX
+    partial: Path  # DATA_DIR/layers/HEX.partial
+    link: Path  # DATA_DIR/l/SHORT
+    index: LayerIndex
+
+
+def _tar_command(layer: LayerUnpack) -> tuple[str, ...]:
+    """GNU tar into the layer's own empty directory: numeric owners, modes with setuid/setgid/sticky,
+    file capabilities and no other xattr; whiteout files are left out (converted afterwards)."""
+    options = ("--extract", "--same-permissions", "--numeric-owner", *TAR_XATTRS, "--exclude=.wh.*",
+               *DECOMPRESS[layer.compression])
+    if layer.member is None:
+        return ("tar", *options, "--file", layer.host_path, "--directory", str(layer.partial))
+    script = ('set -o pipefail; tar --extract --to-stdout --file "$1" --no-wildcards -- "$2" | '
+              'tar "${@:4}" --file - --directory "$3"')
+    return ("bash", "-c", script, "wrapdock-unpack", layer.host_path, layer.member, str(layer.partial), *options)
+
+
+def _conversions(layer: LayerUnpack) -> list[str]:
+    """What tar cannot do: implied directories take the lower layer's attributes, whiteouts become
+    0/0 character devices, opaque markers the trusted.overlay.opaque xattr; directory mtimes last."""
+    root = layer.partial
+    lines: list[str] = []
+    implied = sorted(layer.index.implied.items())
+    if implied:
+        lines.append("mkdir -p " + " ".join(shlex.quote(str(root / p)) for p, _ in implied))
+    for path, node in implied:
+        target = shlex.quote(str(root / path))
+        lines.append(f"chown {node.uid}:{node.gid} {target}")
+        lines.append(f"chmod {node.mode:04o} {target}")  # after chown, which clears setuid/setgid
+    for path in layer.index.whiteouts:
+        lines.append(f"mknod {shlex.quote(str(root / path))} c 0 0")
+    for path in layer.index.opaque:
+        lines.append(f"setfattr -h -n trusted.overlay.opaque -v y {shlex.quote(str(root / path))}")
+    for path, node in reversed(implied):
+        lines.append(f"touch -h -d @{node.mtime} {shlex.quote(str(root / path))}")
+    return lines
+
+
+def unpack_layer(layer: LayerUnpack) -> list[Step]:
+    note = f"layer {layer.diff_id[:19]}: unpack into {layer.target}"
+    remove = cmd("rm", "-rf", "--one-file-system", str(layer.partial), note=note,
+                 only_if=("test", "-e", str(layer.partial)))
+    steps = [
+        cmd("rm", "-rf", "--one-file-system", str(layer.partial), note=f"what an interrupted load left: "
+            f"{layer.partial}", only_if=("test", "-e", str(layer.partial))),
+        cmd("mkdir", "-p", str(layer.partial), note=note, undo=remove),
+        cmd(*_tar_command(layer), note=note),
+    ]
+    conversions = _conversions(layer)
+    if conversions:
+        steps.append(cmd("sh", "-s", note=f"layer {layer.diff_id[:19]}: whiteouts, opaque directories and "
+                         "the attributes of implied directories", stdin=["set -e", *conversions]))
+    steps.append(cmd("mv", "-T", str(layer.partial), str(layer.target), note=note,
+                     undo=cmd("rm", "-rf", "--one-file-system", str(layer.target), note=note)))
+    link_note = f"layer {layer.diff_id[:19]}: its short name for overlay mounts"
+    steps.append(cmd("mkdir", "-p", str(layer.link.parent), note=link_note))
+    steps.append(cmd("ln", "-s", f"../layers/{layer.target.name}", str(layer.link), note=link_note,
+                     undo=cmd("rm", "-f", str(layer.link), note=link_note)))
+    return steps
+
+
+def remove_layers(plan: Plan, layers: list[tuple[Path, Path]]) -> None:
+    """Delete layers no image uses any more: their short link, then their directory."""
+    for directory, short in layers:
+        note = f"delete layer {directory.name[:12]} (no image uses it)"
+        plan.add(cmd("rm", "-f", str(short), note=note))
+        plan.add(cmd("rm", "-rf", "--one-file-system", str(directory), note=note,
+                     only_if=("test", "-d", str(directory))))
