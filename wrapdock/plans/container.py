@@ -50,12 +50,12 @@ def _q(word: str | Path) -> str:
     return shlex.quote(str(word))
 
 
-def _cap_wrappers(config: ContainerConfig) -> tuple[list[str], list[str], str]:
+def _cap_wrappers(config: ContainerConfig, extra: tuple[str, ...] = ()) -> tuple[list[str], list[str], str]:
     """(outer setpriv words, inner words after entering, final init exec line)."""
     if config.privileged:
         return [], [], 'exec "$@"'
     bounding = "--bounding-set=-all" + "".join(f",+{c}" for c in config.caps)
-    helpers = [c for c in HELPER_CAPS if c not in config.caps]
+    helpers = [c for c in (*HELPER_CAPS, *extra) if c not in config.caps]
     if not helpers:
         return ["setpriv", bounding], [], 'exec "$@"'
     outer = ["setpriv", "--inh-caps=" + ",".join(f"+{c}" for c in helpers), "setpriv", bounding]
@@ -286,7 +286,9 @@ def exec_step(config: ContainerConfig, pid: int, env: list[str], command: list[s
     drops the helper capabilities last, reached through a descriptor of its directory that is
     opened before entering (/proc/self/fd/9/busybox) and closed before the command runs.
     """
-    outer, drop, _ = _cap_wrappers(config)
+    # a workload that is not root: nsenter needs SYS_PTRACE to open its namespaces, dropped like the others
+    not_root = bool(config.user) and not config.user.startswith("0:")
+    outer, drop, _ = _cap_wrappers(config, ("sys_ptrace",) if not_root else ())
     join = "; ".join(cgroup_plans.join_commands(cgroups, config.id))
     ids = ["-S", user.split(":")[0], "-G", user.split(":")[1]] if user else []
     tail: list[str] = list(command)
