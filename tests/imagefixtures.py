@@ -112,13 +112,27 @@ def docker_archive(path: Path, images: dict[str, tuple[list[list[Member]], dict 
     return path
 
 
-BUSYBOX_BASE = "/bin/busybox"
+def static_program(code: bytes) -> bytes:
+    """A static x86-64 ELF executable of one loadable segment: no libc, no loader, no shell."""
+    import struct
+
+    base, offset = 0x400000, 64 + 56
+    header = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 0x3E, 1, base + offset, 64, 0, 0,
+                         64, 56, 1, 0, 0, 0)
+    size = offset + len(code)
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + segment + code
 
 
-def base_members(busybox: str = BUSYBOX_BASE) -> list[Member]:
-    """A minimal rootfs: the host's static busybox, /bin/sh, /tmp 1777, /etc/passwd."""
-    return [Member("bin", "dir", mode=0o755), Member("bin/busybox", data=Path(busybox).read_bytes(), mode=0o755),
-            Member("bin/sh", "symlink", target="/bin/busybox"), Member("bin/cat", "symlink", target="busybox"),
-            Member("bin/ls", "symlink", target="busybox"), Member("bin/stat", "symlink", target="busybox"),
-            Member("tmp", "dir", mode=0o1777), Member("etc", "dir", mode=0o755),
-            Member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")]
+def hello_program(text: bytes = b"hello from a static binary\n") -> bytes:
+    """write(1, text); exit(0)."""
+    import struct
+
+    code = (b"\xb8\x01\x00\x00\x00" + b"\xbf\x01\x00\x00\x00" + b"\x48\x8d\x35" + struct.pack("<i", 16)
+            + b"\xba" + struct.pack("<I", len(text)) + b"\x0f\x05" + b"\xb8\x3c\x00\x00\x00" + b"\x31\xff\x0f\x05")
+    return static_program(code + text)
+
+
+def pause_program() -> bytes:
+    """pause() forever: a PID 1 that only a signal with a default action it cannot ignore ends."""
+    return static_program(b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")

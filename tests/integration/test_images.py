@@ -1,0 +1,212 @@
+"""Real images (issue 15) end to end in sandbox hosts: archives made by umoci, skopeo, buildah and
+debootstrap are loaded, their layers stored once, their config honoured; hostile layers are refused
+before anything is written; a distroless image starts, execs and stops; nothing is left after rm.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.imagefixtures import Member, docker_archive, hello_program, oci_layout, pause_program
+from tests.integration import realimages
+from tests.integration.containerlab import DATA_DIR, assert_clean, usage_error, wait_for, wd
+from tests.integration.ctnet import Host
+from tests.sandbox import OUTSIDE_NS, UPLINK_IP
+
+pytestmark = pytest.mark.integration
+
+CANARY_DIR = "/run/canary"
+CANARY = f"{CANARY_DIR}/canary"
+
+
+@pytest.fixture(scope="session")
+def real_image():
+    """Build (or reuse from the cache) the images of a recipe of tests/integration/realimages.py."""
+    def get(name: str):
+        missing = realimages.missing_tools(name)
+        if missing:
+            pytest.fail(f"{', '.join(missing)} not installed: run ./scripts/setup --tests")
+        return realimages.build(name)
+    return get
+
+
+def store_listing(box) -> dict[str, list[str]]:
+    """What the image store holds: layer directories, short links, image records and directories."""
+    listing = {}
+    for part in ("layers", "l", "images"):
+        out = box.bash(f"ls -A {DATA_DIR}/{part} 2>/dev/null || true").stdout
+        listing[part] = sorted(out.split())
+    return listing
+
+
+def run_out(box, *args: str) -> str:
+    return wd(box, "run", "--rm", *args).stdout
+
+
+# -- hostile layers ----------------------------------------------------------------------------------------
+# Each would write to the host's canary (or beside it) if unpacked naively into a flattened tree.
+HOSTILE = {
+    "absolute": ([Member(f"{CANARY}", data=b"owned")], f"'{CANARY}' has an absolute path"),
+    "dotdot": ([Member("../../../canary/canary", data=b"owned")], "'../../../canary/canary' holds '..'"),
+    "symlink-then-write": ([Member("link", "symlink", target=CANARY_DIR), Member("link/canary", data=b"owned")],
+                           "'link/canary' is written through 'link'"),
+    "hardlink-to-host": ([Member("hl", "hardlink", target=CANARY), Member("hl", data=b"owned")],
+                         f"'{CANARY}' has an absolute path"),
+    "hardlink-relative": ([Member("hl", "hardlink", target="../../../canary/canary")], "holds '..'"),
+    "device": ([Member("dev/sda", "blk", devmajor=8)], "'dev/sda' is a device node"),
+    "overlay-xattr": ([Member("opt", "dir", xattrs={"trusted.overlay.opaque": "y"})],
+                      "'opt' sets the xattr trusted.overlay.opaque"),
+    "security-xattr": ([Member("bin/x", xattrs={"security.selinux": "unconfined_u"})], "security.selinux"),
+    "whiteout-dotdot": ([Member("etc/.wh...")], "whiteout of '..'"),
+    # layer 1 makes etc a symlink to the canary's directory; layer 2 writes etc/canary
+    "through-lower-symlink": ([Member("etc/canary", data=b"owned")],
+                              "'etc/canary' is written through the symlink 'etc' of a lower layer"),
+}
+
+
+def test_hostile_layers_are_refused_before_anything_is_written(sandbox, tmp_path):
+    box = sandbox
+    box.bash(f"mkdir -p {CANARY_DIR} && echo canary > {CANARY}")
+    for case, (members, expected) in HOSTILE.items():
+        base = [Member("etc", "symlink", target=CANARY_DIR)] if case == "through-lower-symlink" else [
+            Member("etc", "dir")]
+        layout = oci_layout(tmp_path / case, {"evil": ([base, members], {"Cmd": ["/x"]})})
+        error = usage_error(box, "image", "load", "-i", str(layout))
+        assert expected in error, (case, error)
+        assert "layer 2" in error, (case, error)
+    # a docker-save tarball goes through the same check
+    archive = docker_archive(tmp_path / "evil.tar", {"evil": ([HOSTILE["symlink-then-write"][0]], None)})
+    assert "written through 'link'" in usage_error(box, "image", "load", "-i", str(archive))
+    # the canary is untouched, nothing was written beside it or into the store
+    assert box.bash(f"cat {CANARY}; ls -A {CANARY_DIR}").stdout.split() == ["canary", "canary"]
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+    # and the same layers are accepted once the hostile member is gone (the check is not refusing all)
+    fine = oci_layout(tmp_path / "fine", {"fine": ([[Member("etc", "dir")], [Member("etc/canary", data=b"ok")]],
+                                                   {"Cmd": ["/x"]})})
+    wd(box, "image", "load", "-i", str(fine))
+    assert box.bash(f"cat {CANARY}").stdout == "canary\n"
+
+
+# -- images made by real tools -------------------------------------------------------------------------------
+def test_umoci_image_runs_with_its_config_and_layers_are_shared(sandbox, real_image):
+    box = sandbox
+    layout = real_image("umoci") / "oci"
+    # --print-only: the unpacking is commands (GNU tar, mknod, ...) and nothing changes
+    script = wd(box, "--print-only", "image", "load", "-i", str(layout)).stdout
+    assert "tar --extract --same-permissions --numeric-owner --xattrs --xattrs-include=security.capability" in script
+    assert "mknod " in script and "/etc/to-delete c 0 0" in script
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+
+    assert wd(box, "image", "load", "-i", str(layout)).stdout == "Loaded image: bb\nLoaded image: bb2\n"
+    listing = {line.split()[0]: line.split() for line in wd(box, "image", "ls").stdout.splitlines()[1:]}
+    assert listing["bb"][5] == "1" and listing["bb2"][5] == "2", listing  # LAYERS
+    assert len(store_listing(box)["layers"]) == 2  # bb's layer is bb2's first: stored once
+
+    # Entrypoint + Cmd, User (a name of the image's passwd), WorkingDir, Env
+    assert run_out(box, "bb2") == "hi\nhello from layer 2\n"
+    probe = ("id -u; id -g; pwd; echo $GREETING; ls /opt/data; test -e /etc/to-delete || echo gone; "
+             "stat -c %a /tmp; cat /tmp/new; stat -c %a /bin/suid-busybox; stat -c %h /etc/passwd")
+    assert run_out(box, "bb2", probe).split() == ["1000", "1000", "/home/app", "hello", "c", "gone", "1777", "new",
+                                                  "4755", "2"]
+    # the image below (bb) still has what bb2 deleted or replaced
+    assert run_out(box, "bb", "sh", "-c", "ls /opt/data; cat /etc/to-delete").split() == [
+        "a", "b", "delete", "me", "in", "layer", "2"]
+    # -u, -w, -e and --entrypoint override the config
+    assert run_out(box, "-u", "0", "-w", "/tmp", "-e", "GREETING=bye", "bb2", "id -u; pwd; echo $GREETING").split(
+    ) == ["0", "/tmp", "bye"]
+    assert run_out(box, "--entrypoint", "/bin/cat", "bb2", "/hello.txt") == "hello from layer 2\n"
+    (view,) = json.loads(wd(box, "image", "inspect", "bb2").stdout)
+    assert view["Config"]["Labels"] == {"org.example": "wrapdock"}
+    assert view["Config"]["ExposedPorts"] == {"8080/tcp": {}} and len(view["RootFS"]["Layers"]) == 2
+
+    # exec as the image's user, and as root with -u
+    wd(box, "run", "-d", "--name", "c1", "bb2", "exec sleep 1000")
+    assert box.wrapdock("--quiet", "exec", "c1", "id", "-u").stdout == "1000\n"
+    assert box.wrapdock("--quiet", "exec", "-u", "root", "c1", "id", "-u").stdout == "0\n"
+    wd(box, "image", "tag", "bb2", "bb2:v2")
+    assert "used by container(s) c1" in usage_error(box, "image", "rm", "bb2")
+    wd(box, "rm", "-f", "c1")
+
+    # rm keeps the layers another image still uses, and removes the rest with the last user
+    wd(box, "image", "rm", "bb2")
+    assert len(store_listing(box)["layers"]) == 2  # bb2:v2 still has them
+    wd(box, "image", "rm", "bb2:v2")
+    assert len(store_listing(box)["layers"]) == 1 and len(store_listing(box)["l"]) == 1  # bb's
+    wd(box, "image", "rm", "bb")
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+    assert_clean(box)
+
+
+def test_skopeo_formats_docker_archive_oci_archive_and_zstd_share_layers(sandbox, real_image):
+    box = sandbox
+    out = real_image("skopeo")
+    wd(box, "image", "load", "-i", str(out / "bb2.docker.tar"), "--name", "from-docker")
+    wd(box, "image", "load", "--input", str(out / "bb2.oci.tar"), "--name", "from-ocitar")
+    assert wd(box, "image", "load", "-i", str(out / "zstd")).stdout == "Loaded image: bb2zst\n"
+    for name in ("from-docker", "from-ocitar", "bb2zst"):
+        assert run_out(box, name) == "hi\nhello from layer 2\n", name
+        assert run_out(box, name, "ls /opt/data; test -e /etc/to-delete || echo gone").split() == ["c", "gone"]
+    # the same diff_ids whatever the format or compression: two layers in the store for the three images
+    assert len(store_listing(box)["layers"]) == 2
+    assert "already exists" in usage_error(box, "image", "load", "-i", str(out / "zstd"))
+    for name in ("from-docker", "from-ocitar", "bb2zst"):
+        wd(box, "image", "rm", name)
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+
+
+def test_buildah_opaque_directory_with_docker_media_types(sandbox, real_image):
+    box = sandbox
+    wd(box, "image", "load", "-i", str(real_image("buildah") / "oci-docker"))
+    # the opaque marker hides the lower layer's /opt/data/a and b: only c is left
+    assert run_out(box, "bhbb2") == "c\n"
+    marked = box.bash(f"cd {DATA_DIR}/layers && for d in */; do getfattr -h --only-values -n trusted.overlay.opaque "
+                      "$d/opt/data 2>/dev/null && echo \" $d\"; done; true").stdout
+    assert marked.startswith("y"), marked
+    (view,) = json.loads(wd(box, "image", "inspect", "bhbb2").stdout)
+    assert view["Config"]["Labels"]["built-by"] == "buildah"
+    wd(box, "image", "rm", "bhbb2")
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+
+
+def test_distroless_image_starts_execs_and_stops_with_nothing_of_its_own(sandbox, tmp_path):
+    box = sandbox
+    layers = [[Member("app", "dir"), Member("app/pause", data=pause_program(), mode=0o755),
+               Member("app/hello", data=hello_program(), mode=0o755)]]
+    wd(box, "image", "load", "-i", str(oci_layout(tmp_path / "dl", {"distroless": (layers, {"Entrypoint": [
+        "/app/pause"]})})))
+    assert run_out(box, "--entrypoint", "/app/hello", "distroless") == "hello from a static binary\n"
+    wd(box, "run", "-d", "--name", "dl", "distroless")
+    assert box.wrapdock("--quiet", "exec", "dl", "/app/hello").stdout == "hello from a static binary\n"
+    assert box.bash(f"ls {DATA_DIR}/containers/*/upper/bin 2>/dev/null || echo none").stdout == "none\n"
+    wd(box, "stop", "-t", "1", "dl")
+    wait_for(lambda: json.loads(wd(box, "ps", "-a", "--format", "json").stdout)[0]["state"]["status"] != "running",
+             what="dl stopped")
+    wd(box, "start", "dl")
+    assert box.wrapdock("--quiet", "exec", "dl", "/app/hello").stdout == "hello from a static binary\n"
+    wd(box, "rm", "-f", "dl")
+    wd(box, "image", "rm", "distroless")
+    assert_clean(box)
+
+
+def test_debian_image_real_userland_web_server_through_p_and_non_root_exec(sandbox, real_image, tmp_path):
+    box = sandbox
+    box.add_outside()
+    host = Host(box)
+    wd(box, "image", "load", "-i", str(real_image("debian") / "oci"), timeout=300)
+    assert "apt" in run_out(box, "deb", "apt-get", "--version").splitlines()[0]
+    assert run_out(box, "deb", "sh", "-c", "test -e /etc/motd || echo gone; readlink /proc/1/exe").split() == [
+        "gone", "/usr/bin/dash"]  # the image's own shell, not the host's busybox
+    host.network("webnet", "10.78.0.0/24")
+    (tmp_path / "index.html").write_text("from debian\n")
+    wd(box, "run", "-d", "--name", "web", "--net", "webnet", "-p", "8090:8000", "-v", f"{tmp_path}:/srv:ro",
+       "-w", "/srv", "-u", "app", "deb", "python3", "-m", "http.server", "8000")
+    host.wait_http(f"http://{UPLINK_IP}:8090/index.html", "from debian", where=OUTSIDE_NS, seconds=60)
+    assert box.wrapdock("--quiet", "exec", "web", "id", "-un").stdout == "app\n"
+    assert box.wrapdock("--quiet", "exec", "-u", "0", "web", "id", "-un").stdout == "root\n"
+    wd(box, "rm", "-f", "web")
+    wd(box, "network", "rm", "webnet")
+    wd(box, "image", "rm", "deb")
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}
+    assert_clean(box)
