@@ -11,7 +11,16 @@ import pytest
 
 from tests.imagefixtures import Member, docker_archive, hello_program, oci_layout, pause_program
 from tests.integration import realimages
-from tests.integration.containerlab import DATA_DIR, assert_clean, usage_error, wait_for, wd
+from tests.integration.containerlab import (
+    DATA_DIR,
+    assert_clean,
+    container_dirs,
+    leftover_mounts,
+    netns_list,
+    usage_error,
+    wait_for,
+    wd,
+)
 from tests.integration.ctnet import Host
 from tests.sandbox import OUTSIDE_NS, UPLINK_IP
 
@@ -200,6 +209,7 @@ def test_debian_image_real_userland_web_server_through_p_and_non_root_exec(sandb
         "gone", "/usr/bin/dash"]  # the image's own shell, not the host's busybox
     host.network("webnet", "10.78.0.0/24")
     (tmp_path / "index.html").write_text("from debian\n")
+    tmp_path.chmod(0o755)  # the server runs as app (uid 1000)
     wd(box, "run", "-d", "--name", "web", "--net", "webnet", "-p", "8090:8000", "-v", f"{tmp_path}:/srv:ro",
        "-w", "/srv", "-u", "app", "deb", "python3", "-m", "http.server", "8000")
     host.wait_http(f"http://{UPLINK_IP}:8090/index.html", "from debian", where=OUTSIDE_NS, seconds=60)
@@ -209,4 +219,5 @@ def test_debian_image_real_userland_web_server_through_p_and_non_root_exec(sandb
     wd(box, "network", "rm", "webnet")
     wd(box, "image", "rm", "deb")
     assert store_listing(box) == {"layers": [], "l": [], "images": []}
-    assert_clean(box)
+    assert container_dirs(box) == [] and netns_list(box) == [OUTSIDE_NS]
+    assert [m for m in leftover_mounts(box) if "/run/netns/outside" not in m] == []
