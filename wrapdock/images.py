@@ -182,9 +182,14 @@ def load(session: Session, path: str, rename: str | None) -> list[dict[str, Any]
                 targets.append((name, image))
     source = str(Path(path).resolve())
     with session.lock():
-        for name, _ in targets:
-            if get(session, name) is not None:
-                raise UsageError(f"image {name!r} already exists: remove it first (image rm {name})")
+        for name, image in targets:
+            existing = get(session, name)
+            if existing is not None and existing["id"] != image.config_digest.split(":", 1)[1]:
+                raise UsageError(f"image {name!r} already exists (another image): remove it first (image rm {name})")
+        # the same image under the same name again: nothing to do for it (as docker load)
+        present = {name for name, _ in targets if get(session, name) is not None}
+        targets = [(name, image) for name, image in targets if name not in present]
+        found = [image for image in found if any(image is i for _, i in targets)]
         checked: dict[str, Any] = {}
         layers_of: dict[int, list[tuple[str, int, Any]]] = {}
         for image in found:
@@ -200,7 +205,7 @@ def load(session: Session, path: str, rename: str | None) -> list[dict[str, Any]
                             "config": _config_subset(image.config)})
         completed = session.carry_out(plan) if plan.steps else []
         _write(session, completed, records)
-    return records
+    return [*records, *(get(session, name) or {"name": name} for name in sorted(present))]
 
 
 def import_tarball(session: Session, tarball: str, name: str) -> dict[str, Any]:

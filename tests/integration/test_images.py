@@ -159,7 +159,12 @@ def test_skopeo_formats_docker_archive_oci_archive_and_zstd_share_layers(sandbox
         assert run_out(box, name, "ls /opt/data; test -e /etc/to-delete || echo gone").split() == ["c", "gone"]
     # the same diff_ids whatever the format or compression: two layers in the store for the three images
     assert len(store_listing(box)["layers"]) == 2
-    assert "already exists" in usage_error(box, "image", "load", "-i", str(out / "zstd"))
+    # the same image again is nothing new; another image under a taken name is refused
+    assert wd(box, "image", "load", "-i", str(out / "zstd")).stdout == "Loaded image: bb2zst\n"
+    umoci_layout = real_image("umoci") / "oci"
+    wd(box, "image", "tag", "from-docker", "bb")
+    assert "'bb' already exists (another image)" in usage_error(box, "image", "load", "-i", str(umoci_layout))
+    wd(box, "image", "rm", "bb")
     for name in ("from-docker", "from-ocitar", "bb2zst"):
         wd(box, "image", "rm", name)
     assert store_listing(box) == {"layers": [], "l": [], "images": []}
