@@ -130,6 +130,18 @@ def test_umoci_image_runs_with_its_config_and_layers_are_shared(sandbox, real_im
     assert view["Config"]["Labels"] == {"org.example": "wrapdock"}
     assert view["Config"]["ExposedPorts"] == {"8080/tcp": {}} and len(view["RootFS"]["Layers"]) == 2
 
+    # -P publishes the image's ExposedPorts (8080/tcp) to a free host port: a page from the outside
+    box.add_outside()
+    host = Host(box)
+    host.network("pnet", "10.79.0.0/24")
+    wd(box, "run", "-d", "--name", "web", "--net", "pnet", "-P", "--entrypoint", "/bin/httpd", "bb2",
+       "-f", "-p", "8080", "-h", "/opt")
+    (line,) = wd(box, "port", "web").stdout.splitlines()
+    assert line.startswith("8080/tcp -> 0.0.0.0:"), line
+    host.wait_http(f"http://{UPLINK_IP}:{line.rpartition(':')[2]}/data/c", "c", where=OUTSIDE_NS)
+    wd(box, "rm", "-f", "web")
+    wd(box, "network", "rm", "pnet")
+
     # exec as the image's user, and as root with -u
     wd(box, "run", "-d", "--name", "c1", "bb2", "exec sleep 1000")
     assert box.wrapdock("--quiet", "exec", "c1", "id", "-u").stdout == "1000\n"
@@ -145,7 +157,7 @@ def test_umoci_image_runs_with_its_config_and_layers_are_shared(sandbox, real_im
     assert len(store_listing(box)["layers"]) == 1 and len(store_listing(box)["l"]) == 1  # bb's
     wd(box, "image", "rm", "bb")
     assert store_listing(box) == {"layers": [], "l": [], "images": []}
-    assert_clean(box)
+    assert container_dirs(box) == [] and netns_list(box) == [OUTSIDE_NS]
 
 
 def test_skopeo_formats_docker_archive_oci_archive_and_zstd_share_layers(sandbox, real_image):
