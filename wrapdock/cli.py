@@ -406,7 +406,7 @@ def commit_command(container: str, image: str) -> None:
 # -- images -------------------------------------------------------------------------------------
 @cli.group("image", cls=AliasGroup, aliases={"list": "ls", "remove": "rm"})
 def image_group() -> None:
-    """Manage images (load, import, ls|list, inspect, tag, rm|remove)."""
+    """Manage images (load, save, import, ls|list, inspect, tag, rm|remove)."""
 
 
 @image_group.command("load")
@@ -425,6 +425,21 @@ def image_load(path: str, name: str | None) -> None:
     else:
         for record in records:
             click.echo(f"Loaded image: {record['name']}")
+
+
+@image_group.command("save")
+@click.option("--output", "-o", required=True, help="The archive to write.")
+@click.option("--format", "archive_format", type=click.Choice(["oci", "docker"]), default="oci", show_default=True,
+              help="oci: an OCI layout as a tar (oci-archive); docker: the same with Docker's manifest.json.")
+@click.argument("names_", metavar="IMAGE...", nargs=-1, required=True)
+@print_only_option
+def image_save(output: str, archive_format: str, names_: tuple[str, ...]) -> None:
+    """Write images to an archive that docker/podman load, skopeo and umoci read."""
+    from wrapdock import images
+
+    session = _session()
+    saved = images.save(session, list(names_), output, archive_format)
+    _report(session, saved)
 
 
 @image_group.command("tag")

@@ -582,8 +582,8 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool, user: str
 
 
 def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
-    from wrapdock.plans import image as image_plans
-
+    """The container's layer as a new layer over its image's (files changed while it runs may be caught
+    half-way: stop it first for a consistent layer)."""
     image = images.check_image_name(image)
     session.require_root()
     record = find(session, ref)
@@ -591,6 +591,4 @@ def commit(session: Session, ref: str, image: str) -> dict[str, Any]:
         if images.get(session, image) is not None:
             raise UsageError(f"image {image!r} already exists")
         paths = paths_of(session, record["id"])
-        plan = image_plans.commit(images.image_dir(session, image), image, record["name"], paths.upper,
-                                  images.lowerdirs(session, record["image"]), paths.dir / "commit")
-        return images.make(session, image, plan, f"commit {record['name']}")
+        return images.commit(session, image, record["name"], record["image"], paths.upper)

@@ -14,7 +14,7 @@ from typing import Any
 
 from wrapdock import imagerefs, imagestore, names
 from wrapdock.errors import EnvironmentProblem, UsageError
-from wrapdock.plan import Plan
+from wrapdock.plan import Plan, cmd
 from wrapdock.plans import image as image_plans
 from wrapdock.session import Session
 
@@ -296,3 +296,160 @@ def inspect(session: Session, names_: list[str]) -> list[dict[str, Any]]:
             "LayerDirs": list(reversed(imagestore.lowerdirs(session, record))),
         })
     return views
+
+
+# -- save ---------------------------------------------------------------------------------------------------
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _json_line(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def save(session: Session, names_: list[str], output: str, fmt: str) -> list[str]:
+    """`image save -o FILE`: an OCI layout as a tar (`--format oci`), with Docker's manifest.json too
+    (`--format docker`, as Docker >= 25 writes). Layers are written uncompressed by
+    `python3 -m wrapdock.layertar` (whiteouts back to `.wh.` files); their diff_ids are computed first."""
+    import hashlib
+    import sys
+
+    from wrapdock import layertar
+    from wrapdock.imagearchives import host_architecture
+
+    if fmt not in ("oci", "docker"):
+        raise UsageError(f"invalid --format {fmt!r}: oci or docker")
+    records = [require(session, name) for name in names_]
+    target = Path(output).resolve()
+    if not target.parent.is_dir():
+        raise UsageError(f"no such directory: {target.parent}")
+    stage = target.parent / f".{target.name}.wrapdock-save"
+    blobs = stage / "blobs" / "sha256"
+    plan = Plan(f"save {', '.join(r['name'] for r in records)} to {target}")
+    note = f"an OCI image layout in {stage}, then the archive {target}"
+    plan.add(cmd("rm", "-rf", "--one-file-system", str(stage), note=note,
+                             only_if=("test", "-e", str(stage))))
+    plan.add(cmd("mkdir", "-p", str(blobs), note=note,
+                             undo=cmd("rm", "-rf", "--one-file-system", str(stage), note=note)))
+    written: dict[str, str] = {}  # layer dir (or blob path) -> its diff_id (digest) in the archive
+    sizes: dict[str, int] = {}
+    index, manifest_json = [], []
+
+    def blob(text: str) -> tuple[str, int]:
+        data = (text + "\n").encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = blobs / digest.split(":")[1]
+        if str(path) not in written:
+            written[str(path)] = digest
+            plan.add(cmd("install", "-m", "644", "/dev/stdin", str(path), stdin=[text], note=note))
+        return digest, len(data)
+
+    for record in records:
+        dirs = list(reversed(imagestore.lowerdirs(session, record)))  # bottom first
+        layers = []
+        for directory in dirs:
+            real = os.path.realpath(directory)
+            if real not in written:
+                diff_id, sizes[real] = layertar.digest(real)
+                written[real] = diff_id
+                plan.add(cmd("sh", "-c", 'exec "$1" -m wrapdock.layertar --layer "$2" > "$3"', "wrapdock-save",
+                             sys.executable, real, str(blobs / diff_id.split(":")[1]),
+                             note=f"layer {diff_id[:19]} as a tar (whiteouts as .wh. files)"))
+            layers.append((written[real], sizes[real]))
+        kept = {k: v for k, v in (record.get("config") or {}).items() if k not in ("history",)}
+        config = {"architecture": host_architecture(), "os": "linux", "config": {}, **kept,
+                  "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}}
+        config_digest, config_size = blob(_json_line(config))
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                               "size": config_size},
+                    "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": size} for d, size in layers]}
+        manifest_digest, manifest_size = blob(_json_line(manifest))
+        name = record["name"]
+        index.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+                      "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": name,
+                                                             "io.containerd.image.name": name}})
+        tagged = name if ":" in name.rpartition("/")[2] else f"{name}:latest"
+        manifest_json.append({"Config": f"blobs/sha256/{config_digest.split(':')[1]}", "RepoTags": [tagged],
+                              "Layers": [f"blobs/sha256/{d.split(':')[1]}" for d, _ in layers]})
+    files = ["oci-layout", "index.json", "blobs"]
+    plan.add(cmd("install", "-m", "644", "/dev/stdin", str(stage / "oci-layout"),
+                             stdin=[_json_line({"imageLayoutVersion": "1.0.0"})], note=note))
+    plan.add(cmd("install", "-m", "644", "/dev/stdin", str(stage / "index.json"),
+                             stdin=[_json_line({"schemaVersion": 2, "manifests": index})], note=note))
+    if fmt == "docker":
+        plan.add(cmd("install", "-m", "644", "/dev/stdin", str(stage / "manifest.json"),
+                                 stdin=[_json_line(manifest_json)], note=note))
+        files.append("manifest.json")
+    plan.add(cmd("tar", "--create", "--numeric-owner", "--file", str(target), "--directory", str(stage),
+                             *files, note=note, undo=cmd("rm", "-f", str(target), note=note)))
+    plan.add(cmd("rm", "-rf", "--one-file-system", str(stage), note=note))
+    session.carry_out(plan)
+    return [r["name"] for r in records]
+
+
+# -- commit -------------------------------------------------------------------------------------------------
+def _generated_layer(session: Session, mode: str, directory: str, view: Any,
+                     checked: dict[str, Any]) -> tuple[str, int, Any, Any]:
+    """A directory as a layer: its tar (wrapdock.layertar) hashed and checked like any loaded layer now,
+    and unpacked into the store by a command that generates the same tar again."""
+    import sys
+    import threading
+
+    from wrapdock import layercheck, layertar
+
+    read_end, write_end = os.pipe()
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_end, "wb") as out:
+                layertar.write(directory, out, mode == "--upper")
+        except OSError:
+            pass  # the check stopped reading: it refused the layer
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    with os.fdopen(read_end, "rb") as handle:
+        layer = layercheck.check_layer(handle, view)
+    producer.join()
+    unpack = None
+    if not imagestore.has_layer(session, layer.diff_id) and layer.diff_id not in checked:
+        unpack = image_plans.LayerUnpack(
+            layer.diff_id, directory, None, "", imagestore.layer_dir(session, layer.diff_id),
+            imagestore.partial_dir(session, layer.diff_id), imagestore.link(session, layer.diff_id), layer.index,
+            generate=(sys.executable, mode, directory))
+        checked[layer.diff_id] = unpack
+    return layer.diff_id, layer.size, unpack, layer.index
+
+
+def commit(session: Session, name: str, container: str, base_name: str, upper: Path) -> dict[str, Any]:
+    """The container's upper directory as a new layer on its image's layers (whiteouts and opaque
+    directories included); an image made before layers (busybox) becomes a layer of its own first."""
+    from wrapdock import layercheck
+
+    base = require(session, base_name)
+    checked: dict[str, Any] = {}
+    view: layercheck.View = {}
+    layers: list[dict[str, Any]] = []
+    if "layers" in base:
+        for layer in base["layers"]:
+            layers.append(dict(layer))
+            view = layercheck.apply(view, layercheck.scan_layer_dir(str(imagestore.layer_dir(session,
+                                                                                             layer["diff_id"]))))
+    else:
+        rootfs = str(imagestore.legacy_dir(session, base) / "rootfs")
+        diff_id, size, _, index = _generated_layer(session, "--layer", rootfs, view, checked)
+        layers.append({"diff_id": diff_id, "size": size})
+        view = layercheck.apply(view, index)
+    diff_id, size, _, _ = _generated_layer(session, "--upper", str(upper), view, checked)
+    layers.append({"diff_id": diff_id, "size": size})
+    plan = Plan(f"commit container {container} as image {name}")
+    for unpack in checked.values():
+        plan.extend(image_plans.unpack_layer(unpack))
+    record = _record(name, f"commit {container}", layers=layers)
+    if "config" in base:
+        record["config"] = base["config"]
+    completed = session.carry_out(plan) if plan.steps else []
+    _write(session, completed, [record])
+    return record

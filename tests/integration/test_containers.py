@@ -274,7 +274,8 @@ def test_commit_makes_an_image_that_runs_and_is_protected_while_used(sandbox):
 
     error = usage_error(box, "image", "rm", "web-snapshot")
     assert "used by container(s) user" in error
-    assert box.sh("test", "-d", f"{DATA_DIR}/images/web-snapshot/rootfs", check=False).returncode == 0
+    # a layer over its image's: busybox's root filesystem became a layer of its own, the container's layer another
+    assert len(box.bash(f"ls {DATA_DIR}/layers").stdout.split()) == 2
 
     wd(box, "rm", "user")
     assert wd(box, "image", "rm", "web-snapshot").stdout == "web-snapshot\n"
@@ -282,6 +283,7 @@ def test_commit_makes_an_image_that_runs_and_is_protected_while_used(sandbox):
     assert names == ["busybox"]
     assert box.sh("test", "-e", f"{DATA_DIR}/images/web-snapshot", check=False).returncode != 0
     assert box.sh("test", "-e", f"{DATA_DIR}/images/web-snapshot.json", check=False).returncode != 0
+    assert box.bash(f"ls -A {DATA_DIR}/layers {DATA_DIR}/l").stdout.split() == [f"{DATA_DIR}/l:", f"{DATA_DIR}/layers:"]
 
     wd(box, "rm", "-f", "web")
     assert_clean(box)

@@ -6,6 +6,7 @@ before anything is written; a distroless image starts, execs and stops; nothing 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -238,3 +239,45 @@ def test_debian_image_real_userland_web_server_through_p_and_non_root_exec(sandb
     assert store_listing(box) == {"layers": [], "l": [], "images": []}
     assert container_dirs(box) == [] and netns_list(box) == [OUTSIDE_NS]
     assert [m for m in leftover_mounts(box) if "/run/netns/outside" not in m] == []
+
+
+def test_commit_adds_a_layer_and_save_writes_archives_real_tools_read(sandbox, real_image, tmp_path):
+    box = sandbox
+    wd(box, "image", "load", "-i", str(real_image("umoci") / "oci"))
+    wd(box, "run", "-d", "--name", "c1", "-u", "0", "bb2", "exec sleep 1000")
+    change = "echo new > /added; rm /hello.txt; rm -rf /opt/data; mkdir /opt/data; echo d > /opt/data/d"
+    wd(box, "exec", "c1", "sh", "-c", change)
+    wd(box, "stop", "-t", "0", "c1")
+    assert wd(box, "commit", "c1", "snap").stdout == "snap\n"
+    (view,) = json.loads(wd(box, "image", "inspect", "snap").stdout)
+    assert len(view["RootFS"]["Layers"]) == 3 and view["Config"]["Labels"] == {"org.example": "wrapdock"}
+    top = view["RootFS"]["Layers"][2].split(":")[1]
+    # the init's mount points and /etc files are not part of the layer; a whiteout and an opaque dir are
+    layer = f"{DATA_DIR}/layers/{top}"
+    assert box.bash(f"cd {layer} && ls -A . etc; stat -c %F hello.txt").stdout.split() == [
+        ".:", "added", "etc", "hello.txt", "opt", "etc:", "character", "special", "file"]  # etc: only copied up
+    assert box.bash(f"getfattr -h --only-values -n trusted.overlay.opaque {layer}/opt/data").stdout == "y"
+    probe = "cat /added; test -e /hello.txt || echo gone; ls /opt/data"
+    assert run_out(box, "-u", "0", "snap", probe).split() == ["new", "gone", "d"]
+
+    oci, docker = tmp_path / "snap.oci.tar", tmp_path / "snap.docker.tar"
+    assert wd(box, "image", "save", "-o", str(oci), "snap").stdout == "snap\n"
+    wd(box, "image", "save", "--format", "docker", "-o", str(docker), "snap", "bb")
+    for reference in (f"oci-archive:{oci}:snap", f"docker-archive:{docker}:snap:latest"):
+        proc = box.sh("skopeo", "inspect", reference, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert len(json.loads(proc.stdout)["Layers"]) == 3, reference
+    box.bash(f"mkdir {tmp_path}/layout && tar -C {tmp_path}/layout -xf {oci} && "
+             f"umoci unpack --image {tmp_path}/layout:snap {tmp_path}/bundle")
+    assert box.bash(f"cd {tmp_path}/bundle/rootfs && cat added && ls opt/data && ls hello.txt 2>&1; true").stdout.split(
+    ) == ["new", "d", "ls:", "cannot", "access", "'hello.txt':", "No", "such", "file", "or", "directory"]
+    # and wrapdock loads its own archives: the same files
+    wd(box, "image", "load", "-i", str(docker), "--name", "again", code=2)  # two images: --name refused
+    wd(box, "image", "load", "-i", str(oci), "--name", "again")
+    assert run_out(box, "-u", "0", "again", probe).split() == ["new", "gone", "d"]
+    if shutil.which("podman"):
+        box.sh("podman", "load", "-i", str(docker))
+    wd(box, "rm", "c1")
+    for name in ("snap", "again", "bb2", "bb"):
+        wd(box, "image", "rm", name)
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}

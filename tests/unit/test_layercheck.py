@@ -220,3 +220,25 @@ def test_users_come_from_the_images_passwd_through_its_layers(tmp_path) -> None:
         imageconfig.resolve_user("nobody", tree)
     assert imageconfig.find_program("python3", ("PATH=/bin",), "/usr/bin", tree) == "/bin/python3"
     assert imageconfig.find_program("perl", (), "/usr/bin:/bin", tree) is None
+
+
+def test_a_layer_directory_becomes_the_same_tar_every_time(tmp_path) -> None:
+    from wrapdock import layertar
+
+    root = tmp_path / "layer"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (root / "etc/passwd.hardlink").hardlink_to(root / "etc/passwd")
+    (root / "bin").mkdir()
+    (root / "bin/sh").symlink_to("/bin/busybox")
+    (root / "proc").mkdir()  # an init mount point: only left out of a container's upper directory
+    first, second = io.BytesIO(), io.BytesIO()
+    layertar.write(str(root), first)
+    layertar.write(str(root), second)
+    assert first.getvalue() == second.getvalue()
+    checked = layercheck.check_layer(io.BytesIO(first.getvalue()), {})
+    assert (checked.diff_id, checked.size) == layertar.digest(str(root))
+    assert set(checked.index.nodes) == {"bin", "bin/sh", "etc", "etc/passwd", "etc/passwd.hardlink", "proc"}
+    upper = io.BytesIO()
+    layertar.write(str(root), upper, upper=True)
+    assert "proc" not in layercheck.check_layer(io.BytesIO(upper.getvalue()), {}).index.nodes

@@ -49,22 +49,6 @@ def import_tarball(image_dir: Path, tarball: str, name: str) -> Plan:
     return plan
 
 
-def commit(image_dir: Path, name: str, container: str, upper: Path, lower: list[str], mountpoint: Path) -> Plan:
-    """Flatten the container's layer over its image: a read-only overlay of both, copied out."""
-    plan = Plan(f"commit container {container} as image {name}")
-    note = f"copy {container}'s files (its layer over its image) into {image_dir / 'rootfs'}"
-    _start(plan, image_dir, note)
-    plan.add(cmd("mkdir", "-p", str(mountpoint), note=note,
-                 undo=cmd("rmdir", str(mountpoint), note=note, only_if=("test", "-d", str(mountpoint)))))
-    plan.add(cmd("mount", "-t", "overlay", f"wrapdock-commit-{name}", "-o", f"ro,lowerdir={upper}:{':'.join(lower)}",
-                 str(mountpoint), note=note,
-                 undo=cmd("umount", str(mountpoint), note=note, only_if=("mountpoint", "-q", str(mountpoint)))))
-    plan.add(cmd("cp", "-a", f"{mountpoint}/.", str(image_dir / "rootfs") + "/", note=note))
-    plan.add(cmd("umount", str(mountpoint), note=note))
-    plan.add(cmd("rmdir", str(mountpoint), note=note))
-    return plan
-
-
 def remove(image_dir: Path, name: str) -> Plan:
     plan = Plan(f"remove image {name}")
     plan.add(cmd("rm", "-rf", "--one-file-system", str(image_dir), note=f"delete {image_dir}",
@@ -89,6 +73,7 @@ class LayerUnpack:
     partial: Path  # DATA_DIR/layers/HEX.partial
     link: Path  # DATA_DIR/l/SHORT
     index: LayerIndex
+    generate: tuple[str, ...] = ()  # (python, --layer|--upper, DIR): the tar comes from wrapdock.layertar
 
 
 def _tar_command(layer: LayerUnpack) -> tuple[str, ...]:
@@ -96,6 +81,10 @@ def _tar_command(layer: LayerUnpack) -> tuple[str, ...]:
     file capabilities and no other xattr; whiteout files are left out (converted afterwards)."""
     options = ("--extract", "--same-permissions", "--numeric-owner", *TAR_XATTRS, "--exclude=.wh.*",
                *DECOMPRESS[layer.compression])
+    if layer.generate:
+        script = ('set -o pipefail; "$1" -m wrapdock.layertar "$2" "$3" | '
+                  'tar "${@:5}" --file - --directory "$4"')
+        return ("bash", "-c", script, "wrapdock-unpack", *layer.generate, str(layer.partial), *options)
     if layer.member is None:
         return ("tar", *options, "--file", layer.host_path, "--directory", str(layer.partial))
     script = ('set -o pipefail; tar --extract --to-stdout --file "$1" --no-wildcards -- "$2" | '
