@@ -281,3 +281,18 @@ def test_commit_adds_a_layer_and_save_writes_archives_real_tools_read(sandbox, r
     for name in ("snap", "again", "bb2", "bb"):
         wd(box, "image", "rm", name)
     assert store_listing(box) == {"layers": [], "l": [], "images": []}
+
+
+def test_load_rolls_back_a_fault_at_every_step(sandbox, real_image):
+    box = sandbox
+    layout = str(real_image("umoci") / "oci")
+    for step in range(1, 40):
+        proc = box.wrapdock("--quiet", "image", "load", "-i", layout, check=False, env={"WRAPDOCK_FAIL_AT": str(step)})
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1 and "injected fault" in proc.stderr, proc.stderr
+        assert store_listing(box) == {"layers": [], "l": [], "images": []}, step
+    else:
+        raise AssertionError("the load never got through")
+    assert step > 8  # two layers: mkdir, tar, conversions, mv, link for each
+    assert run_out(box, "bb2") == "hi\nhello from layer 2\n"
