@@ -242,3 +242,16 @@ def test_a_layer_directory_becomes_the_same_tar_every_time(tmp_path) -> None:
     upper = io.BytesIO()
     layertar.write(str(root), upper, upper=True)
     assert "proc" not in layercheck.check_layer(io.BytesIO(upper.getvalue()), {}).index.nodes
+
+
+def test_docker_25_archive_reads_its_manifest_json_not_its_index(tmp_path) -> None:
+    """Docker >= 25 writes an OCI layout and a manifest.json; 25.0's index could list no layers."""
+    layout = oci_layout(tmp_path / "d25", {"latest": ([[Member("a", data=b"1")]], {"Cmd": ["/a"]})}, compress=False)
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    (layout / "manifest.json").write_text(json.dumps([{
+        "Config": "blobs/sha256/" + manifest["config"]["digest"].split(":")[1], "RepoTags": ["docker.io/library/x:1"],
+        "Layers": ["blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]]}]))
+    (image,) = imagearchives.read(str(layout))
+    assert image.refs == ["docker.io/library/x:1"] and imagerefs.normalize(image.refs[0]) == "x:1"
+    assert image.layers[0].digest == manifest["layers"][0]["digest"]
