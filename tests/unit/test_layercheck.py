@@ -255,3 +255,14 @@ def test_docker_25_archive_reads_its_manifest_json_not_its_index(tmp_path) -> No
     (image,) = imagearchives.read(str(layout))
     assert image.refs == ["docker.io/library/x:1"] and imagerefs.normalize(image.refs[0]) == "x:1"
     assert image.layers[0].digest == manifest["layers"][0]["digest"]
+
+
+def test_overlay_mount_options_stay_within_a_page() -> None:
+    from wrapdock import imagestore
+
+    short = [f"/var/lib/wrapdock/l/{i:020x}" for i in range(90)]
+    imagestore.check_mount_data(short, "/var/lib/wrapdock/containers/x/upper", "/var/lib/wrapdock/containers/x/work")
+    with pytest.raises(UsageError, match="exceed the kernel's 4096-byte limit"):
+        imagestore.check_mount_data(short * 2, "/u", "/w")
+    with pytest.raises(UsageError, match="holds ':' or ','"):
+        imagestore.check_mount_data(["/a:b"], "/u", "/w")
