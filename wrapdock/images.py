@@ -117,7 +117,7 @@ def _checked_layers(session: Session, blobs: list, expected: list[str] | None, w
         diff_id = expected[position] if expected else None
         if diff_id and imagestore.has_layer(session, diff_id) and diff_id not in checked:
             index = layercheck.scan_layer_dir(str(imagestore.layer_dir(session, diff_id)))
-            result.append((diff_id, _dir_size(imagestore.layer_dir(session, diff_id)), None))
+            result.append((diff_id, _known_size(session, diff_id), None))
             view = layercheck.apply(view, index)
             continue
         with imagearchives.open_blob(blob) as handle:
@@ -142,6 +142,15 @@ def _checked_layers(session: Session, blobs: list, expected: list[str] | None, w
         result.append((layer.diff_id, layer.size, unpack))
         view = layercheck.apply(view, layer.index)
     return result
+
+
+def _known_size(session: Session, diff_id: str) -> int:
+    """A stored layer's size as its first image recorded it (its tar's), else what it holds on disk."""
+    for record in imagestore.all_records(session):
+        for layer in record.get("layers") or []:
+            if layer["diff_id"] == diff_id:
+                return layer["size"]
+    return _dir_size(imagestore.layer_dir(session, diff_id))
 
 
 def _dir_size(path: Path) -> int:

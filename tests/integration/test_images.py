@@ -199,11 +199,17 @@ def test_buildah_opaque_directory_with_docker_media_types(sandbox, real_image):
 
 def test_distroless_image_starts_execs_and_stops_with_nothing_of_its_own(sandbox, tmp_path):
     box = sandbox
+    cap_net_raw = (b"\x01\x00\x00\x02" + b"\x00\x20\x00\x00" + b"\x00" * 12).decode("utf-8", "surrogateescape")
     layers = [[Member("app", "dir"), Member("app/pause", data=pause_program(), mode=0o755),
-               Member("app/hello", data=hello_program(), mode=0o755)]]
+               Member("app/hello", data=hello_program(), mode=0o755),
+               Member("app/ping", data=hello_program(), mode=0o4755, xattrs={"security.capability": cap_net_raw})]]
     wd(box, "image", "load", "-i", str(oci_layout(tmp_path / "dl", {"distroless": (layers, {"Entrypoint": [
         "/app/pause"]})})))
     assert run_out(box, "--entrypoint", "/app/hello", "distroless") == "hello from a static binary\n"
+    # setuid and the file capability survive the unpacking
+    assert box.bash(f"cd {DATA_DIR}/layers/* && stat -c %a app/ping && "
+                    "getfattr -h -e hex -n security.capability app/ping").stdout.split() == [
+        "4755", "#", "file:", "app/ping", "security.capability=0x0100000200200000000000000000000000000000"]
     wd(box, "run", "-d", "--name", "dl", "distroless")
     assert box.wrapdock("--quiet", "exec", "dl", "/app/hello").stdout == "hello from a static binary\n"
     assert box.bash(f"ls {DATA_DIR}/containers/*/upper/bin 2>/dev/null || echo none").stdout == "none\n"
