@@ -302,3 +302,18 @@ def test_load_rolls_back_a_fault_at_every_step(sandbox, real_image):
         raise AssertionError("the load never got through")
     assert step > 8  # two layers: mkdir, tar, conversions, mv, link for each
     assert run_out(box, "bb2") == "hi\nhello from layer 2\n"
+
+
+def test_the_print_only_script_of_a_load_unpacks_the_same_layers(sandbox, sandbox_factory, real_image, tmp_path):
+    layout = str(real_image("umoci") / "oci")
+    script = tmp_path / "load.sh"
+    script.write_text(wd(sandbox, "--print-only", "image", "load", "-i", layout).stdout)
+    wd(sandbox, "image", "load", "-i", layout)
+    other = sandbox_factory()
+    other.bash(f"bash {script}", timeout=120)  # wrapdock never runs there
+    listing = f"cd {DATA_DIR}/layers && find . -printf '%p %y %m %U:%G %s\\n' | sort; ls -l {DATA_DIR}/l | wc -l"
+    assert other.bash(listing).stdout == sandbox.bash(listing).stdout
+    # the script records no image; wrapdock there finds the layers in place and only records it
+    loaded = other.wrapdock("image", "load", "-i", layout, check=False)
+    assert loaded.returncode == 0 and "tar --extract" not in loaded.stderr, loaded.stderr
+    assert run_out(other, "bb2") == "hi\nhello from layer 2\n"
