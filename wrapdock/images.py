@@ -27,7 +27,7 @@ def check_image_name(name: str) -> str:
 
 
 def image_dir(session: Session, name: str) -> Path:
-    """The directory of an image made as one root filesystem (busybox, commit): DIR/rootfs."""
+    """The directory of an image made as one root filesystem (the default busybox): DIR/rootfs."""
     return session.data_dir / "images" / imagerefs.file_key(name)
 
 
@@ -84,7 +84,7 @@ def _write(session: Session, completed: list, records: list[dict[str, Any]]) -> 
 
 
 def make(session: Session, name: str, plan, source: str) -> dict[str, Any]:
-    """Carry out a plan that makes a one-directory image (busybox, commit) and record the image."""
+    """Carry out a plan that makes a one-directory image (the default busybox) and record the image."""
     completed = session.carry_out(plan)
     record = _record(name, source)
     _write(session, completed, [record])
@@ -283,11 +283,6 @@ def remove(session: Session, name: str, users: list[str]) -> None:
 
 def size(session: Session, name: str) -> int:
     return imagestore.size(session, require(session, name))
-
-
-def rootfs(session: Session, name: str) -> Path:
-    """The root filesystem of a one-directory image (busybox, commit)."""
-    return imagestore.legacy_dir(session, require(session, name)) / "rootfs"
 
 
 def inspect(session: Session, names_: list[str]) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
   DATA_DIR/layers/HEX          a layer's files (HEX: its diff_id), whiteouts as 0/0 character devices
   DATA_DIR/l/SHORT             a short link to it: the overlay mount data is one page (4096 bytes)
   DATA_DIR/images/KEY.json     an image record: its name, config and layers (bottom first)
-  DATA_DIR/images/KEY/rootfs   the single root filesystem of the images made before layers (busybox,
-                               commits): a record without "layers" uses it as its only layer
+  DATA_DIR/images/KEY/rootfs   the single root filesystem of the default busybox image (made from the
+                               host's busybox, not from a tar): a record without "layers" uses it as
+                               its only layer
 
 The container side asks for one thing only: `lowerdirs(record)`, the directories to stack, topmost first.
 """

@@ -1,4 +1,4 @@
-"""The steps that make images: the default busybox root filesystem, layers unpacked into the store, commits."""
+"""The steps that make images: the default busybox root filesystem, layers unpacked into the store."""
 
 from __future__ import annotations
 
