@@ -18,6 +18,7 @@ a rule only when its comment is wrapdock's. Anything else is not reported and ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -158,6 +159,9 @@ class Facts:
     busy_cgroups: set[Path] = field(default_factory=set)  # dirs that still hold processes
     container_dirs: dict[str, Path] = field(default_factory=dict)  # id -> DATA_DIR/containers/ID
     dir_pids: dict[str, int] = field(default_factory=dict)  # id -> live PID of an unrecorded dir
+    layer_dirs: dict[str, Path] = field(default_factory=dict)  # name in DATA_DIR/layers -> path (HEX, HEX.partial)
+    layer_links: dict[str, Path] = field(default_factory=dict)  # name in DATA_DIR/l -> path
+    used_layers: set[str] | None = field(default_factory=set)  # HEX of every image's layers; None: unknown
     mounts: list[Mount] = field(default_factory=list)
     # the state
     networks: list[Network] = field(default_factory=list)
@@ -367,6 +371,22 @@ def _read_container_dirs(facts: Facts) -> None:
                     facts.dir_pids[child.name] = pid
 
 
+def _read_layers(session: Session, facts: Facts) -> None:
+    """The image store's layer directories and links, and the layers image records name."""
+    for folder, found in (("layers", facts.layer_dirs), ("l", facts.layer_links)):
+        with contextlib.suppress(OSError):  # no such folder: nothing stored yet
+            found.update({entry.name: Path(entry.path) for entry in os.scandir(facts.data_dir / folder)})
+    if not facts.layer_dirs and not facts.layer_links:
+        return
+    try:
+        records = session.images.all("image")
+    except StateError as exc:  # a layer of an unreadable record is not provably unused
+        facts.broken_state.append(exc.message)
+        facts.used_layers = None
+        return
+    facts.used_layers = {layer["diff_id"].split(":", 1)[1] for r in records for layer in r.get("layers") or []}
+
+
 SYSCTLS = {
     "ip_forward": "/proc/sys/net/ipv4/ip_forward",
     "bridge-nf-call-iptables": "/proc/sys/net/bridge/bridge-nf-call-iptables",
@@ -427,6 +447,7 @@ def gather(session: Session, environment: bool = True) -> Facts:
         facts.iptables_error = "reading iptables needs root" if facts.euid else "iptables-save is not installed"
     _read_cgroups(facts)
     _read_container_dirs(facts)
+    _read_layers(session, facts)
     facts.mounts = [m for m in parse_mountinfo(_read("/proc/self/mountinfo") or "")
                     if m.source.startswith(MOUNT_PREFIX)]
     _read_runtime(facts)
@@ -470,6 +491,7 @@ class Assessment:
     orphan_cgroups: list[Path] = field(default_factory=list)  # removable (empty, or emptied by a kill)
     busy_cgroups: list[Path] = field(default_factory=list)  # orphaned but still holding processes
     orphan_dirs: list[Path] = field(default_factory=list)
+    orphan_layers: list[Path] = field(default_factory=list)  # layer dirs and links no image names
     orphan_processes: dict[str, int] = field(default_factory=dict)  # id -> PID (its dir has no record)
     orphan_leases: list[tuple[str, str, str]] = field(default_factory=list)  # (network, address, owner)
     orphan_ipam: list[str] = field(default_factory=list)
@@ -667,6 +689,11 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
                 continue
             if record is None or not any(e["network"] == name and e["address"] == address for e in record["endpoints"]):
                 a.orphan_leases.append((name, address, owner))
+    if facts.used_layers is not None:
+        used = facts.used_layers
+        a.orphan_layers = [path for name, path in sorted(facts.layer_links.items())
+                           if not any(h.startswith(name) for h in used)]
+        a.orphan_layers += [path for name, path in sorted(facts.layer_dirs.items()) if name not in used]
     a.mounts = sorted(facts.mounts, key=lambda m: m.point)
 
 
@@ -876,6 +903,11 @@ def _orphans(facts: Facts, a: Assessment) -> list[Finding]:
         out.append(Finding(WARNING, "orphan-dir", str(directory),
                            f"container directory {directory.name[:12]} that no record owns",
                            (f"rm -rf --one-file-system {quote([str(directory)])}",)))
+    for path in a.orphan_layers:
+        out.append(Finding(WARNING, "orphan-layer", str(path),
+                           f"image layer {path.name[:12]} ({'link' if path.parent.name == 'l' else 'directory'}) "
+                           "that no image names (a load or commit killed half-way)",
+                           (f"rm -rf --one-file-system {quote([str(path)])}",)))
     for network, address, owner in a.orphan_leases:
         out.append(Finding(WARNING, "orphan-lease", f"{network} {address}",
                            f"address {address} on {network} is held by {owner[:12]}, which has no record of it",

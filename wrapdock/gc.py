@@ -8,7 +8,7 @@ It acts on doctor's assessment (doctor.assess), under the state lock, in this or
 3. what no record owns but is provably wrapdock's goes: a container process running from an
    unrecorded directory, rules whose owner comment names no record (deleted by that comment), veths
    wd<10 hex><n>, namespaces holding such a veth, bridges named only by orphaned rules, cgroups and
-   directories named by an unrecorded container id;
+   directories named by an unrecorded container id, image layers (and their links) no image names;
 4. stopped containers: a missing exit code is recorded (255: unknown); endpoints whose plumbing is
    gone (no netns, no veth, or no network record) are dropped and their leases released;
 5. leases whose holder has no record of them are released; allocations of unrecorded networks forgotten;
@@ -123,6 +123,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                 for d in [*a.orphan_cgroups, *a.busy_cgroups]]
     actions += [Action(f"remove directory {d}", [f"removed directory {d}"], gc_plans.orphan_dir(d))
                 for d in dirs.values()]
+    actions += [Action(f"remove image layer {p}", [f"removed image layer {p}"], gc_plans.orphan_layer(p))
+                for p in a.orphan_layers]
 
     by_id = {r["id"]: r for r in facts.containers}
     for record in a.exit_unrecorded:

@@ -317,3 +317,18 @@ def test_the_print_only_script_of_a_load_unpacks_the_same_layers(sandbox, sandbo
     loaded = other.wrapdock("image", "load", "-i", layout, check=False)
     assert loaded.returncode == 0 and "tar --extract" not in loaded.stderr, loaded.stderr
     assert run_out(other, "bb2") == "hi\nhello from layer 2\n"
+
+
+def test_gc_removes_layers_no_image_names(sandbox, real_image):
+    box = sandbox
+    wd(box, "image", "load", "-i", str(real_image("umoci") / "oci"))
+    # as if the load had been killed after unpacking, before its records: bb2's top layer is nobody's
+    box.bash(f"rm {DATA_DIR}/images/bb2.json && mkdir {DATA_DIR}/layers/{'c' * 64}.partial")
+    doctor = json.loads(wd(box, "doctor", "--format", "json", code=None).stdout)
+    orphans = sorted(f["subject"].split("/")[-2] for f in doctor if f["check"] == "orphan-layer")
+    assert orphans == ["l", "layers", "layers"], doctor
+    wd(box, "gc")
+    assert len(store_listing(box)["layers"]) == 1 and len(store_listing(box)["l"]) == 1
+    assert run_out(box, "bb", "cat", "/etc/to-delete") == "delete me in layer 2\n"  # bb's layer is kept
+    wd(box, "image", "rm", "bb")
+    assert store_listing(box) == {"layers": [], "l": [], "images": []}

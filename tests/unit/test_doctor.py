@@ -521,6 +521,22 @@ def test_orphaned_cgroups_directories_processes_and_mounts() -> None:
     assert argvs(cgroups) == [("rmdir", f"/cg/pids/wrapdock/{i}") for i in (ID_A, ID_GHOST, ID_B)]
 
 
+def test_image_layers_no_image_names_are_orphans_unless_an_image_record_is_unreadable() -> None:
+    used, unused = "a" * 64, "b" * 64
+    facts = healthy()
+    facts.layer_dirs = {used: DATA / "layers" / used, unused: DATA / "layers" / unused,
+                        f"{used}.partial": DATA / "layers" / f"{used}.partial"}
+    facts.layer_links = {used[:20]: DATA / "l" / used[:20], unused[:20]: DATA / "l" / unused[:20]}
+    facts.used_layers = {used}
+    assert checks(facts) == [("orphan-layer", str(DATA / "l" / unused[:20])),
+                             ("orphan-layer", str(DATA / "layers" / f"{used}.partial")),
+                             ("orphan-layer", str(DATA / "layers" / unused))]
+    assert argvs(plans_of(facts)) == [("rm", "-rf", "--one-file-system", str(p)) for p in (
+        DATA / "l" / unused[:20], DATA / "layers" / f"{used}.partial", DATA / "layers" / unused)]
+    facts.used_layers = None  # an image record could not be read: no layer is provably unused
+    assert checks(facts) == []
+
+
 def test_orphaned_leases_and_allocations() -> None:
     n1 = net()
     facts = healthy(n1)

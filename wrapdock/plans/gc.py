@@ -157,6 +157,13 @@ def orphan_dir(directory: Path) -> Plan:
         only_if=("test", "-d", str(directory)))])
 
 
+def orphan_layer(path: Path) -> Plan:
+    """A layer directory, a `.partial` one or a short link that no image record names."""
+    return Plan(f"remove image layer {path}", [cmd(
+        "rm", "-rf", "--one-file-system", str(path), note="image layers that no image names",
+        only_if=("test", "-L", str(path), "-o", "-e", str(path)))])
+
+
 def unmount(point: str) -> Plan:
     """A wrapdock-* mount left in the data directory (a killed commit); gc unmounts the deepest first."""
     return Plan(f"unmount {point}", [cmd("umount", point, note="mounts named wrapdock-* in the data directory",
