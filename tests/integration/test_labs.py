@@ -128,6 +128,7 @@ def errors_of(check) -> list[str]:
 
 def test_missing_source_namespace_is_an_error_not_an_expected_fail(sandbox, tmp_path) -> None:
     """No `outside` namespace on this host: its must-fail checks are errors, not "as expected"."""
+    start = sandbox.snapshot()
     lab_file = tmp_path / "nooutside.yaml"
     lab_file.write_text("""
 name: nooutside
@@ -156,10 +157,12 @@ checks:
     row = next(line for line in table.stdout.splitlines() if "outside -> a directly" in line)
     assert " error " in row and " NO " in row and 'Cannot open network namespace "outside"' in row
     sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
 
 
 def test_stopped_source_container_is_an_error(sandbox, tmp_path) -> None:
     """A stopped container keeps its namespace and addresses: its pings would still be answered."""
+    start = sandbox.snapshot()
     lab_file = tmp_path / "stopped.yaml"
     lab_file.write_text("""
 name: stopped
@@ -186,6 +189,7 @@ checks:
                                           "running (exited")
     assert len(errors_of(check)) == 2
     sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
 
 
 def test_unresolvable_target_is_an_error(sandbox, tmp_path) -> None:
@@ -193,6 +197,7 @@ def test_unresolvable_target_is_an_error(sandbox, tmp_path) -> None:
 
     From a container the resolver's query is never answered (this sandbox has no route on): the probe
     under `timeout` alone would only have timed out, a "fail"; the lookup before it tells."""
+    start = sandbox.snapshot()
     lab_file = tmp_path / "noname.yaml"
     lab_file.write_text("""
 name: noname
@@ -219,11 +224,13 @@ checks:
         f"wrapdock: error: check 3 (host -> a typo's port (must fail)) could not run: {reason}",
         f"wrapdock: error: check 4 (a -> a typo's web server (must fail)) could not run: {reason}"]
     sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
 
 
 def test_lab_script_reports_checks_that_could_not_run(sandbox_factory, tmp_path) -> None:
     """The standalone script judges the same way: no outside namespace, a stopped container, a typo."""
     box = sandbox_factory()
+    start = box.snapshot()
     lab_file = tmp_path / "scripted.yaml"
     lab_file.write_text("""
 name: scripted
@@ -262,3 +269,5 @@ checks:
                         "container a is not running (no process in its network namespace)")
     assert lines[5] == "3 check(s) disagree with their expectation (3 of them could not run)"
     box.sh(*env, "down", timeout=120)
+    assert box.snapshot() == start
+    assert box.cgroup_dirs() == []
