@@ -279,7 +279,8 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     return [*prefix, "timeout", "5", "busybox", "wget", "-qO-", url], url
 
 
-def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any]) -> str | None:
+def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any],
+                    records: dict[str, dict[str, Any]]) -> str | None:
     """Why the probe cannot run at all: its source or listener container is missing or not running.
 
     A stopped container keeps its network namespace (README: Limits), so a probe from it would still
@@ -287,7 +288,6 @@ def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any]
     """
     from wrapdock.containerviews import current_status
 
-    records = {r["name"]: r for r in session.state.all("container")}
     source = check["from"]
     for who in (None if source in ("host", lab.get("outside", "outside")) else source, check.get("listener")):
         if who is None:
@@ -301,12 +301,12 @@ def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any]
     return None
 
 
-def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], argv: list[str],
-           lookup: list[str] | None, note: str, token: str) -> Outcome:
+def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], records: dict[str, dict[str, Any]],
+           argv: list[str], lookup: list[str] | None, note: str, token: str) -> Outcome:
     """Run one check's probe and judge it: ok, fail (ran, no answer) or error (could not run)."""
     from wrapdock import containers
 
-    problem = _source_problem(session, lab, check)
+    problem = _source_problem(session, lab, check, records)
     if problem:
         session.runner.trail.heading(note)
         session.runner.trail.remark(f"error: {problem}")
@@ -333,15 +333,17 @@ def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], argv: l
 
 
 def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
+    records = {r["name"]: r for r in session.state.all("container")}
     addresses = _address_map(session)
-    netns = {r["name"]: r["netns"] for r in session.state.all("container")}
+    netns = {name: r["netns"] for name, r in records.items()}
     results = []
     for i, check in enumerate(lab.get("checks", [])):
         token = f"wrapdock-check-{i}-{int(time.time() * 1000)}"
         argv, target = check_command(lab, check, addresses, netns, token)
         started = time.monotonic()
         lookup = resolve_command(lab, check, addresses, netns)
-        outcome = _probe(session, lab, check, argv, lookup, f"check {i + 1}: {check.get('name', '')}", token)
+        outcome = _probe(session, lab, check, records, argv, lookup, f"check {i + 1}: {check.get('name', '')}",
+                         token)
         results.append(CheckResult(check.get("name", f"check {i + 1}"), check["from"], target,
                                    check.get("expect", "ok"), outcome.got, time.monotonic() - started,
                                    outcome.reason))
