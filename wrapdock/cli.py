@@ -494,7 +494,9 @@ def lab_down(lab_file: str) -> None:
 @lab_argument
 @format_option
 def lab_check(lab_file: str, output_format: str) -> None:
-    """Send the lab's checks as real packets; exit 1 if any result disagrees with its expectation."""
+    """Send the lab's checks as real packets; exit 1 if any check disagrees with its expectation or
+    could not run (an error: its source is missing or stopped, a tool is missing, the target does not
+    resolve)."""
     from wrapdock import lab
 
     session = _session()
@@ -505,11 +507,16 @@ def lab_check(lab_file: str, output_format: str) -> None:
         tabulate = load_tabulate()
 
         rows = [[i, r.name, r.source, r.target, r.expect, r.got, "yes" if r.agrees else "NO",
-                 f"{r.seconds * 1000:.0f} ms"] for i, r in enumerate(results, start=1)]
-        click.echo(tabulate(rows, headers=["#", "CHECK", "FROM", "TO", "EXPECT", "GOT", "AS EXPECTED", "TIME"],
-                            tablefmt="simple"))
-        disagree = [r for r in results if not r.agrees]
-        click.echo(f"{len(results) - len(disagree)}/{len(results)} checks as expected")
+                 f"{r.seconds * 1000:.0f} ms", "" if r.agrees else _one_line(r.detail)]
+                for i, r in enumerate(results, start=1)]
+        click.echo(tabulate(rows, headers=["#", "CHECK", "FROM", "TO", "EXPECT", "GOT", "AS EXPECTED", "TIME",
+                                           "WHY NOT"], tablefmt="simple"))
+        agree = sum(1 for r in results if r.agrees)
+        errors = sum(1 for r in results if r.got == "error")
+        click.echo(f"{agree}/{len(results)} checks as expected" + (f", {errors} could not run" if errors else ""))
+    for i, r in enumerate(results, start=1):
+        if r.got == "error":
+            click.echo(f"wrapdock: error: check {i} ({r.name}) could not run: {_one_line(r.detail)}", err=True)
     if any(not r.agrees for r in results):
         click.get_current_context().exit(1)
 
