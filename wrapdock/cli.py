@@ -620,7 +620,10 @@ def run() -> None:
     teardown (freeing every module and object) takes ~30 ms, more than some whole commands, and by
     now everything wrapdock opened is closed (state files are written with fsync and renamed; a
     crash-safe state never depends on the exit path)."""
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exc:  # click's shell completion (_WRAPDOCK_COMPLETE=...) answers, then sys.exit()s
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BrokenPipeError, ValueError):  # `wrapdock ps | head -1`; a closed stream
             stream.flush()
