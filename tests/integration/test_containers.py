@@ -635,6 +635,8 @@ def test_run_dt_and_exec_it(sandbox):
     # -t without -i, in the foreground: a terminal, no input
     shown = wd(box, "run", "-t", "--rm", "busybox", "sh", "-c", "tty; exit 3", code=3).stdout
     assert re.fullmatch(r"/dev/pts/0\n", shown), shown
+    shown = wd(box, "exec", "-t", "tty2", "sh", "-c", "tty; exit 6", code=6).stdout
+    assert re.fullmatch(r"/dev/pts/[1-9]\d*\n", shown), shown
     # start runs a -t container on a terminal again
     wd(box, "stop", "-t", "1", "tty2")
     wd(box, "start", "tty2")
