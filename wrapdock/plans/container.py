@@ -12,6 +12,10 @@ reports exit 1 ("sigprocmask unblock failed") where busybox passes on the signal
 init.sh (templates/container-init.sh.tmpl, written into the container directory by a step, so it
 shows in the trail and in --print-only scripts) builds the root filesystem and pivots into it.
 
+-t: the same chain runs under util-linux `script` (on_a_pty; Debian's busybox-static has no script
+applet), which allocates the pty from a devpts instance that the init then makes the container's
+/dev/pts, so `tty` inside names a /dev/pts/N that exists there.
+
 Capabilities: the workload gets Docker's default set. The bounding set is cut before the init runs;
 the init itself still needs CAP_SYS_ADMIN to mount and pivot_root, so that one is passed through the
 inheritable set, and the init's last act (`setpriv --inh-caps -sys_admin`) removes it before exec.
