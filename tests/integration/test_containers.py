@@ -632,9 +632,10 @@ def test_run_dt_and_exec_it(sandbox):
         term.close()
     assert ps_all(box)[0]["state"]["text"] == "running"
 
-    # -t without -i, in the foreground: a terminal, no input
-    shown = wd(box, "run", "-t", "--rm", "busybox", "sh", "-c", "tty; exit 3", code=3).stdout
-    assert re.fullmatch(r"/dev/pts/0\n", shown), shown
+    # -t without -i, in the foreground: a terminal, no input; the container's SHELL is not script's
+    shown = wd(box, "run", "-t", "--rm", "-e", "SHELL=/no/such/shell", "busybox", "sh", "-c",
+               'tty; echo "$SHELL"; exit 3', code=3).stdout
+    assert re.fullmatch(r"/dev/pts/0\n/no/such/shell\n", shown), shown
     shown = wd(box, "exec", "-t", "tty2", "sh", "-c", "tty; exit 6", code=6).stdout
     assert re.fullmatch(r"/dev/pts/[1-9]\d*\n", shown), shown
     # start runs a -t container on a terminal again
