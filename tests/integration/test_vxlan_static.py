@@ -1,0 +1,208 @@
+"""A vxlan network with static peers across sandbox hosts: real containers, real VXLAN packets.
+
+Each host is a sandbox host (its own net, mount and pid namespaces, its own /run and wrapdock state).
+The underlay is a veth pair straight between two hosts' network namespaces (198.51.100.0/24; both
+ends are created directly inside the sandboxes, the machine's own namespace never holds one). Each
+host also has its `outside` namespace (203.0.113.1) behind its uplink, with no route back to the
+overlay: a container reaches it only through its own host's NAT.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.integration.containerlab import wait_for
+from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
+from tests.integration.netlab import error_line
+from tests.sandbox import OUTSIDE_IP, OUTSIDE_NS
+
+pytestmark = pytest.mark.integration
+
+NET, SUBNET, VNI = "ov", "10.210.0.0/16", "4242"
+VTEP = {1: "198.51.100.11", 2: "198.51.100.12"}
+RANGE = {1: "10.210.11.0/24", 2: "10.210.12.0/24"}  # derived: VTEP address mod 256 blocks of /24
+UNDERLAY_MTU, OVERLAY_MTU = 1500, 1450
+DEVICE = f"wdvx{VNI}"
+
+
+def underlay(one, two) -> None:
+    """A veth pair `ul0` between two sandbox hosts, addressed from 198.51.100.0/24.
+
+    Made from inside the first host's network namespace only (nsenter -n, the machine's PID namespace,
+    where the second host's PID means something): the peer end is created directly in the second host.
+    """
+    subprocess.run(["nsenter", "-t", str(one.pid), "-n", "--", "ip", "link", "add", "ul0", "mtu", str(UNDERLAY_MTU),
+                    "type", "veth", "peer", "name", "ul0", "netns", str(two.pid), "mtu", str(UNDERLAY_MTU)],
+                   check=True, capture_output=True, timeout=30)
+    for box, address in ((one, VTEP[1]), (two, VTEP[2])):
+        box.sh("ip", "addr", "add", f"{address}/24", "dev", "ul0")
+        box.sh("ip", "link", "set", "ul0", "up")
+    for box in (one, two):  # the carrier comes a moment later: snapshots must not race it
+        wait_for(lambda box=box: "LOWER_UP" in json.loads(box.sh("ip", "-j", "link", "show", "dev", "ul0").stdout)[0]
+                 ["flags"], what="the underlay's carrier")
+
+
+def create(host: Host, index: int, *extra: str) -> None:
+    peer = VTEP[3 - index]
+    host.wd("--quiet", "network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI,
+            "--vtep", VTEP[index], "--peer", peer, *extra, NET)
+
+
+def usage_error(box, *args: str) -> str:
+    """Refused: exit 2, one error line, last; before it only the trail of what was read."""
+    return error_line(box.wrapdock(*args, check=False), 2)
+
+
+def her_entries(box) -> list[str]:
+    """The VXLAN device's flood list: the peers' VTEP addresses."""
+    entries = json.loads(box.sh("bridge", "-j", "fdb", "show", "dev", DEVICE).stdout or "[]")
+    return sorted(e["dst"] for e in entries if e["mac"] == "00:00:00:00:00:00")
+
+
+@pytest.fixture
+def hosts(sandbox_factory):
+    boxes = [sandbox_factory(), sandbox_factory()]
+    starts = []
+    for box in boxes:
+        box.add_outside()
+        starts.append(box.snapshot())
+    underlay(*boxes)
+    return [Host(box) for box in boxes], starts
+
+
+def test_containers_on_two_hosts_talk_over_the_overlay_and_leave_through_their_own_host(hosts):
+    (one, two), starts = hosts
+    under = [h.sandbox.snapshot() for h in (one, two)]  # with the underlay: what `network rm` comes back to
+    create(one, 1)
+    create(two, 2)
+    one.run("--name", "a", "--net", NET, *SLEEP)
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    a, b = one.address("a", NET), two.address("b", NET)
+    # each host hands out addresses from its own range, with its own local IPAM
+    assert a.startswith("10.210.11.") and b.startswith("10.210.12."), (a, b)
+
+    # the view: driver, scope, VTEP, peers, this host's range
+    view = one.network_view(NET)
+    assert (view["driver"], view["scope"], view["gateway"], view["mtu"]) == ("vxlan", "local", "10.210.11.1",
+                                                                              OVERLAY_MTU)
+    assert {k: view["vxlan"][k] for k in ("vni", "port", "vtep", "underlay", "peers", "host_range", "mac")} == {
+        "vni": int(VNI), "port": 4789, "vtep": VTEP[1], "underlay": "ul0", "peers": [VTEP[2]],
+        "host_range": RANGE[1], "mac": "02:ff:c6:33:64:0b"}
+    device = json.loads(one.sandbox.sh("ip", "-j", "-d", "link", "show", "dev", DEVICE).stdout)[0]
+    info = device["linkinfo"]["info_data"]
+    assert (info["id"], info["port"], info["local"], info["link"]) == (int(VNI), 4789, VTEP[1], "ul0")
+    assert (device["address"], device["mtu"], device["master"]) == ("02:ff:c6:33:64:0b", OVERLAY_MTU, NET)
+
+    # real packets across hosts, both ways, by address
+    assert one.ping("a", b) and two.ping("b", a)
+    # MTU underlay - 50 on the containers' eth0 and every link of the overlay on the host; a packet of
+    # exactly that size crosses (a bridged path drops a larger one silently: no fragmentation)
+    assert one.inside("a", "cat", "/sys/class/net/eth0/mtu").stdout.strip() == str(OVERLAY_MTU)
+    ports = json.loads(one.sandbox.sh("ip", "-j", "link", "show", "master", NET).stdout)
+    assert sorted(p["ifname"].startswith("wd") for p in ports) == [True, True]  # the device and a's veth
+    assert {p["mtu"] for p in ports} == {OVERLAY_MTU}
+    assert json.loads(one.sandbox.sh("ip", "-j", "link", "show", "dev", NET).stdout)[0]["mtu"] == OVERLAY_MTU
+    assert one.inside("a", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).returncode == 0
+
+    # the outside, which has no route back to the overlay, answers only thanks to each host's NAT
+    assert one.sandbox.sh("ip", "-n", OUTSIDE_NS, "route", "get", a, check=False).returncode != 0
+    assert one.ping("a", OUTSIDE_IP) and two.ping("b", OUTSIDE_IP)
+
+    # the control: without the flood list (the FDB entries) nothing crosses, learned entries or not
+    one.sandbox.sh("bridge", "fdb", "del", "00:00:00:00:00:00", "dev", DEVICE, "dst", VTEP[2], "self")
+    one.sandbox.sh("bridge", "fdb", "flush", "dev", DEVICE, "self", "dynamic")
+    one.sandbox.sh("ip", "neigh", "flush", "dev", NET)
+    one.inside("a", "ip", "neigh", "flush", "dev", "eth0")
+    assert not one.ping("a", b, wait=1)
+    # sync finds exactly that entry missing, puts it back, and a second sync has nothing to do
+    synced = one.wd("network", "sync", NET)
+    assert f"bridge fdb append 00:00:00:00:00:00 dev {DEVICE} dst {VTEP[2]} self permanent" in synced.stderr
+    assert synced.stdout.strip() == f"{NET}: 1 change(s)"
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    assert one.ping("a", b)
+    again = one.wd("network", "sync", NET)
+    assert again.stdout.strip() == f"{NET}: in sync, nothing to do"
+    assert "fdb append" not in again.stderr and "fdb del" not in again.stderr
+
+    one.wd("--quiet", "rm", "-f", "a")
+    two.wd("--quiet", "rm", "-f", "b")
+    for host, start in zip((one, two), under, strict=True):
+        host.wd("--quiet", "network", "rm", NET)
+        assert_nothing_left(host.sandbox, start)
+    assert starts  # (before the underlay: the fixture's sandboxes go away with it)
+
+
+def test_join_leave_and_sync_change_only_the_flood_list(hosts):
+    (one, two), _ = hosts
+    start = one.sandbox.snapshot()
+    create(one, 1)
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    joined = one.wd("network", "join", NET, "--peer", "198.51.100.13")
+    assert joined.stdout.strip() == f"{NET}: 1 change(s)"
+    assert her_entries(one.sandbox) == [VTEP[2], "198.51.100.13"]
+    assert one.network_view(NET)["vxlan"]["peers"] == [VTEP[2], "198.51.100.13"]
+    left = one.wd("network", "leave", NET, "--host", "198.51.100.13", "--force")
+    assert "bridge fdb del 00:00:00:00:00:00 dev " + DEVICE + " dst 198.51.100.13 self" in left.stderr
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    # an entry nobody asked for (added by hand) is taken off by sync: the desired state wins
+    one.sandbox.sh("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", DEVICE, "dst", "198.51.100.99")
+    assert "dst 198.51.100.99" in one.wd("network", "sync", NET).stderr
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    # bad input changes nothing
+    assert "already a peer" in usage_error(one.sandbox, "network", "join", NET, "--peer", VTEP[2])
+    assert "own VTEP" in usage_error(one.sandbox, "network", "join", NET, "--peer", VTEP[1])
+    assert "not an IPv4 address" in usage_error(one.sandbox, "network", "join", NET, "--peer", "host-3")
+    assert "not a peer" in usage_error(one.sandbox, "network", "leave", NET, "--host", "198.51.100.77")
+    assert "network rm" in usage_error(one.sandbox, "network", "leave", NET)
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    one.wd("--quiet", "network", "rm", NET)
+    assert_nothing_left(one.sandbox, start)
+
+
+BAD = [
+    (("--vni", "0"), "invalid VNI 0"),
+    (("--vni", "16777216"), "invalid VNI 16777216"),
+    (("--port", "0"), "invalid VXLAN port 0"),
+    (("--port", "70000"), "invalid VXLAN port 70000"),
+    (("--host-subnet-size", "16"), "does not fit"),
+    (("--host-subnet-size", "31"), "does not fit"),
+    (("--peer", "not-an-ip"), "not an IPv4 address"),
+    (("--peer", "224.0.0.1"), "not a unicast address"),
+    (("--peer", "10.0.1.11"), "would both get host range"),  # 10.0.1.11 mod 256 = 11, as this host's
+    (("--peer", VTEP[1]), "own VTEP"),
+    (("--vtep", "198.51.100.200"), "no interface of this host has that address"),
+    (("--mtu", "1451"), "too large for underlay"),
+    (("--host-range", "10.99.0.0/24"), "must be a part of subnet"),
+    (("--gateway", "10.210.0.1"), "one gateway per host"),
+]
+
+
+@pytest.mark.parametrize("options,message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_one_line_and_changes_nothing(hosts, options, message):
+    (one, _), _ = hosts
+    start = one.sandbox.snapshot()
+    argv = ["network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vtep", VTEP[1], *options, NET]
+    assert message in usage_error(one.sandbox, *argv)
+    assert one.sandbox.snapshot() == start and one.sandbox.state_records() == []
+
+
+def test_names_and_overlaps_are_refused(hosts):
+    (one, _), _ = hosts
+    start = one.sandbox.snapshot()
+    assert "invalid network name" in usage_error(
+        one.sandbox, "network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vtep", VTEP[1], "ov;reboot")
+    one.wd("--quiet", "network", "create", "--subnet", "10.210.5.0/24", "br1")
+    assert "overlaps subnet 10.210.5.0/24" in usage_error(
+        one.sandbox, "network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vtep", VTEP[1], NET)
+    assert "is an option of --driver vxlan" in usage_error(
+        one.sandbox, "network", "create", "--subnet", "10.77.0.0/24", "--vni", "5", "br2")
+    one.wd("--quiet", "network", "rm", "br1")
+    create(one, 1)
+    assert "VNI 4242 is already used" in usage_error(
+        one.sandbox, "network", "create", "--driver", "vxlan", "--subnet", "10.211.0.0/16", "--vni", VNI,
+        "--vtep", VTEP[1], "ov2")
+    one.wd("--quiet", "network", "rm", NET)
+    assert_nothing_left(one.sandbox, start)
