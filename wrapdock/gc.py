@@ -85,15 +85,17 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
     comments = sorted(a.orphan_rules)
     veths = [v.name for v in a.orphan_veths]
     bridges = [b.name for b in a.orphan_bridges]
+    vxlans = [v.name for v in a.orphan_vxlans]
     summary = ([f"killed the process {pid} of unrecorded container {cid[:12]}" for cid, pid in
                 sorted(a.orphan_processes.items())]
                + [f"deleted {len(a.orphan_rules[c])} iptables rule(s) tagged {c}" for c in comments]
                + [f"deleted veth {v}" for v in veths] + [f"deleted network namespace {n}" for n in a.orphan_netns]
+               + [f"deleted VXLAN device {v}" for v in vxlans]
                + [f"deleted bridge {b}" for b in bridges] + [f"removed cgroup {d}" for d in a.orphan_cgroups]
                + [f"removed directory {d}" for d in a.orphan_dirs])
     if summary:
         actions.append(Action(summary, gc_plans.orphans(processes, comments, veths, a.orphan_netns, bridges,
-                                                        a.orphan_cgroups, a.orphan_dirs)))
+                                                        a.orphan_cgroups, a.orphan_dirs, vxlans)))
 
     by_id = {r["id"]: r for r in facts.containers}
     for record in a.exit_unrecorded:

@@ -136,7 +136,7 @@ def test_containers_on_two_hosts_talk_over_the_overlay_and_leave_through_their_o
 
 
 def test_join_leave_and_sync_change_only_the_flood_list(hosts):
-    (one, two), _ = hosts
+    (one, _two), _ = hosts
     start = one.sandbox.snapshot()
     create(one, 1)
     assert her_entries(one.sandbox) == [VTEP[2]]
@@ -206,3 +206,36 @@ def test_names_and_overlaps_are_refused(hosts):
         "--vtep", VTEP[1], "ov2")
     one.wd("--quiet", "network", "rm", NET)
     assert_nothing_left(one.sandbox, start)
+
+
+def test_doctor_and_gc_know_a_vxlan_network(hosts):
+    (one, _), _ = hosts
+    box = one.sandbox
+    start = box.snapshot()
+    create(one, 1)
+    one.run("--name", "a", "--net", NET, *SLEEP)
+    # healthy: nothing to report, nothing to collect
+    assert one.wd("doctor").stdout.strip() == "no problems found"
+    assert one.wd("gc").stdout.strip() == "nothing to do: the state and the host agree"
+    # the VXLAN device deleted by hand: doctor says so; gc does not "repair" it into a plain bridge network
+    before = her_entries(box)
+    box.sh("ip", "link", "del", "dev", DEVICE)
+    doctor = box.wrapdock("doctor", "--format", "json", check=False)
+    assert doctor.returncode == 1, doctor.stderr
+    findings = json.loads(doctor.stdout)
+    assert [f["check"] for f in findings] == ["network-vxlan-broken"], findings
+    assert f"VXLAN device {DEVICE} gone" in findings[0]["finding"]
+    assert one.wd("gc").stdout.strip() == "nothing to do: the state and the host agree"
+    assert box.sh("ip", "link", "show", "dev", DEVICE, check=False).returncode != 0
+    assert before == [VTEP[2]]
+    one.wd("--quiet", "rm", "-f", "a")
+    one.wd("--quiet", "network", "rm", NET)  # removes what is left
+    assert_nothing_left(box, start)
+    # a create killed after its links were made: the links carry the owner's alias, gc removes both
+    box.sh("ip", "-batch", "-", input="\n".join((
+        "link add name ov mtu 1450 type bridge", "link set dev ov alias wrapdock:network=ov",
+        f"link add name {DEVICE} mtu 1450 type vxlan id {VNI} dstport 4789 local {VTEP[1]} dev ul0",
+        f"link set dev {DEVICE} alias wrapdock:network=ov", f"link set dev {DEVICE} master ov")) + "\n")
+    collected = one.wd("gc").stdout
+    assert f"deleted VXLAN device {DEVICE}" in collected and "deleted bridge ov" in collected, collected
+    assert_nothing_left(box, start)

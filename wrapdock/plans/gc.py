@@ -115,7 +115,7 @@ def cut_endpoints(record: dict[str, Any], veths: list[str], drop_ports: bool) ->
 
 
 def orphans(processes: dict[str, ContainerPaths], comments: list[str], veths: list[str], netns: list[str],
-            bridges: list[str], cgroups: list[Path], dirs: list[Path]) -> Plan:
+            bridges: list[str], cgroups: list[Path], dirs: list[Path], vxlans: list[str] = ()) -> Plan:
     """What no record owns but is provably wrapdock's: veths first (deleting one is immediate), then netns."""
     plan = Plan("remove what wrapdock left behind and no record owns")
     for container_id, paths in sorted(processes.items()):
@@ -126,6 +126,7 @@ def orphans(processes: dict[str, ContainerPaths], comments: list[str], veths: li
     plan.extend(delete_link(v, "wrapdock veths that no container owns") for v in veths)
     plan.extend(cmd("ip", "netns", "del", n, note="network namespaces that held a wrapdock veth, recorded by no "
                     "container", only_if=("test", "-e", f"/run/netns/{n}")) for n in netns)
+    plan.extend(delete_link(v, "VXLAN devices of networks that have no record") for v in vxlans)
     plan.extend(delete_link(b, "bridges of networks that have no record") for b in bridges)
     plan.extend(cmd("rmdir", str(d), note="cgroups of containers that have no record", only_if=("test", "-d", str(d)))
                 for d in cgroups)
