@@ -10,13 +10,14 @@ overlay: a container reaches it only through its own host's NAT.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 import pytest
 
 from tests.integration.containerlab import wait_for
 from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
-from tests.integration.netlab import error_line
+from tests.integration.netlab import changing_commands, error_line
 from tests.sandbox import OUTSIDE_IP, OUTSIDE_NS
 
 pytestmark = pytest.mark.integration
@@ -239,3 +240,38 @@ def test_doctor_and_gc_know_a_vxlan_network(hosts):
     collected = one.wd("gc").stdout
     assert f"deleted VXLAN device {DEVICE}" in collected and "deleted bridge ov" in collected, collected
     assert_nothing_left(box, start)
+
+
+def test_a_fault_at_every_step_of_create_and_join_leaves_the_host_and_the_state_as_before(sandbox):
+    """WRAPDOCK_FAIL_AT=k fails the k-th changing command: the rollback leaves nothing (links, FDB,
+    addresses, rules, forwarding, state)."""
+    box = sandbox
+    box.bash(f"ip link add ul0 type veth peer name ul1 && ip addr add {VTEP[1]}/24 dev ul0 && ip link set ul0 up "
+             "&& ip link set ul1 up")
+    before = box.snapshot()
+    forward = box.sh("cat", "/proc/sys/net/ipv4/ip_forward").stdout
+    argv = ("network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI, "--vtep", VTEP[1],
+            "--peer", VTEP[2], "--peer", "198.51.100.13", NET)
+    steps = changing_commands(Host(box).wd("--trail", "json", *argv).stderr)
+    assert steps[:2] == [["ip", "-batch", "-"], ["bridge", "-batch", "-"]], steps  # links, then the peers
+    Host(box).wd("--quiet", "network", "rm", NET)
+    box.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward.strip()}")  # rm leaves forwarding on, by design
+    assert box.snapshot() == before
+    for k in range(1, len(steps) + 1):
+        proc = box.wrapdock(*argv, check=False, env={"WRAPDOCK_FAIL_AT": str(k)})
+        line = error_line(proc, 1)
+        assert f"`{shlex.join(steps[k - 1])}` failed (exit 1): injected fault at command {k}" in line, line
+        assert "rollback incomplete" not in line, line
+        assert box.snapshot() == before, f"leftovers after a fault at command {k}: {shlex.join(steps[k - 1])}"
+        assert box.sh("cat", "/proc/sys/net/ipv4/ip_forward").stdout == forward
+        assert box.state_records() == [] and box.state_records("ipam") == []
+    # join: the one changing command fails; the kernel and the recorded peers stay as they were
+    Host(box).wd("--quiet", *argv)
+    with_net, record = box.snapshot(), box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout
+    fdb = her_entries(box)
+    proc = box.wrapdock("network", "join", NET, "--peer", "198.51.100.14", check=False,
+                        env={"WRAPDOCK_FAIL_AT": "1"})
+    assert "injected fault at command 1" in error_line(proc, 1)
+    assert (box.snapshot(), her_entries(box)) == (with_net, fdb)
+    assert box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout == record
+    Host(box).wd("--quiet", "network", "rm", NET)
