@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from tests.integration.containerlab import wait_for
-from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
+from tests.integration.ctnet import SLEEP, Host, assert_nothing_left, web_root
 from tests.integration.netlab import changing_commands, error_line
 from tests.sandbox import OUTSIDE_IP, OUTSIDE_NS
 
@@ -74,13 +74,14 @@ def hosts(sandbox_factory):
     return [Host(box) for box in boxes], starts
 
 
-def test_containers_on_two_hosts_talk_over_the_overlay_and_leave_through_their_own_host(hosts):
+def test_containers_on_two_hosts_talk_over_the_overlay_and_leave_through_their_own_host(hosts, tmp_path):
     (one, two), starts = hosts
     under = [h.sandbox.snapshot() for h in (one, two)]  # with the underlay: what `network rm` comes back to
     create(one, 1)
     create(two, 2)
     one.run("--name", "a", "--net", NET, *SLEEP)
-    two.run("--name", "b", "--net", NET, *SLEEP)
+    two.run("--name", "b", "--net", NET, "-p", "8080:80", "-v", f"{web_root(tmp_path, 'b')}:/www",
+            "busybox", "httpd", "-f", "-p", "80", "-h", "/www")
     a, b = one.address("a", NET), two.address("b", NET)
     # each host hands out addresses from its own range, with its own local IPAM
     assert a.startswith("10.210.11.") and b.startswith("10.210.12."), (a, b)
@@ -107,6 +108,13 @@ def test_containers_on_two_hosts_talk_over_the_overlay_and_leave_through_their_o
     assert {p["mtu"] for p in ports} == {OVERLAY_MTU}
     assert json.loads(one.sandbox.sh("ip", "-j", "link", "show", "dev", NET).stdout)[0]["mtu"] == OVERLAY_MTU
     assert one.inside("a", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).returncode == 0
+
+    # TCP across hosts, with the container's own address (no NAT inside the overlay); b's published port
+    # on the host where b runs, from the other host over the underlay
+    one.wait_http(f"http://{b}/", "b", where="a")
+    assert one.remote_addr("a", f"http://{b}/cgi-bin/ip") == a
+    one.wait_http(f"http://{VTEP[2]}:8080/", "b")
+    assert one.fetch("host", f"http://{VTEP[1]}:8080/") is None  # published on b's host only
 
     # the outside, which has no route back to the overlay, answers only thanks to each host's NAT
     assert one.sandbox.sh("ip", "-n", OUTSIDE_NS, "route", "get", a, check=False).returncode != 0
