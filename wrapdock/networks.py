@@ -140,7 +140,6 @@ def _overlay(session: Session, name: str) -> Network:
 
 def sync(session: Session, name: str) -> Plan:
     """Make this host's kernel match the desired state (the static peers): read, diff, run the difference."""
-
     session.require_root()
     with session.lock():
         return _sync(session, _overlay(session, name))

@@ -259,3 +259,17 @@ def test_conflicts_with_other_networks_and_the_host() -> None:
                                                                      "subnet": IPv4Network("10.210.3.0/24")})])
     with pytest.raises(UsageError, match="'wdvx42' already exists"):
         check_against_host(net, ["lo", "wdvx42"], [])
+
+
+def test_the_underlay_facts_come_from_ip_json() -> None:
+    from wrapdock.hostinfo import parse_default_dev, parse_interfaces
+
+    addr = json.dumps([{"ifname": "lo", "mtu": 65536, "addr_info": [{"family": "inet", "local": "127.0.0.1"}]},
+                       {"ifname": "ul0", "mtu": 1500, "addr_info": [{"family": "inet6", "local": "fe80::1"},
+                                                                   {"family": "inet", "local": "198.51.100.11"}]},
+                       {"ifname": "down0", "mtu": 1400}])
+    assert parse_interfaces(addr)[1:] == [Interface("ul0", 1500, (VTEP,)), Interface("down0", 1400, ())]
+    routes = json.dumps([{"dst": "198.51.100.0/24", "dev": "ul0"}, {"dst": "default", "gateway": "203.0.113.1",
+                                                                     "dev": "uplink"}])
+    assert parse_default_dev(routes) == "uplink"
+    assert parse_default_dev("[]") is None
