@@ -283,3 +283,66 @@ def test_a_fault_at_every_step_of_create_and_join_leaves_the_host_and_the_state_
     assert (box.snapshot(), her_entries(box)) == (with_net, fdb)
     assert box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout == record
     Host(box).wd("--quiet", "network", "rm", NET)
+
+
+def switched_underlay(switch, boxes) -> None:
+    """Host i's `ul0` on a bridge `ul` in the switch sandbox (198.51.100.1i/24): an underlay for 3 hosts."""
+    switch.sh("ip", "link", "add", "ul", "type", "bridge")
+    switch.sh("ip", "link", "set", "ul", "up")
+    for i, box in enumerate(boxes, start=1):
+        subprocess.run(["nsenter", "-t", str(switch.pid), "-n", "--", "ip", "link", "add", f"p{i}", "type", "veth",
+                        "peer", "name", "ul0", "netns", str(box.pid)], check=True, capture_output=True, timeout=30)
+        switch.sh("ip", "link", "set", f"p{i}", "master", "ul", "up")
+        box.sh("ip", "addr", "add", f"198.51.100.1{i}/24", "dev", "ul0")
+        box.sh("ip", "link", "set", "ul0", "up")
+    for box in boxes:
+        wait_for(lambda box=box: "LOWER_UP" in json.loads(box.sh("ip", "-j", "link", "show", "dev", "ul0").stdout)[0]
+                 ["flags"], what="the underlay's carrier")
+
+
+def learned_behind(box, vtep: str) -> list[str]:
+    entries = json.loads(box.sh("bridge", "-j", "fdb", "show", "dev", DEVICE).stdout or "[]")
+    return [e["mac"] for e in entries if e.get("dst") == vtep and e["mac"] != "00:00:00:00:00:00"]
+
+
+def test_a_third_host_joins_and_leaves_and_the_others_forget_it(sandbox_factory):
+    switch, *boxes = (sandbox_factory() for _ in range(4))
+    switched_underlay(switch, boxes)
+    hosts = [Host(box) for box in boxes]
+    starts = [box.snapshot() for box in boxes]
+    vtep = {i: f"198.51.100.1{i}" for i in (1, 2, 3)}
+    base = ("--quiet", "network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI)
+    hosts[0].wd(*base, "--vtep", vtep[1], "--peer", vtep[2], NET)
+    hosts[1].wd(*base, "--vtep", vtep[2], "--peer", vtep[1], NET)
+    for host, name in zip(hosts[:2], "ab", strict=True):
+        host.run("--name", name, "--net", NET, *SLEEP)
+    a, b = hosts[0].address("a", NET), hosts[1].address("b", NET)
+    assert hosts[0].ping("a", b)
+
+    # host 3 comes: it creates the network with both peers; the others learn of it with `join`
+    hosts[2].wd(*base, "--vtep", vtep[3], "--peer", vtep[1], "--peer", vtep[2], NET)
+    hosts[2].run("--name", "c", "--net", NET, *SLEEP)
+    c = hosts[2].address("c", NET)
+    assert c.startswith("10.210.13."), c
+    # host 1 does not flood to host 3 yet: a's ARP request for c never reaches c
+    assert not hosts[0].ping("a", c, wait=1)
+    for host in hosts[:2]:
+        host.wd("--quiet", "network", "join", NET, "--peer", vtep[3])
+    assert hosts[2].ping("c", a) and hosts[2].ping("c", b) and hosts[0].ping("a", c)
+    assert learned_behind(boxes[0], vtep[3])  # host 1 learned c's MAC behind host 3's VTEP
+
+    # host 3 goes; the others drop it: its flood entry and what they learned behind it
+    hosts[2].wd("--quiet", "rm", "-f", "c")
+    hosts[2].wd("--quiet", "network", "rm", NET)
+    assert_nothing_left(boxes[2], starts[2])
+    for i, (host, box) in enumerate(zip(hosts[:2], boxes[:2], strict=True), start=1):
+        host.wd("--quiet", "network", "leave", NET, "--host", vtep[3])
+        other = vtep[3 - i]
+        assert her_entries(box) == [other]
+        assert host.network_view(NET)["vxlan"]["peers"] == [other]
+        assert learned_behind(box, vtep[3]) == []
+    assert hosts[0].ping("a", b) and hosts[1].ping("b", a)
+    for host, box, start, name in zip(hosts[:2], boxes[:2], starts[:2], "ab", strict=True):
+        host.wd("--quiet", "rm", "-f", name)
+        host.wd("--quiet", "network", "rm", NET)
+        assert_nothing_left(box, start)
