@@ -41,9 +41,15 @@ def underlay(one, two) -> None:
     for box, address in ((one, VTEP[1]), (two, VTEP[2])):
         box.sh("ip", "addr", "add", f"{address}/24", "dev", "ul0")
         box.sh("ip", "link", "set", "ul0", "up")
-    for box in (one, two):  # the carrier comes a moment later: snapshots must not race it
-        wait_for(lambda box=box: "LOWER_UP" in json.loads(box.sh("ip", "-j", "link", "show", "dev", "ul0").stdout)[0]
-                 ["flags"], what="the underlay's carrier")
+    for box in (one, two):
+        wait_carrier(box, "ul0")
+
+
+def wait_carrier(box, *links: str) -> None:
+    """The carrier flag comes a moment after `up`: a snapshot taken before it would differ from a later one."""
+    for link in links:
+        wait_for(lambda link=link: "LOWER_UP" in json.loads(box.sh("ip", "-j", "link", "show", "dev", link).stdout)[0]
+                 ["flags"], what=f"{link}'s carrier")
 
 
 def create(host: Host, index: int, *extra: str) -> None:
@@ -256,6 +262,7 @@ def test_a_fault_at_every_step_of_create_and_join_leaves_the_host_and_the_state_
     box = sandbox
     box.bash(f"ip link add ul0 type veth peer name ul1 && ip addr add {VTEP[1]}/24 dev ul0 && ip link set ul0 up "
              "&& ip link set ul1 up")
+    wait_carrier(box, "ul0", "ul1")
     before = box.snapshot()
     forward = box.sh("cat", "/proc/sys/net/ipv4/ip_forward").stdout
     argv = ("network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI, "--vtep", VTEP[1],
@@ -296,8 +303,7 @@ def switched_underlay(switch, boxes) -> None:
         box.sh("ip", "addr", "add", f"198.51.100.1{i}/24", "dev", "ul0")
         box.sh("ip", "link", "set", "ul0", "up")
     for box in boxes:
-        wait_for(lambda box=box: "LOWER_UP" in json.loads(box.sh("ip", "-j", "link", "show", "dev", "ul0").stdout)[0]
-                 ["flags"], what="the underlay's carrier")
+        wait_carrier(box, "ul0")
 
 
 def learned_behind(box, vtep: str) -> list[str]:
