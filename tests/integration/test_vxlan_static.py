@@ -349,3 +349,24 @@ def test_a_third_host_joins_and_leaves_and_the_others_forget_it(sandbox_factory)
         host.wd("--quiet", "rm", "-f", name)
         host.wd("--quiet", "network", "rm", NET)
         assert_nothing_left(box, start)
+
+
+def test_the_print_only_script_builds_what_create_builds(sandbox_factory):
+    """--print-only changes nothing; its script, run by bash on a host without wrapdock state, leaves the
+    same links, addresses, routes, rules and FDB as a live create on an identical host."""
+    scripted, live = sandbox_factory(), sandbox_factory()
+    for box in (scripted, live):
+        box.bash(f"ip link add ul0 type veth peer name ul1 && ip addr add {VTEP[1]}/24 dev ul0 && "
+                 "ip link set ul0 up && ip link set ul1 up")
+        wait_carrier(box, "ul0", "ul1")
+    argv = ("network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI, "--vtep", "ul0",
+            "--peer", VTEP[2], NET)
+    before = scripted.snapshot()
+    script = Host(scripted).wd("--quiet", "--print-only", *argv).stdout
+    assert scripted.snapshot() == before and scripted.state_records() == []
+    assert f"dstport 4789 local {VTEP[1]} dev ul0 learning" in script
+    scripted.sh("bash", "-s", input=script)
+    Host(live).wd("--quiet", *argv)
+    assert scripted.snapshot() == live.snapshot()
+    assert her_entries(scripted) == her_entries(live) == [VTEP[2]]
+    Host(live).wd("--quiet", "network", "rm", NET)
