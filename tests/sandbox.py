@@ -51,7 +51,8 @@ class Sandbox:
 
     def _find_init(self) -> int:
         children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
-        for _ in range(200):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             text = children.read_text().split()
             if text:
                 return int(text[0])
@@ -165,7 +166,8 @@ class Sandbox:
         for stream in (self._unshare.stdout, self._unshare.stderr):
             if stream:
                 stream.close()
-        for _ in range(50):  # the killed processes leave their cgroups a moment later
+        deadline = time.monotonic() + 30  # the killed processes leave their cgroups a moment later
+        while time.monotonic() < deadline:
             self._remove_cgroups()
             if not self.cgroup_dirs() and not any(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")):
                 break

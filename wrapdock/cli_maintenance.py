@@ -56,20 +56,29 @@ def gc_command(output_format: str) -> None:
     from its create plan; and removes what no record owns but is provably wrapdock's (wd* veths,
     rules with wrapdock's owner comments, cgroups, container directories, addresses, its chains
     when no network is left). Never touches anything else. Running it again finds nothing to do.
+
+    Each repair runs on its own: one that fails (a cgroup still busy) stops none of the others.
+    Exit status: 0 when every repair was done; 1 when one or more failed, each named on stderr
+    with its failed command and that command's error (a second gc finds only those).
     """
     from wrapdock import gc
+    from wrapdock.errors import OperationFailed
 
     session = _session()
-    done = gc.reconcile(session)
+    outcome = gc.reconcile(session)
     if session.print_only:
         _emit_script(session)
     elif output_format == "json":
-        click.echo(json.dumps(done, indent=2))
-    elif not done:
+        click.echo(json.dumps(outcome.done, indent=2))
+    elif not outcome.done and not outcome.failed:
         click.echo("nothing to do: the state and the host agree")
     else:
-        for line in done:
+        for line in outcome.done:
             click.echo(line)
+    for line in outcome.failed:
+        click.echo(f"wrapdock: error: gc could not {line}", err=True)
+    if outcome.failed:
+        click.get_current_context().exit(OperationFailed.exit_code)
 
 
 def register(cli: click.Group) -> None:

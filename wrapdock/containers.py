@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from wrapdock import cgroups, containerspec, hostsfile, images, names, networks, portspec
+from wrapdock import cgroups, containerspec, hostports, hostsfile, images, names, networks, portspec
 from wrapdock.containerspec import ContainerConfig, Volume
 
 # reading containers lives in containerviews (ps imports it without all of this module)
@@ -29,7 +29,7 @@ from wrapdock.plans import endpoint as endpoint_plans
 from wrapdock.plans.cgroups import Limits
 from wrapdock.plans.container import ContainerPaths, Runtime
 from wrapdock.plans.endpoint import Attachment
-from wrapdock.portspec import PortMapping
+from wrapdock.portspec import PortMapping, PortRequest
 from wrapdock.procstatus import live_pid
 from wrapdock.session import Session
 
@@ -125,13 +125,18 @@ def _release(session: Session, record: dict[str, Any], network_names: list[str] 
         session.state.put("ipam", endpoint["network"], ipam_record)
 
 
-def _check_ports_free(ports: list[PortMapping], others: list[dict[str, Any]]) -> None:
+def _host_ports(requests: list[PortRequest], others: list[dict[str, Any]]) -> list[PortMapping]:
+    """The concrete mappings: the host ports -p names, if no other container publishes them, and free
+    ones picked for the rest. Call with the lock held (the records read here are the ones to avoid)."""
     for other in others:
         for theirs in ports_of(other):
-            for mine in ports:
+            for mine in (r.fixed for r in requests if r.fixed):
                 if mine.clashes_with(theirs):
                     raise UsageError(f"host port {mine.host_port}/{mine.proto} is already published by container "
                                      f"{other['name']} ({theirs.text()})")
+    if not hostports.needs_picking(requests):
+        return [r.fixed for r in requests if r.fixed]
+    return hostports.choose(requests, [p for other in others for p in ports_of(other)], hostports.read())
 
 
 def _host_resolv() -> str:
@@ -254,10 +259,10 @@ def build_config(session: Session, request: RunRequest) -> ContainerConfig:
     )
 
 
-def _check_network_options(request: RunRequest) -> tuple[str, list[PortMapping]]:
+def _check_network_options(request: RunRequest) -> tuple[str, list[PortRequest]]:
     mode = "none" if request.network in (None, "none") else "host" if request.network == "host" else "bridge"
-    ports = portspec.parse_all(request.publish)
-    if ports and mode != "bridge":
+    requests = portspec.parse_all(request.publish)
+    if requests and mode != "bridge":
         raise UsageError("-p needs the container on a bridge network (--net NAME)")
     if request.ip and mode != "bridge":
         raise UsageError("--ip needs --net NAME")
@@ -274,13 +279,13 @@ def _check_network_options(request: RunRequest) -> tuple[str, list[PortMapping]]
             raise UsageError(f"invalid --add-host {entry!r}: expected NAME:IPv4") from None
         if not sep or not containerspec.valid_hostname(host):
             raise UsageError(f"invalid --add-host {entry!r}: expected NAME:IPv4")
-    return mode, ports
+    return mode, requests
 
 
 def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | None]:
     """Create and start a container; returns (config, the workload's exit code when attached)."""
     config = build_config(session, request)
-    mode, ports = _check_network_options(request)
+    mode, requests = _check_network_options(request)
     network = networks.load(session, request.network) if mode == "bridge" and request.network else None
     session.require_root()
     if config.image == images.DEFAULT_IMAGE:
@@ -294,7 +299,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     runtime = Runtime(images.host_busybox(), cgroups.detect(), image_rootfs, netns)
     paths = paths_of(session, config.id)
     record = _record(config, request, netns)
-    record["net_mode"], record["ports"] = mode, [p.to_record() for p in ports]
+    record["net_mode"] = mode
     watcher = plans.remove_when_done(config, paths, wrapdock_argv(session)) if (
         request.detach and request.auto_remove) else None
     # Under the state lock from the checks to the record: the address, the ports and the name are this
@@ -306,7 +311,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
                 raise UsageError(f"container name {config.name!r} is already in use")
         if netns and Path(f"/run/netns/{netns}").exists():
             raise UsageError(f"a network namespace named {netns!r} already exists on this host")
-        _check_ports_free(ports, others)
+        # decided here, before the plan: the trail and a --print-only script show the concrete ports
+        ports = _host_ports(requests, others)
+        record["ports"] = [p.to_record() for p in ports]
         if network is not None:
             ipam, ipam_record = _ipam(session, network)
             address = ipam.reserve(request.ip, config.id) if request.ip else ipam.allocate(config.id)
@@ -321,7 +328,8 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps)
+        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
+                             request.tty)
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
                                  skip=config.id)
         if request.detach:
@@ -343,18 +351,20 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     if session.print_only:
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
-                                        plans.start_attached(config, paths, runtime, request.tty)))
+                                        plans.start_attached(config, paths, runtime, request.tty,
+                                                             interactive=request.interactive)))
         return config, None
     if request.detach:
         return config, None
-    code = _attach(session, config, paths, runtime, request.tty)
+    code = _attach(session, config, paths, runtime, request.tty, request.interactive)
     if request.auto_remove:
         remove(session, [config.id], force=True)
     return config, code
 
 
-def _attach(session: Session, config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> int:
-    steps = plans.start_attached(config, paths, runtime, tty)
+def _attach(session: Session, config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool,
+            interactive: bool) -> int:
+    steps = plans.start_attached(config, paths, runtime, tty, interactive=interactive)
     code = 0
     for step in steps:
         code = session.runner.attach(step)
@@ -510,7 +520,7 @@ def _environ(pid: int) -> list[str]:
     return [item.decode(errors="replace") for item in raw.split(b"\0") if item]
 
 
-def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
+def exec_in(session: Session, ref: str, command: list[str], tty: bool, interactive: bool = True) -> int:
     session.require_root()
     record = find(session, ref)
     pid = live_pid(paths_of(session, record["id"]))
@@ -527,7 +537,8 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
     env = _environ(pid)
     if tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
-    step = plans.exec_step(config, pid, env, command, cgroups.detect())
+    no_input = None if interactive else paths_of(session, record["id"]).tty_input
+    step = plans.exec_step(config, pid, env, command, cgroups.detect(), tty, no_input)
     if session.print_only:
         session.printed.append(Plan(f"exec in container {record['name']}", [step]))
         return 0

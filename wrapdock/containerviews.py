@@ -6,6 +6,7 @@ that) so that the read-only commands import little: their time is mostly Python 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from datetime import datetime
@@ -64,6 +65,28 @@ def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
     data["addresses"] = [f"{e['address']} ({e['network']}, {e['ifname']})" for e in record["endpoints"]]
     data["published"] = [portspec.from_record(p).text() for p in record["ports"]]
     return data
+
+
+def _natural(text: str) -> list:
+    """Docker's `port` sorts its lines in natural order (80 before 443)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def port_lines(session: Session, ref: str, port: str | None) -> list[str]:
+    """`port C`: 'CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT' lines; `port C PORT[/PROTO]`: 'HOST_IP:HOST_PORT'."""
+    record = find(session, ref)
+    mappings = [portspec.from_record(p) for p in record["ports"]]
+    if port is None:
+        lines = [f"{m.container_port}/{m.proto} -> {m.host_ip or '0.0.0.0'}:{m.host_port}" for m in mappings]
+        return sorted(lines, key=_natural)
+    number, _, proto = port.partition("/")
+    if not number.isdigit() or int(number) > 65535:
+        raise UsageError(f"invalid port ({number}): expected PORT[/PROTO], PORT from 0 to 65535")
+    wanted = (int(number), proto or "tcp")
+    lines = [f"{m.host_ip or '0.0.0.0'}:{m.host_port}" for m in mappings if (m.container_port, m.proto) == wanted]
+    if not lines:
+        raise UsageError(f"no public port '{port}' published for {ref}")
+    return sorted(lines, key=_natural)
 
 
 def listing(session: Session, include_stopped: bool) -> list[dict[str, Any]]:

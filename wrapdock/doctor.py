@@ -49,7 +49,7 @@ ERROR, WARNING = "error", "warning"
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "iptables-save": "iptables",
     "nsenter": "util-linux", "unshare": "util-linux", "setpriv": "util-linux", "setsid": "util-linux",
-    "busybox": "busybox-static", "sysctl": "procps",
+    "busybox": "busybox-static", "sysctl": "procps", "script": "bsdutils",  # script: the pty of -t
 }
 UTIL_LINUX_MIN = (2, 38)  # setsid -f, nsenter/unshare options the plans use
 
@@ -912,7 +912,7 @@ def _orphans(facts: Facts, a: Assessment) -> list[Finding]:
     for directory in a.busy_cgroups:
         out.append(Finding(WARNING, "orphan-cgroup-busy", str(directory),
                            f"cgroup of {directory.name[:12]}, a container that has no record, still holds "
-                           "processes (gc leaves it)",
+                           "processes, which gc does not kill (until they are gone, gc names it and exits 1)",
                            (f"kill -s KILL $(cat {quote([str(directory / 'cgroup.procs')])}); "
                             f"rmdir {quote([str(directory)])}",)))
     for directory in a.orphan_dirs:

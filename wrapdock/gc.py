@@ -16,13 +16,19 @@ It acts on doctor's assessment (doctor.assess), under the state lock, in this or
 7. a network whose bridge, address or rules are missing gets its create plan re-run (the bridge
    guarded, the address with `replace`, every rule an ensure), and containers' veths go back on it.
 
-Commands go through session.carry_out, so they show in the trail and `--print-only` prints them as a
-script (state edits appear there as comments and are not made). State edits happen only after the
-commands they follow succeeded. Nothing that is not provably wrapdock's is touched.
+Each repair (one object: a mount, a container, a rule tag, a veth, a cgroup, a network, ...) is a
+plan of its own, run on its own through session.carry_out: a failing one is rolled back alone and
+stops no other repair (`rmdir` of a cgroup whose processes are still exiting, or live in another PID
+namespace, fails "busy"). gc does all the others, then names each failed repair with its failed
+command and stderr; a second gc finds only those left. The commands show in the trail, and
+`--print-only` prints them as a script in which each repair also runs on its own (state edits appear
+there as comments and are not made). State edits happen only after the plan of their repair
+succeeded. Nothing that is not provably wrapdock's is touched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -34,6 +40,7 @@ from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.plan import Plan
 from wrapdock.plans import gc as gc_plans
 from wrapdock.plans.container import ContainerPaths
+from wrapdock.runner import CommandFailed
 from wrapdock.session import Session
 
 
@@ -52,9 +59,19 @@ class Edit:
 
 @dataclass
 class Action:
-    summary: list[str]
+    """One repair: its plan runs on its own (a failure undoes only this plan and stops no other repair);
+    its edits are made only once the plan succeeded."""
+
+    task: str  # what it does, named when it fails: "remove cgroup /sys/fs/cgroup/pids/wrapdock/ID"
+    summary: list[str]  # what it did, once done
     plan: Plan | None = None
     edits: list[Edit] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)  # one line per thing done
+    failed: list[str] = field(default_factory=list)  # one line per repair not done: what, and why
 
 
 def _paths(facts: Facts, container_id: str) -> ContainerPaths:
@@ -67,39 +84,52 @@ def _release_all(record: dict[str, Any]) -> list[Edit]:
 
 
 def decide(facts: Facts, a: Assessment) -> list[Action]:
-    """What gc does about an assessment, in order (pure: plans and edits, nothing carried out)."""
+    """What gc does about an assessment, in order, one repair per object (pure: nothing carried out)."""
     actions: list[Action] = []
     points = [m.point for m in a.mounts if doctor.under(m.point, facts.data_dir)]
-    if points:
-        actions.append(Action([f"unmounted {p}" for p in points], gc_plans.unmount(points)))
+    for point in sorted(points, key=lambda p: (-p.count("/"), p)):  # the deepest first
+        actions.append(Action(f"unmount {point}", [f"unmounted {point}"], gc_plans.unmount(point)))
 
     for record in a.abandoned:
         running = facts.runtime.get(record["id"], doctor.Runtime()).live
         plan = gc_plans.remove_abandoned(record, _paths(facts, record["id"]), facts.cgroup_layout, running)
-        actions.append(Action([f"removed container {record['name']} ({record['id'][:12]}), abandoned half-way"],
+        what = f"container {record['name']} ({record['id'][:12]})"
+        actions.append(Action(f"remove {what}, abandoned half-way", [f"removed {what}, abandoned half-way"],
                               plan, [*_release_all(record),
                                      Edit("forget-container", f"forget container {record['name']}",
                                           container=record["id"])]))
 
-    processes = {cid: _paths(facts, cid) for cid in a.orphan_processes}
-    comments = sorted(a.orphan_rules)
-    veths = [v.name for v in a.orphan_veths]
-    bridges = [b.name for b in a.orphan_bridges]
-    vxlans = [v.name for v in a.orphan_vxlans]
-    summary = ([f"killed the process {pid} of unrecorded container {cid[:12]}" for cid, pid in
-                sorted(a.orphan_processes.items())]
-               + [f"deleted {len(a.orphan_rules[c])} iptables rule(s) tagged {c}" for c in comments]
-               + [f"deleted veth {v}" for v in veths] + [f"deleted network namespace {n}" for n in a.orphan_netns]
-               + [f"deleted VXLAN device {v}" for v in vxlans]
-               + [f"deleted bridge {b}" for b in bridges] + [f"removed cgroup {d}" for d in a.orphan_cgroups]
-               + [f"removed directory {d}" for d in a.orphan_dirs])
-    if summary:
-        actions.append(Action(summary, gc_plans.orphans(processes, comments, veths, a.orphan_netns, bridges,
-                                                        a.orphan_cgroups, a.orphan_dirs, vxlans)))
+    # what no record owns: a process first, with its directory (which goes only once the process is gone),
+    # then veths (deleting one is immediate) before namespaces
+    dirs = {d.name: d for d in a.orphan_dirs}
+    for cid, pid in sorted(a.orphan_processes.items()):
+        directory = dirs.pop(cid, None)
+        killed = f"the process {pid} of unrecorded container {cid[:12]}"
+        actions.append(Action(f"kill {killed}" + (f" and remove its directory {directory}" if directory else ""),
+                              [f"killed {killed}", *([f"removed directory {directory}"] if directory else [])],
+                              gc_plans.orphan_process(cid, _paths(facts, cid), directory)))
+    for comment in sorted(a.orphan_rules):
+        actions.append(Action(f"delete the iptables rules tagged {comment}",
+                              [f"deleted {len(a.orphan_rules[comment])} iptables rule(s) tagged {comment}"],
+                              gc_plans.orphan_rules(comment)))
+    actions += [Action(f"delete veth {v.name}", [f"deleted veth {v.name}"], gc_plans.orphan_veth(v.name))
+                for v in a.orphan_veths]
+    actions += [Action(f"delete network namespace {n}", [f"deleted network namespace {n}"], gc_plans.orphan_netns(n))
+                for n in a.orphan_netns]
+    actions += [Action(f"delete VXLAN device {v.name}", [f"deleted VXLAN device {v.name}"],
+                       gc_plans.orphan_vxlan(v.name)) for v in a.orphan_vxlans]
+    actions += [Action(f"delete bridge {b.name}", [f"deleted bridge {b.name}"], gc_plans.orphan_bridge(b.name))
+                for b in a.orphan_bridges]
+    # a cgroup that still holds processes is tried too: its `rmdir` fails (busy) and gc names it
+    actions += [Action(f"remove cgroup {d}", [f"removed cgroup {d}"], gc_plans.orphan_cgroup(d))
+                for d in [*a.orphan_cgroups, *a.busy_cgroups]]
+    actions += [Action(f"remove directory {d}", [f"removed directory {d}"], gc_plans.orphan_dir(d))
+                for d in dirs.values()]
 
     by_id = {r["id"]: r for r in facts.containers}
     for record in a.exit_unrecorded:
-        actions.append(Action([f"recorded the exit of {record['name']} (code unknown: {gc_plans.UNKNOWN_EXIT})"],
+        actions.append(Action(f"record the exit of {record['name']}",
+                              [f"recorded the exit of {record['name']} (code unknown: {gc_plans.UNKNOWN_EXIT})"],
                               Plan(f"record the exit of container {record['name']}",
                                    [gc_plans.record_exit(record["name"], _paths(facts, record["id"]))])))
     cut_ids = list(dict.fromkeys(c.container for c in a.cuts))
@@ -115,7 +145,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
         edits.append(Edit("drop-endpoints", f"drop {record['name']}'s endpoint(s) on {', '.join(cut_networks)}"
                           + (" and its published ports" if drop_ports else ""),
                           container=container_id, networks=cut_networks, drop_ports=drop_ports))
-        actions.append(Action([f"dropped {record['name']}'s endpoint on {c.network}: {c.reason}" for c in cuts],
+        actions.append(Action(f"drop {record['name']}'s endpoint(s) on {', '.join(cut_networks)}",
+                              [f"dropped {record['name']}'s endpoint on {c.network}: {c.reason}" for c in cuts],
                               Plan(f"drop what is left of {record['name']}'s network endpoints", steps) if steps
                               else None, edits))
 
@@ -125,19 +156,23 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
     lease_edits += [Edit("forget-ipam", f"forget the allocations of network {name}, which has no record",
                          network=name) for name in a.orphan_ipam]
     if lease_edits:
-        actions.append(Action([f"released {address} on {network} (held by {owner[:12]}, which has no record of it)"
+        actions.append(Action("release the leases that no record holds",
+                              [f"released {address} on {network} (held by {owner[:12]}, which has no record of it)"
                                for network, address, owner in a.orphan_leases]
                               + [f"forgot the allocations of network {name}, which has no record"
                                  for name in a.orphan_ipam], None, lease_edits))
 
     if a.skeleton_orphaned:
-        actions.append(Action(["removed wrapdock's shared iptables chains (no network left)"],
+        actions.append(Action("remove wrapdock's shared iptables chains",
+                              ["removed wrapdock's shared iptables chains (no network left)"],
                               gc_plans.skeleton(remove=True)))
     repairs = a.repairs
     if a.skeleton_missing and not repairs:
-        actions.append(Action(["restored wrapdock's shared iptables chains"], gc_plans.skeleton(remove=False)))
+        actions.append(Action("restore wrapdock's shared iptables chains",
+                              ["restored wrapdock's shared iptables chains"], gc_plans.skeleton(remove=False)))
     if a.forwarding_off:
-        actions.append(Action(["turned IPv4 forwarding back on"], gc_plans.ensure_forwarding()))
+        actions.append(Action("turn IPv4 forwarding back on", ["turned IPv4 forwarding back on"],
+                              gc_plans.ensure_forwarding()))
     networks = {n.name: n for n in facts.networks}
     detached: dict[str, list[str]] = {}
     for _record, endpoint, network in a.detached_veths:
@@ -148,9 +183,10 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
         if name in a.missing_rules:
             reasons.append(f"{len(a.missing_rules[name])} rule(s) missing")
         plan = gc_plans.repair_network(networks[name], reasons, detached.pop(name, []))
-        actions.append(Action([f"repaired network {name} ({', '.join(reasons)})"], plan))
+        actions.append(Action(f"repair network {name}", [f"repaired network {name} ({', '.join(reasons)})"], plan))
     for name, veths in sorted(detached.items()):
-        actions.append(Action([f"put {', '.join(veths)} back on bridge {networks[name].bridge}"],
+        put = f"{', '.join(veths)} back on bridge {networks[name].bridge}"
+        actions.append(Action(f"put {put}", [f"put {put}"],
                               Plan(f"reattach veths to network {name}", [gc_plans.reattach(networks[name], veths)])))
     return actions
 
@@ -193,9 +229,27 @@ def _refresh_hosts(session: Session, network_names: set[str]) -> None:
 
 
 # -- the operation -------------------------------------------------------------------------------
-def reconcile(session: Session) -> list[str]:
-    """Carry out (or, with --print-only, collect) what gc decides; returns one line per thing done."""
+def _why(failure: CommandFailed) -> str:
+    """The failed command and its stderr, and the rollback only when there was one."""
+    return failure.cause if not (failure.undone or failure.undo_errors) else f"{failure.cause}; {failure.rollback_text}"
+
+
+def _carry_out(session: Session, action: Action) -> str | None:
+    """Run one repair's plan on its own; returns why it failed (None: done, or printed)."""
+    assert action.plan is not None
+    try:
+        session.carry_out(dataclasses.replace(action.plan, repair=action.task))
+    except CommandFailed as failure:
+        session.runner.trail.remark(f"failed (exit {failure.result.exit_code}): {failure.error}; gc goes on with "
+                                    "its other repairs")
+        return f"{action.task}: {_why(failure)}"
+    return None
+
+
+def reconcile(session: Session) -> Outcome:
+    """Carry out (or, with --print-only, collect) what gc decides, each repair on its own."""
     session.require_root()
+    outcome = Outcome()
     with session.lock():
         facts = doctor.gather(session, environment=False)
         if facts.broken_state:
@@ -203,11 +257,13 @@ def reconcile(session: Session) -> list[str]:
                              + "; ".join(facts.broken_state))
         if facts.iptables is None:
             raise EnvironmentProblem(f"gc cannot read the iptables rules ({facts.iptables_error})")
-        actions = decide(facts, doctor.assess(facts))
         changed_networks: set[str] = set()
-        for action in actions:
+        for action in decide(facts, doctor.assess(facts)):
             if action.plan is not None and action.plan.steps:
-                session.carry_out(action.plan)
+                failed = _carry_out(session, action)
+                if failed is not None:  # its edits wait for the repair: the next gc finds it again
+                    outcome.failed.append(failed)
+                    continue
             for edit in action.edits:
                 if session.print_only:
                     session.printed.append(Plan(f"state (wrapdock's records, not a command): {edit.text}"))
@@ -216,6 +272,12 @@ def reconcile(session: Session) -> list[str]:
                 apply_edit(session, edit)
                 if edit.kind == "drop-endpoints":
                     changed_networks.update(edit.networks)
+            outcome.done.extend(action.summary)
+        changed_networks &= {n.name for n in facts.networks}
         if changed_networks and not session.print_only:
-            _refresh_hosts(session, changed_networks & {n.name for n in facts.networks})
-    return [line for action in actions for line in action.summary]
+            try:
+                _refresh_hosts(session, changed_networks)
+            except CommandFailed as failure:
+                outcome.failed.append(f"update /etc/hosts of the containers on {', '.join(sorted(changed_networks))}: "
+                                      + _why(failure))
+    return outcome

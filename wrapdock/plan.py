@@ -40,10 +40,16 @@ class Step:
 
 @dataclass
 class Plan:
-    """An ordered list of steps for one operation; `title` heads the trail and the script."""
+    """An ordered list of steps for one operation; `title` heads the trail and the script.
+
+    `repair` names a plan that is one of several independent repairs (gc's, e.g. "remove cgroup X"):
+    its failure stops none of the others, and in a `--print-only` script not the script either, which
+    names it at the end and exits 1.
+    """
 
     title: str
     steps: list[Step] = field(default_factory=list)
+    repair: str = ""
 
     def add(self, step: Step) -> Step:
         self.steps.append(step)

@@ -217,7 +217,7 @@ class Runner:
                         completed.append(step)
                     undone, undo_errors = self.rollback(completed)
                     completed, current = [], None  # rolled back: nothing left for the handler below
-                    raise OperationFailed(_failure_line(result, undone, undo_errors))
+                    raise CommandFailed(result, undone, undo_errors)
                 completed.append(step)
                 current = None
         except BaseException:  # a missing tool or Ctrl-C halfway: still leave the host as it was
@@ -259,10 +259,21 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no error output"
 
 
-def _failure_line(result: Result, undone: int, undo_errors: list[str]) -> str:
-    message = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {_last_line(result.stderr)}"
-    if undo_errors:
-        message += f"; rollback incomplete, {len(undo_errors)} undo step(s) failed: " + "; ".join(undo_errors)
-    else:
-        message += f"; rolled back {undone} step(s)"
-    return message
+class CommandFailed(OperationFailed):
+    """A plan's command failed and the plan was rolled back; `cause` (the command, its exit code and
+    stderr) is kept apart from the rollback, for callers that report several failures (gc)."""
+
+    def __init__(self, result: Result, undone: int, undo_errors: list[str]) -> None:
+        self.result = result
+        self.error = _last_line(result.stderr)
+        self.cause = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {self.error}"
+        self.undone = undone
+        self.undo_errors = undo_errors
+        super().__init__(self.cause + "; " + self.rollback_text)
+
+    @property
+    def rollback_text(self) -> str:
+        if self.undo_errors:
+            return (f"rollback incomplete, {len(self.undo_errors)} undo step(s) failed: "
+                    + "; ".join(self.undo_errors))
+        return f"rolled back {self.undone} step(s)"

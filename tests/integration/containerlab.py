@@ -64,7 +64,7 @@ def inspect(box: Sandbox, ref: str) -> dict:
     return data
 
 
-def wait_for(predicate, seconds: float = 10.0, step: float = 0.05, what: str = "condition"):
+def wait_for(predicate, seconds: float = 30.0, step: float = 0.05, what: str = "condition"):
     """Poll until predicate() is truthy; returns its value or fails after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
@@ -112,7 +112,7 @@ def processes(box: Sandbox) -> list[str]:
 def assert_clean(box: Sandbox, extra_cgroup_boxes: tuple[Sandbox, ...] = ()) -> None:
     """Nothing of any container is left: directory, netns, cgroup, record, mount or process."""
     # processes of a killed container (the shim, a -d --rm watcher) leave a moment after it
-    wait_for(lambda: not processes(box), seconds=5, what=f"no container processes: {processes(box)}")
+    wait_for(lambda: not processes(box), seconds=30, what=f"no container processes: {processes(box)}")
     assert container_dirs(box) == []
     assert netns_list(box) == []
     assert box.cgroup_dirs() == []
@@ -122,7 +122,7 @@ def assert_clean(box: Sandbox, extra_cgroup_boxes: tuple[Sandbox, ...] = ()) -> 
     assert leftover_mounts(box) == []
 
 
-def remove_cgroup_dirs(dirs: list[Path], seconds: float = 5.0) -> None:
+def remove_cgroup_dirs(dirs: list[Path], seconds: float = 30.0) -> None:
     """rmdir cgroup directories deepest first, retrying while their last processes leave."""
     pending = sorted(dirs, key=lambda p: -len(p.parts))
     deadline = time.monotonic() + seconds

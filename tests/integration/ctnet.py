@@ -163,7 +163,7 @@ class Host:
         """The address `where` shows up as at the server behind `url` (its /cgi-bin/ip)."""
         return plain_address(self.fetch(where, url))
 
-    def wait_http(self, url: str, expected: str, where: str = HOST, seconds: float = 10) -> None:
+    def wait_http(self, url: str, expected: str, where: str = HOST, seconds: float = 30) -> None:
         """Until the server behind `url` answers `expected` (a detached httpd needs a moment to listen)."""
         deadline = time.monotonic() + seconds
         while (got := self.fetch(where, url)) != expected:
@@ -175,7 +175,7 @@ class Host:
         code = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                 f"s.bind(('0.0.0.0', {port})); print('bound', flush=True); "
                 "data, peer = s.recvfrom(512); print(peer[0], data.decode().strip(), flush=True)")
-        proc = subprocess.Popen([*self.sandbox.enter_argv(), "timeout", "20", "ip", "netns", "exec", netns,
+        proc = subprocess.Popen([*self.sandbox.enter_argv(), "timeout", "30", "ip", "netns", "exec", netns,
                                  sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "bound", proc.stderr
         return proc
@@ -186,7 +186,7 @@ class Host:
         listener got it; returns what the listener printed ('' if it never did)."""
         code = ("import socket,sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
                 ".sendto(sys.argv[1].encode(), (sys.argv[2], int(sys.argv[3])))")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while listener.poll() is None and time.monotonic() < deadline:
             self.sandbox.sh("ip", "netns", "exec", netns, sys.executable, "-c", code, payload, address, str(port))
             time.sleep(0.2)

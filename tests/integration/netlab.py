@@ -159,7 +159,7 @@ class Lab:
             f">/dev/null 2>&1 </dev/null & echo $!").stdout.strip()
         assert pid.isdigit(), pid
         self.pids.append(pid)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         # ready when it answers locally (which also proves the CGI works)
         while self.fetch(ns, f"http://127.0.0.1:{port}/cgi-bin/ip") != "127.0.0.1":
             assert time.monotonic() < deadline, f"httpd in {ns} does not answer"

@@ -171,7 +171,7 @@ def differences(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-def changes(box: Sandbox, before: dict, seconds: float = 5.0) -> str:
+def changes(box: Sandbox, before: dict, seconds: float = 15.0) -> str:
     """How the sandbox host differs from `before` ("" if not at all), once it has settled: a killed
     container's shim needs a moment to go, a bridge's carrier flags follow its ports up to a second later."""
     deadline = time.monotonic() + seconds
@@ -184,7 +184,7 @@ def changes(box: Sandbox, before: dict, seconds: float = 5.0) -> str:
         time.sleep(0.1)
 
 
-def assert_same(box: Sandbox, before: dict, what: str = "", seconds: float = 5.0) -> None:
+def assert_same(box: Sandbox, before: dict, what: str = "", seconds: float = 15.0) -> None:
     """The sandbox host is exactly as in `before`."""
     changed = changes(box, before, seconds)
     assert not changed, f"{what}: the host changed\n{changed}"

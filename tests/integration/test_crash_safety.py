@@ -84,10 +84,34 @@ def child_pids(pid: int) -> list[int]:
 
 def alive(pid: int) -> bool:
     """Running (a zombie that nobody reaps - the sandbox's init is `sleep` - counts as gone)."""
+    return process_state(pid) not in ("", "Z")
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (R, S, T, Z, ...); "" once the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
-        return False
+        return ""
+
+
+def finish_nsenter(proc: subprocess.Popen, seconds: float = 120) -> tuple[str, str]:
+    """Wait for the nsenter whose child (wrapdock) was stopped and killed, continuing it whenever it is
+    stopped.
+
+    nsenter mirrors job control: when waitpid() shows its child stopped, it stops *itself* (SIGSTOP),
+    and continues the child once it is continued. When that happens is up to the scheduler: a single
+    SIGCONT sent right after the kill can arrive before nsenter stops itself, is then lost, and leaves
+    nsenter stopped forever (the hang CI saw). So poll its state, with a deadline, and continue it each
+    time it is found stopped, until it exits.
+    """
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None:
+        if process_state(proc.pid) in ("T", "t"):
+            os.kill(proc.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"nsenter {proc.pid} did not exit (state {process_state(proc.pid)!r})"
+        time.sleep(0.005)
+    return proc.communicate(timeout=30)
 
 
 def crash(box: Sandbox, args: tuple[str, ...], delay: float) -> Crash:
@@ -109,9 +133,7 @@ def crash(box: Sandbox, args: tuple[str, ...], delay: float) -> Crash:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        # nsenter stops itself when it sees its child stopped (job control): let it go on and exit
-        os.kill(proc.pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=120)
+    out, err = finish_nsenter(proc)
     killed = proc.returncode == -signal.SIGKILL  # (nsenter dies of its child's signal)
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in orphans):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -64,11 +65,10 @@ def kill(sandbox: Sandbox, name: str) -> None:
     """kill -9 a container's process; its shim records the exit (137)."""
     pid = state_of(sandbox, name)["state"]["pid"]
     sandbox.bash(f"kill -9 {pid}")
-    for _ in range(200):
-        if state_of(sandbox, name)["state"]["exit_code"] is not None:
-            return
+    deadline = time.monotonic() + 30
+    while state_of(sandbox, name)["state"]["exit_code"] is None:
+        assert time.monotonic() < deadline, f"{name}: no exit code after kill -9"
         time.sleep(0.02)
-    raise AssertionError(f"{name}: no exit code after kill -9")
 
 
 def netns_names(sandbox: Sandbox) -> set[str]:
@@ -331,3 +331,75 @@ def test_gc_after_wrapdock_was_killed_mid_run_leaves_nothing(sandbox: Sandbox) -
 
     wd(sandbox, "network", "rm", "n1")
     assert sandbox.snapshot() == start
+
+
+BUSY_ID = "0000feed" * 8  # sorts before ORPHAN_ID: gc meets the busy cgroup before the other one
+
+
+def plant_orphans(sandbox: Sandbox) -> list[str]:
+    """Leftovers gc can remove: a wd veth, a stale rule, an empty cgroup, a directory; what gc says it did."""
+    cgroup = cgroup_dir(sandbox, ORPHAN_ID)
+    cgroup.mkdir()
+    directory = f"/run/wrapdock-data/containers/{ORPHAN_ID}"
+    sandbox.bash(f"""
+        set -e
+        ip link add {ORPHAN_VETH} type veth peer name fpeer0
+        iptables -A FORWARD -i ghost -o ghost -m comment --comment wrapdock:network=ghost -j ACCEPT
+        mkdir -p {directory}/upper
+    """)
+    return ["deleted 1 iptables rule(s) tagged wrapdock:network=ghost", f"deleted veth {ORPHAN_VETH}",
+            f"removed cgroup {cgroup}", f"removed directory {directory}"]
+
+
+def orphans_gone(sandbox: Sandbox, start: dict) -> bool:
+    return (sandbox.snapshot() == start and not cgroup_dir(sandbox, ORPHAN_ID).exists()
+            and sandbox.sh("ls", "/run/wrapdock-data/containers", check=False).stdout == "")
+
+
+def test_gc_goes_on_past_a_cgroup_it_cannot_remove_and_names_it(sandbox: Sandbox) -> None:
+    """A cgroup named by an unrecorded container id holds a live process of another PID namespace (this
+    test's `sleep`: the sandbox's wrapdock cannot see it, nor kill it): its rmdir fails "busy". gc removes
+    every other orphan, names that one with its command and error and exits 1; the next gc has only that
+    one left; once the process is gone gc removes it too, and a further gc finds nothing."""
+    start = sandbox.snapshot()
+    busy = cgroup_dir(sandbox, BUSY_ID)
+    busy.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "1000"])  # the machine's PID namespace, not the sandbox's
+    try:
+        (busy / "cgroup.procs").write_text(f"{sleeper.pid}\n")
+        failure = re.compile(re.escape(f"wrapdock: error: gc could not remove cgroup {busy}: `rmdir {busy}` failed "
+                                       "(exit 1): ") + r"\S*rmdir: failed to remove " + re.escape(f"'{busy}'")
+                             + ": Device or resource busy")  # (rmdir names itself by its path, or not)
+
+        # the --print-only script does the same when run: each repair on its own, the busy one named, exit 1
+        plant_orphans(sandbox)
+        script = wd(sandbox, "gc", "--print-only").stdout
+        assert f"failed_repairs+=('remove cgroup {busy}')" in script
+        sandbox.sh("sh", "-c", 'cat > "$1"', "write", "/run/gc.sh", input=script)
+        ran = sandbox.sh("bash", "/run/gc.sh", check=False)
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        assert ran.stderr.splitlines()[-1] == f"could not remove cgroup {busy} (its failing command is shown above)"
+        assert orphans_gone(sandbox, start) and busy.is_dir()
+
+        done = plant_orphans(sandbox)
+        first = sandbox.wrapdock("gc", check=False)
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert first.stdout.splitlines() == done  # every other orphan, also those gc met after the busy cgroup
+        (error,) = [line for line in first.stderr.splitlines() if line.startswith("wrapdock:")]
+        assert failure.fullmatch(error), error
+        assert "Device or resource busy; gc goes on with its other repairs)\n" in first.stderr  # in the trail
+        assert orphans_gone(sandbox, start) and busy.is_dir()
+
+        second = sandbox.wrapdock("--trail", "json", "gc", check=False)
+        assert (second.returncode, second.stdout) == (1, "")
+        assert failure.fullmatch(second.stderr.splitlines()[-1]), second.stderr
+        assert changes("\n".join(second.stderr.splitlines()[:-1])) == [["rmdir", str(busy)]]  # only that one
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    assert wd(sandbox, "gc").stdout == f"removed cgroup {busy}\n"
+    assert wd(sandbox, "gc").stdout == "nothing to do: the state and the host agree\n"
+    assert doctor(sandbox)[:2] == (0, set())
+    assert sandbox.snapshot() == start
+    assert sandbox.cgroup_dirs() == []

@@ -253,7 +253,7 @@ def test_a_fault_right_after_the_start_kills_the_container(sandbox):
     for attempt in range(5):
         line = one_error(call(box, "--quiet", *RUN, env=fault(k)), 1)
         assert "injected fault at command" in line and "rollback incomplete" not in line, line
-        left = changes(box, before, seconds=3)
+        left = changes(box, before, seconds=10)
         assert not left, f"attempt {attempt}: {line}\nleft: {left}\nwrapdock gc: {ok(box, 'gc').stdout}"
 
     ok(box, "--quiet", "network", "rm", NET)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import FakeHost
 from wrapdock import doctor, gc
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.cli import main
@@ -17,6 +19,10 @@ from wrapdock.model import Network
 from wrapdock.plan import Step
 from wrapdock.plans import iptables as ipt
 from wrapdock.plans.endpoint import container_comment, host_ifname
+from wrapdock.render import render_script
+from wrapdock.runner import Runner, Trail
+from wrapdock.session import Session
+from wrapdock.shell import quote
 from wrapdock.state import StateStore
 
 ID_A = "a" * 64
@@ -449,9 +455,9 @@ def test_orphaned_veth_and_the_netns_holding_its_peer() -> None:
     })
     facts.netns = {"ghost": 7, "other": 8, "foreign": 9, "noid": None}
     assert checks(facts) == [("orphan-veth", "wd01234567890"), ("orphan-netns", "ghost")]
-    (action,) = plans_of(facts)
-    assert [s.argv for s in action.plan.steps] == [("ip", "link", "del", "dev", "wd01234567890"),
-                                                   ("ip", "netns", "del", "ghost")]
+    veth, netns = plans_of(facts)  # one repair each
+    assert (veth.task, netns.task) == ("delete veth wd01234567890", "delete network namespace ghost")
+    assert argvs([veth, netns]) == [("ip", "link", "del", "dev", "wd01234567890"), ("ip", "netns", "del", "ghost")]
 
 
 def test_orphaned_rules_and_the_bridge_only_they_name() -> None:
@@ -474,8 +480,9 @@ def test_orphaned_rules_and_the_bridge_only_they_name() -> None:
     assert ("orphan-rules", container_comment(ID_GHOST)) in found
     assert ("orphan-bridge", "oldbr") in found
     assert not any("foreignbr" in subject or "sharedbr" in subject for _, subject in found)
-    (action,) = plans_of(facts)
-    commands = [s.argv for s in action.plan.steps]
+    actions = plans_of(facts)
+    assert len(actions) == 4  # one repair per rule tag, veth and bridge
+    commands = argvs(actions)
     assert [c[-1] for c in commands[:2]] == sorted(["wrapdock:network=old", container_comment(ID_GHOST)])
     assert commands[2:] == [("ip", "link", "del", "dev", "wdc0ffee00000"), ("ip", "link", "del", "dev", "oldbr")]
 
@@ -504,12 +511,14 @@ def test_orphaned_cgroups_directories_processes_and_mounts() -> None:
                      ("orphan-cgroup", f"/cg/pids/wrapdock/{ID_GHOST}"),
                      ("orphan-cgroup-busy", f"/cg/pids/wrapdock/{ID_B}"), ("orphan-dir", str(ghost_dir)),
                      ("leftover-mount", f"{ghost_dir}/commit"), ("leftover-mount", "/mnt/elsewhere")]
-    unmount, orphans = plans_of(facts)
+    unmount, process, *cgroups = plans_of(facts)
     assert [s.argv for s in unmount.plan.steps] == [("umount", f"{ghost_dir}/commit")]  # not the one outside
-    commands = [s.argv for s in orphans.plan.steps]
+    commands = [s.argv for s in process.plan.steps]  # its directory goes once the process is gone
     assert commands[0][-2:] == ("wrapdock-kill", f"{ghost_dir}/pid")
-    assert commands[1:] == [("rmdir", f"/cg/pids/wrapdock/{ID_A}"), ("rmdir", f"/cg/pids/wrapdock/{ID_GHOST}"),
-                            ("rm", "-rf", "--one-file-system", str(ghost_dir))]  # the busy cgroup stays
+    assert commands[1:] == [("rm", "-rf", "--one-file-system", str(ghost_dir))]
+    # the busy cgroup is tried too, on its own: its rmdir fails (busy) and gc names it
+    assert [a.task for a in cgroups] == [f"remove cgroup /cg/pids/wrapdock/{i}" for i in (ID_A, ID_GHOST, ID_B)]
+    assert argvs(cgroups) == [("rmdir", f"/cg/pids/wrapdock/{i}") for i in (ID_A, ID_GHOST, ID_B)]
 
 
 def test_orphaned_leases_and_allocations() -> None:
@@ -557,6 +566,89 @@ def test_apply_edits(tmp_path: Path) -> None:
     assert store.get("ipam", "n1") is None and store.get("network", "n1") is not None
 
 
+# -- gc goes on past a repair that fails --------------------------------------------------------------
+BUSY = "rmdir: failed to remove '/cg/pids/wrapdock/{}': Device or resource busy"
+
+
+def orphans_with_a_busy_cgroup() -> Facts:
+    """Leftovers of unrecorded containers: a rule tag, a veth, two cgroups, a directory, a network's leases."""
+    facts = healthy()
+    dnat = Rule("nat", ipt.DNAT_CHAIN, ("-p", "tcp", "--dport", "80", "-m", "comment", "--comment",
+                                        container_comment(ID_GHOST), "-j", "DNAT"))
+    facts.iptables = doctor.Iptables(facts.iptables.chains, {}, (*facts.iptables.rules, dnat))
+    facts.links["wd01234567890"] = Link("wd01234567890", "veth")
+    facts.cgroups = {ID_GHOST: [Path(f"/cg/pids/wrapdock/{ID_GHOST}")], ID_B: [Path(f"/cg/pids/wrapdock/{ID_B}")]}
+    facts.container_dirs = {ID_B: DATA / "containers" / ID_B}
+    facts.ipam["gone"] = RecordStore.new_record("gone", IPv4Network("10.80.0.0/24"), IPv4Address("10.80.0.1"))
+    return facts
+
+
+def gc_on_a_fake_host(monkeypatch, tmp_path: Path, facts: Facts, host: FakeHost,
+                      print_only: bool = False) -> tuple[gc.Outcome, Session, str]:
+    """gc.reconcile on hand-made facts, its commands run by the recording fake host (no root needed)."""
+    session = Session(state_dir=tmp_path / "state", data_dir=DATA, print_only=print_only)
+    trail = io.StringIO()
+    session.__dict__["runner"] = Runner(Trail("text", trail), execute=host)
+    monkeypatch.setattr(doctor, "gather", lambda session, environment: facts)
+    monkeypatch.setattr("wrapdock.session.os.geteuid", lambda: 0)
+    return gc.reconcile(session), session, trail.getvalue()
+
+
+def test_gc_goes_on_past_a_repair_that_fails_and_names_it(monkeypatch, tmp_path: Path) -> None:
+    facts = orphans_with_a_busy_cgroup()
+    StateStore(tmp_path / "state").put("ipam", "gone", facts.ipam["gone"])
+    busy = f"/cg/pids/wrapdock/{ID_GHOST}"
+    host = FakeHost(failing={("rmdir", busy): BUSY.format(ID_GHOST)})
+    outcome, session, trail = gc_on_a_fake_host(monkeypatch, tmp_path, facts, host)
+
+    # every other repair ran, those after the failing one included, and their state edits were made
+    changes = [argv for argv in host.argvs if argv[0] not in ("test", "ip") or argv[:3] == ("ip", "link", "del")]
+    assert [c[-1] for c in changes] == [container_comment(ID_GHOST), "wd01234567890", f"/cg/pids/wrapdock/{ID_B}",
+                                        busy, str(DATA / "containers" / ID_B)]
+    assert outcome.done == [f"deleted 1 iptables rule(s) tagged {container_comment(ID_GHOST)}",
+                            "deleted veth wd01234567890", f"removed cgroup /cg/pids/wrapdock/{ID_B}",
+                            f"removed directory {DATA / 'containers' / ID_B}",
+                            "forgot the allocations of network gone, which has no record"]
+    assert session.state.get("ipam", "gone") is None
+    # the one that failed: named with its command and that command's error, and in the trail
+    assert outcome.failed == [f"remove cgroup {busy}: `rmdir {busy}` failed (exit 1): {BUSY.format(ID_GHOST)}"]
+    lines = trail.splitlines()
+    assert lines[lines.index(f"+ if test -d {busy}; then rmdir {busy}; fi") + 1] == (
+        f"  (failed (exit 1): {BUSY.format(ID_GHOST)}; gc goes on with its other repairs)")
+
+
+def test_gc_rolls_back_only_the_repair_that_failed(monkeypatch, tmp_path: Path) -> None:
+    """A repair of several steps that fails half-way undoes its own steps, and only those; its state edits
+    wait for a gc in which it succeeds."""
+    n1 = net()
+    facts = healthy(n1)
+    facts.links.pop(n1.bridge)  # the bridge is gone: gc re-runs n1's create plan
+    facts.links["wd01234567890"] = Link("wd01234567890", "veth")
+    rules = [s for s in gc.decide(facts, doctor.assess(facts))[-1].plan.steps if s.undo is not None]
+    added, failing = rules[0], rules[1]
+    host = FakeHost(failing={failing.argv: "iptables: No chain/target/match by that name."})
+    host.declare_probes(s.skip_if for s in rules if s.skip_if)  # every rule missing: each ensure adds it
+    outcome, _, trail = gc_on_a_fake_host(monkeypatch, tmp_path, facts, host)
+    assert outcome.done == ["deleted veth wd01234567890"]
+    (failed,) = outcome.failed
+    assert failed.startswith(f"repair network n1: `{quote(failing.argv)}` failed (exit 1): iptables: No chain")
+    assert failed.endswith("; rolled back 1 step(s)")
+    assert host.argvs[-1] == added.undo.argv  # the rollback undid the rule this repair added, nothing else
+    assert "rollback: undo 1 completed step(s), last first" in trail
+
+
+def test_gc_print_only_keeps_each_repair_on_its_own(monkeypatch, tmp_path: Path) -> None:
+    outcome, session, _ = gc_on_a_fake_host(monkeypatch, tmp_path, orphans_with_a_busy_cgroup(), FakeHost(),
+                                            print_only=True)
+    assert outcome.failed == []
+    repairs = [p.repair for p in session.printed if p.steps]
+    assert repairs == [f"delete the iptables rules tagged {container_comment(ID_GHOST)}", "delete veth wd01234567890",
+                       f"remove cgroup /cg/pids/wrapdock/{ID_B}", f"remove cgroup /cg/pids/wrapdock/{ID_GHOST}",
+                       f"remove directory {DATA / 'containers' / ID_B}"]
+    script = render_script(session.printed, ["gc"])
+    assert f"[ \"$repair_status\" -eq 0 ] || failed_repairs+=('remove cgroup /cg/pids/wrapdock/{ID_GHOST}')" in script
+
+
 # -- the CLI -----------------------------------------------------------------------------------------
 FINDING = Finding("warning", "orphan-veth", "wd01234567890", "veth wd01234567890 is wrapdock's but no container "
                   "owns it", ("ip link del wd01234567890",))
@@ -576,10 +668,25 @@ def test_doctor_cli_exit_code_and_formats(monkeypatch, capsys, tmp_path: Path, f
     assert json.loads(capsys.readouterr().out) == [f.to_dict() for f in found]
 
 
+def test_gc_cli_names_each_failed_repair_on_stderr_and_exits_1(monkeypatch, capsys, tmp_path: Path) -> None:
+    failed = [f"remove cgroup /cg/{ID_GHOST}: `rmdir /cg/{ID_GHOST}` failed (exit 1): rmdir: ... busy",
+              f"remove cgroup /cg/{ID_B}: `rmdir /cg/{ID_B}` failed (exit 1): rmdir: ... busy"]
+    monkeypatch.setattr(gc, "reconcile", lambda session: gc.Outcome(["deleted veth wd01234567890"], failed))
+    for args, out in ((["gc"], "deleted veth wd01234567890\n"),
+                      (["gc", "--format", "json"], json.dumps(["deleted veth wd01234567890"], indent=2) + "\n")):
+        assert main(["--state-dir", str(tmp_path), *args]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == out
+        assert captured.err.splitlines() == [f"wrapdock: error: gc could not {line}" for line in failed]
+    monkeypatch.setattr(gc, "reconcile", lambda session: gc.Outcome([], failed[:1]))
+    assert main(["--state-dir", str(tmp_path), "gc"]) == 1
+    assert capsys.readouterr().out == ""  # not "nothing to do"
+
+
 def test_gc_cli_reports_what_it_did(monkeypatch, capsys, tmp_path: Path) -> None:
-    monkeypatch.setattr(gc, "reconcile", lambda session: [])
+    monkeypatch.setattr(gc, "reconcile", lambda session: gc.Outcome())
     assert main(["--state-dir", str(tmp_path), "gc"]) == 0
     assert capsys.readouterr().out == "nothing to do: the state and the host agree\n"
-    monkeypatch.setattr(gc, "reconcile", lambda session: ["deleted veth wd01234567890"])
+    monkeypatch.setattr(gc, "reconcile", lambda session: gc.Outcome(["deleted veth wd01234567890"]))
     assert main(["--state-dir", str(tmp_path), "gc", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == ["deleted veth wd01234567890"]

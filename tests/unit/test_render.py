@@ -78,6 +78,7 @@ def test_nothing_to_do() -> None:
     script = render_script([], ["network", "rm"])
     assert script.splitlines()[1] == "# nothing to do"
     assert "set -euo pipefail" in script
+    assert "# It stops at the first failing command (set -e) and does not undo what ran before; it records" in script
 
 
 @pytest.mark.parametrize("plan", [
@@ -89,6 +90,45 @@ def test_nothing_to_do() -> None:
 def test_network_scripts_pass_shellcheck(plan, tmp_path: Path) -> None:
     path = tmp_path / "net.sh"
     path.write_text(render_script(plan(), ["network", "create", "web", "--subnet", "10.20.0.0/24"]))
+    shellcheck(path)
+
+
+def repairs_script(tmp_path: Path) -> str:
+    """gc's shape: independent repairs (one fails half-way, one is a batch), a state comment between them."""
+    log = str(tmp_path / "log")
+
+    def append(word: str) -> str:
+        return f"echo {word} >> {log}"
+
+    plans = [Plan("make a", [cmd("sh", "-c", append("a"), note="a")], repair="make a"),
+             Plan("make b", [cmd("sh", "-c", append("b1") + "; echo 'b: it is busy' >&2; exit 3", note="b"),
+                             cmd("sh", "-c", append("b2"), note="b")], repair="make b 'quoted'"),
+             Plan("state (wrapdock's records, not a command): forget b"),
+             Plan("make c", [cmd("sh", "-s", note="c", stdin=[append("c1")]),
+                             cmd("sh", "-c", append("c2"), note="c", only_if=("true",))], repair="make c")]
+    return render_script(plans, ["gc"])
+
+
+def test_a_failing_repair_stops_only_itself_and_the_script_exits_1(tmp_path: Path) -> None:
+    script = repairs_script(tmp_path)
+    assert "# Each repair (### block) runs on its own: a failing command ends that repair, the script goes" in script
+    assert "# It stops at the first failing command" not in script
+    code, out, err = run_bash(script, tmp_path)
+    assert (code, out) == (1, "")
+    # b stopped at its failing command (set -e holds inside the repair), c still ran after it
+    assert (tmp_path / "log").read_text().split() == ["a", "b1", "c1", "c2"]
+    assert err.splitlines() == ["b: it is busy", "could not make b 'quoted' (its failing command is shown above)"]
+
+
+def test_repairs_that_all_succeed_exit_0(tmp_path: Path) -> None:
+    script = repairs_script(tmp_path).replace("; exit 3", "")
+    assert run_bash(script, tmp_path)[0] == 0
+    assert (tmp_path / "log").read_text().split() == ["a", "b1", "b2", "c1", "c2"]
+
+
+def test_repairs_script_passes_shellcheck(tmp_path: Path) -> None:
+    path = tmp_path / "gc.sh"
+    path.write_text(repairs_script(tmp_path))
     shellcheck(path)
 
 

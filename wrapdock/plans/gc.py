@@ -3,7 +3,8 @@
 Every builder reuses the steps of the operation that made the object (a network's create plan, a
 container's remove plan, the rule deletion by owner comment), so gc runs nothing the normal
 operations would not. Every step is an ensure (`skip_if`) or a guarded delete (`only_if`): a gc that
-stops half-way can simply be run again.
+stops half-way can simply be run again. Each builder makes the plan of one repair (one object): gc runs
+each on its own, so one that fails stops none of the others.
 """
 
 from __future__ import annotations
@@ -114,34 +115,56 @@ def cut_endpoints(record: dict[str, Any], veths: list[str], drop_ports: bool) ->
     return steps
 
 
-def orphans(processes: dict[str, ContainerPaths], comments: list[str], veths: list[str], netns: list[str],
-            bridges: list[str], cgroups: list[Path], dirs: list[Path], vxlans: list[str] = ()) -> Plan:
-    """What no record owns but is provably wrapdock's: veths first (deleting one is immediate), then netns."""
-    plan = Plan("remove what wrapdock left behind and no record owns")
-    for container_id, paths in sorted(processes.items()):
-        plan.add(container_plans.kill_and_wait(paths, f"kill the container process of {container_id[:12]}, "
-                                                       "whose record is gone"))
-    for comment in comments:
-        plan.add(ipt.delete_by_comment(comment, f"iptables rules tagged {comment} (the owner has no record)"))
-    plan.extend(delete_link(v, "wrapdock veths that no container owns") for v in veths)
-    plan.extend(cmd("ip", "netns", "del", n, note="network namespaces that held a wrapdock veth, recorded by no "
-                    "container", only_if=("test", "-e", f"/run/netns/{n}")) for n in netns)
-    plan.extend(delete_link(v, "VXLAN devices of networks that have no record") for v in vxlans)
-    plan.extend(delete_link(b, "bridges of networks that have no record") for b in bridges)
-    plan.extend(cmd("rmdir", str(d), note="cgroups of containers that have no record", only_if=("test", "-d", str(d)))
-                for d in cgroups)
-    plan.extend(cmd("rm", "-rf", "--one-file-system", str(d), note="container directories that no record owns",
-                    only_if=("test", "-d", str(d))) for d in dirs)
+def orphan_process(container_id: str, paths: ContainerPaths, directory: Path | None) -> Plan:
+    """An unrecorded container's process, then its directory: the directory goes only once the process is gone."""
+    plan = Plan(f"kill the process of unrecorded container {container_id[:12]}"
+                + (" and remove its directory" if directory else ""))
+    plan.add(container_plans.kill_and_wait(paths, f"kill the container process of {container_id[:12]}, "
+                                                   "whose record is gone"))
+    if directory is not None:
+        plan.add(orphan_dir(directory).steps[0])
     return plan
 
 
-def unmount(points: list[str]) -> Plan:
-    """wrapdock-* mounts left in the data directory (a killed commit): deepest first."""
-    plan = Plan("unmount what wrapdock left mounted")
-    for point in sorted(points, key=lambda p: (-p.count("/"), p)):
-        plan.add(cmd("umount", point, note="mounts named wrapdock-* in the data directory",
-                     only_if=("mountpoint", "-q", point)))
-    return plan
+def orphan_rules(comment: str) -> Plan:
+    return Plan(f"delete the iptables rules tagged {comment}",
+                [ipt.delete_by_comment(comment, f"iptables rules tagged {comment} (the owner has no record)")])
+
+
+def orphan_veth(name: str) -> Plan:
+    return Plan(f"delete veth {name}", [delete_link(name, "wrapdock veths that no container owns")])
+
+
+def orphan_netns(name: str) -> Plan:
+    return Plan(f"delete network namespace {name}", [cmd(
+        "ip", "netns", "del", name, note="network namespaces that held a wrapdock veth, recorded by no container",
+        only_if=("test", "-e", f"/run/netns/{name}"))])
+
+
+def orphan_vxlan(name: str) -> Plan:
+    return Plan(f"delete VXLAN device {name}", [delete_link(name, "VXLAN devices of networks that have no record")])
+
+
+def orphan_bridge(name: str) -> Plan:
+    return Plan(f"delete bridge {name}", [delete_link(name, "bridges of networks that have no record")])
+
+
+def orphan_cgroup(directory: Path) -> Plan:
+    """`rmdir` of a cgroup fails (busy) while a process is in it or still exiting: gc reports it and goes on."""
+    return Plan(f"remove cgroup {directory}", [cmd("rmdir", str(directory), note="cgroups of containers that have "
+                                                   "no record", only_if=("test", "-d", str(directory)))])
+
+
+def orphan_dir(directory: Path) -> Plan:
+    return Plan(f"remove directory {directory}", [cmd(
+        "rm", "-rf", "--one-file-system", str(directory), note="container directories that no record owns",
+        only_if=("test", "-d", str(directory)))])
+
+
+def unmount(point: str) -> Plan:
+    """A wrapdock-* mount left in the data directory (a killed commit); gc unmounts the deepest first."""
+    return Plan(f"unmount {point}", [cmd("umount", point, note="mounts named wrapdock-* in the data directory",
+                                         only_if=("mountpoint", "-q", point))])
 
 
 def skeleton(remove: bool) -> Plan:
