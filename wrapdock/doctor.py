@@ -163,6 +163,7 @@ class Facts:
     networks: list[Network] = field(default_factory=list)
     ipam: dict[str, dict[str, Any]] = field(default_factory=dict)
     containers: list[dict[str, Any]] = field(default_factory=list)
+    cni: list[dict[str, Any]] = field(default_factory=list)  # attachments made for CNI callers
     runtime: dict[str, Runtime] = field(default_factory=dict)
     broken_state: list[str] = field(default_factory=list)
 
@@ -296,7 +297,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _read_state(session: Session, facts: Facts) -> None:
     store = session.state
     loaded: dict[str, list[dict[str, Any]]] = {}
-    for kind in ("network", "ipam", "container"):
+    for kind in ("network", "ipam", "container", "cni"):
         loaded[kind] = []
         folder = store.root / FOLDERS[kind]
         if not folder.is_dir():
@@ -321,6 +322,7 @@ def _read_state(session: Session, facts: Facts) -> None:
             facts.broken_state.append(f"network record {record.get('name')}: {exc}")
     facts.ipam = {record["network"]: record for record in loaded["ipam"]}
     facts.containers = loaded["container"]
+    facts.cni = loaded["cni"]
 
 
 def _read_runtime(facts: Facts) -> None:
@@ -656,6 +658,7 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
                 a.orphan_processes[container_id] = facts.dir_pids[container_id]
     networks = {n.name for n in facts.networks}
     abandoned = {r["id"] for r in a.abandoned}
+    cni_held = {(r["network"], r["address"], f"cni:{r['container_id']}/{r['ifname']}") for r in facts.cni}
     for name, ipam in sorted(facts.ipam.items()):
         if name not in networks:
             a.orphan_ipam.append(name)
@@ -663,7 +666,7 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
         for address, entry in sorted(ipam["allocations"].items()):
             owner = entry["owner"]
             record = recorded.get(owner)
-            if owner in abandoned:
+            if owner in abandoned or (name, address, owner) in cni_held:
                 continue
             if record is None or not any(e["network"] == name and e["address"] == address for e in record["endpoints"]):
                 a.orphan_leases.append((name, address, owner))
