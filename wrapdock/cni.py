@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from dataclasses import dataclass, field
-from typing import Any
+
+Any = object  # the annotations' Any, without importing typing (VERSION's start-up counts)
 
 # the versions whose results wrapdock can write (0.3.0 to 1.1.0 share the result's shape)
 SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -39,9 +38,22 @@ ENVIRONMENT = 103  # not root, a tool missing
 CHECK_FAILED = 104  # CHECK: the interface, address, route or a rule is not as recorded
 INTERNAL = 105  # a bug in wrapdock
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-_MAC = re.compile(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def valid_id(text: str) -> bool:
+    """The spec's container id (and a wrapdock network name): letters, digits, _ . -, not first . or -."""
+    return bool(text) and text[0].isascii() and text[0].isalnum() and set(text) <= _NAME_CHARS
+
+
+def valid_ifname(text: str) -> bool:
+    return 0 < len(text) <= 15 and set(text) <= _NAME_CHARS and text not in (".", "..")
+
+
+def valid_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(part) == 2 and set(part) <= _HEX for part in parts)
 
 
 class CniError(Exception):
@@ -54,24 +66,29 @@ class CniError(Exception):
         self.details = " ".join(details.split())
 
 
-@dataclass(frozen=True)
 class Call:
-    """One CNI call, checked: what the caller asked, in wrapdock's terms."""
+    """One CNI call, checked: what the caller asked, in wrapdock's terms. (A plain class: dataclasses
+    costs VERSION ~10 ms of imports.)"""
 
-    command: str
-    version: str  # the caller's cniVersion: the result is written in it
-    network: str = ""  # the wrapdock network (the plugin's "network", else the conflist's name)
-    cni_network: str = ""  # the conflist's "name"
-    container_id: str = ""
-    ifname: str = ""
-    netns: str = ""
-    args: dict[str, str] = field(default_factory=dict)  # CNI_ARGS
-    ports: tuple[dict[str, Any], ...] = ()  # runtimeConfig.portMappings, checked
-    ips: tuple[str, ...] = ()  # runtimeConfig.ips (or CNI_ARGS IP=): the addresses asked for
-    mac: str | None = None  # runtimeConfig.mac (or CNI_ARGS MAC=)
-    prev_result: dict[str, Any] | None = None
-    valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC: (container id, ifname) to keep
-    state_dir: str | None = None  # the plugin's "stateDir" (else $WRAPDOCK_STATE_DIR, else the default)
+    def __init__(self, command: str, version: str, network: str = "", cni_network: str = "",
+                 container_id: str = "", ifname: str = "", netns: str = "", args: dict[str, str] | None = None,
+                 ports: tuple[dict[str, Any], ...] = (), ips: tuple[str, ...] = (), mac: str | None = None,
+                 prev_result: dict[str, Any] | None = None,
+                 valid_attachments: tuple[tuple[str, str], ...] | None = None, state_dir: str | None = None) -> None:
+        self.command = command
+        self.version = version  # the caller's cniVersion: the result is written in it
+        self.network = network  # the wrapdock network (the plugin's "network", else the conflist's name)
+        self.cni_network = cni_network  # the conflist's "name"
+        self.container_id = container_id
+        self.ifname = ifname
+        self.netns = netns
+        self.args = args or {}  # CNI_ARGS
+        self.ports = ports  # runtimeConfig.portMappings, checked
+        self.ips = ips  # runtimeConfig.ips (or CNI_ARGS IP=): the addresses asked for
+        self.mac = mac  # runtimeConfig.mac (or CNI_ARGS MAC=)
+        self.prev_result = prev_result
+        self.valid_attachments = valid_attachments  # GC: (container id, ifname) to keep
+        self.state_dir = state_dir  # the plugin's "stateDir" (else $WRAPDOCK_STATE_DIR, else the default)
 
 
 def _version_key(text: str) -> tuple[int, ...]:
@@ -189,7 +206,7 @@ def parse(env: dict[str, str], stdin: str) -> Call:
     if not isinstance(name, str) or not name:
         raise CniError(INVALID_CONFIG, "the network configuration has no \"name\"")
     network = config.get("network", name)
-    if not isinstance(network, str) or not _ID.fullmatch(network) or len(network) > 64:
+    if not isinstance(network, str) or not valid_id(network) or len(network) > 64:
         raise CniError(INVALID_CONFIG, f"\"network\" {network!r} is not a wrapdock network name")
     state_dir = config.get("stateDir")
     if state_dir is not None and (not isinstance(state_dir, str) or not state_dir.startswith("/")):
@@ -205,10 +222,10 @@ def parse(env: dict[str, str], stdin: str) -> Call:
         return Call(command, **common,
                     valid_attachments=_attachments(runtime, config) if command == "GC" else None)
     container_id = _need(env, "CNI_CONTAINERID")
-    if not _ID.fullmatch(container_id):
+    if not valid_id(container_id):
         raise CniError(INVALID_ENV, f"CNI_CONTAINERID {container_id!r}: letters, digits, '_', '.' and '-' only")
     ifname = _need(env, "CNI_IFNAME")
-    if not _IFNAME.fullmatch(ifname) or ifname in (".", ".."):
+    if not valid_ifname(ifname):
         raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is not an interface name (at most 15 characters)")
     netns = env.get("CNI_NETNS", "")
     if command != "DEL":  # a DEL may come without one (containerd's does): the namespace is gone
@@ -222,7 +239,7 @@ def parse(env: dict[str, str], stdin: str) -> Call:
     if len(ips) > 1:
         raise CniError(INVALID_CONFIG, f"{len(ips)} addresses asked for: a wrapdock network gives one (IPv4)")
     mac = runtime.get("mac") or args.get("MAC") or None
-    if mac is not None and (not isinstance(mac, str) or not _MAC.fullmatch(mac)):
+    if mac is not None and (not isinstance(mac, str) or not valid_mac(mac)):
         raise CniError(INVALID_CONFIG, f"invalid MAC address {mac!r}")
     return Call(command, **common, container_id=container_id, ifname=ifname, netns=netns, args=args,
                 ports=_ports(runtime), ips=tuple(ip.split("/")[0] for ip in ips),
