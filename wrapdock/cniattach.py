@@ -167,15 +167,15 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         if session.state.get("cni", key) is not None:
             raise UsageError(f"{name} is already attached to network {network.name} (DEL it first)")
         others = session.state.all("cni")
-        ports = [from_record(p) for p in call.ports]
+        # the first interface of a container carries its default route and, as in Docker, its published
+        # ports (podman sends its portMappings with every network's ADD: `podman network connect` too)
+        primary = not any(r["container_id"] == call.container_id for r in others)
+        ports = [from_record(p) for p in call.ports] if primary else []
         _check_ports(session, ports, others)
         ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
             network.name, network.subnet, network.gateway)
         ipam = Ipam(network.subnet, network.gateway, RecordStore(ipam_record))
         address = ipam.reserve(call.ips[0], owner) if call.ips else ipam.allocate(owner)
-        # the first interface of a container carries its default route (podman's eth0; eth1 comes
-        # with `podman network connect`)
-        primary = not any(r["container_id"] == call.container_id for r in others)
         att = Attachment(network, call.ifname, host_ifname(call.container_id, call.ifname), address, primary,
                          mac=call.mac or mac_for(address))
         steps = endpoint_plans.attach(att, call.netns, name)

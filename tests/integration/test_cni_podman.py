@@ -1,0 +1,171 @@
+"""podman 4.3 (Debian, CNI backend) as a real client of wrapdock-cni, inside a sandbox host.
+
+The set-up follows ../shared/reference/cni-clients.md §2: tmpfs over podman's and CNI's directories
+in the sandbox's own mount namespace, vfs storage, crun with cgroups disabled and the cgroup v2
+mount of this hybrid host unmounted (only in that namespace: crun refuses hybrid cgroups), the
+plugin as /usr/lib/cni/wrapdock (a bind mount of a directory holding only it), the conflist written
+by `wrapdock network cni-config`, the image a busybox root filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ctnet import Host
+from tests.sandbox import OUTSIDE_NS, UPLINK_IP, Sandbox
+
+pytestmark = pytest.mark.integration
+
+PLUGIN = Path(sys.executable).with_name("wrapdock-cni")
+NET, SUBNET = "wdnet", "10.88.0.0/24"
+NET2, SUBNET2 = "wdnet2", "10.89.0.0/24"
+IMAGE = "localhost/bb:latest"
+HTTPD = "mkdir -p /www && echo from-podman > /www/index.html && exec httpd -f -p 80 -h /www"
+CONTAINERS_CONF = """[containers]
+netns = "bridge"
+log_driver = "k8s-file"
+cgroups = "disabled"
+[network]
+network_backend = "cni"
+network_config_dir = "/etc/cni/net.d"
+default_network = "podman"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "/run/podman-events.log"
+runtime = "crun"
+tmp_dir = "/run/libpod"
+"""
+STORAGE_CONF = """[storage]
+driver = "vfs"
+graphroot = "/var/lib/containers/storage"
+runroot = "/run/containers/storage"
+"""
+
+
+def missing_tools() -> str | None:
+    for tool in ("podman", "crun", "conmon"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/setup --tests installs it)"
+    if not Path("/etc/containers/policy.json").exists():
+        return "/etc/containers/policy.json is missing (podman's package installs it)"
+    return None
+
+
+class Podman:
+    """podman inside a sandbox host, its state in tmpfs there, wrapdock-cni its only CNI plugin."""
+
+    def __init__(self, sandbox: Sandbox, base: Path) -> None:
+        self.sandbox = sandbox
+        (base / "cnibin").mkdir()
+        (base / "cnibin" / "wrapdock").symlink_to(PLUGIN)
+        rootfs = base / "rootfs" / "bin"
+        rootfs.mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "busybox")
+        applets = subprocess.run([str(rootfs / "busybox"), "--list"], capture_output=True, text=True, check=True)
+        for applet in applets.stdout.split():
+            if applet != "busybox":
+                (rootfs / applet).symlink_to("busybox")
+        subprocess.run(["tar", "-C", str(base / "rootfs"), "-cf", str(base / "bb.tar"), "."], check=True)
+        shutil.copy("/etc/containers/policy.json", base / "policy.json")  # before the tmpfs hides it
+        (base / "containers.conf").write_text(CONTAINERS_CONF)
+        (base / "storage.conf").write_text(STORAGE_CONF)
+        # empty directories on the machine (mount points only); everything in them is the sandbox's tmpfs
+        sandbox.bash(f"""
+            set -e
+            for d in /etc/cni /var/lib/cni /var/lib/containers /etc/containers /var/tmp /dev/shm; do
+                mkdir -p $d && mount -t tmpfs -o mode=755 wdpodman $d
+            done
+            mount --bind {base}/cnibin /usr/lib/cni
+            if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi
+            mkdir -p /etc/cni/net.d
+            cp {base}/policy.json /etc/containers/policy.json
+            cp {base}/containers.conf /etc/containers/containers.conf
+            cp {base}/storage.conf /etc/containers/storage.conf
+        """)
+        self("import", "-q", str(base / "bb.tar"), IMAGE)
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = self.sandbox.sh("podman", *args, check=False, timeout=300)
+        details = f"podman {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        assert not check or done.returncode == 0, details
+        return done
+
+
+def attachments(host: Host, network: str) -> list[dict]:
+    return host.network_view(network)["cni_attachments"]
+
+
+def assert_no_cni_left(sandbox: Sandbox, host: Host, *networks: str) -> None:
+    for network in networks:
+        assert attachments(host, network) == []
+        assert [a for a in host.leases(network) if a["owner"].startswith("cni:")] == []
+    assert "wrapdock:cni=" not in sandbox.sh("iptables-save").stdout
+    assert " wdc" not in sandbox.sh("ip", "-o", "link", "show").stdout
+    assert [n for n in sandbox.sh("ip", "netns", "list").stdout.split() if n.startswith("netns-")] == []
+
+
+@pytest.fixture
+def podman(sandbox: Sandbox, tmp_path: Path) -> Podman:
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    return Podman(sandbox, tmp_path)
+
+
+def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podman) -> None:
+    sandbox.add_outside()
+    start = sandbox.snapshot()
+    host = Host(sandbox)
+    host.network(NET, SUBNET)
+    host.wd("network", "cni-config", NET)
+    host.run("--name", "web", "--net", NET, "busybox", "sleep", "3600")
+    web = host.address("web", NET)
+
+    # run --rm: an address from the wrapdock network, a ping to the CLI container; DEL at the end
+    out = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sh", "-c",
+                 f"ip addr show eth0 && ping -c1 -W3 {web}").stdout
+    assert "inet 10.88.0.3/24" in out and "1 packets received" in out
+    assert_no_cni_left(sandbox, host, NET)
+
+    # run -d -p 8080:80: the CLI container reaches it, `outside` reaches its published port
+    podman("run", "-d", "--name", "p1", "--network", NET, "-p", "8080:80", IMAGE, "sh", "-c", HTTPD)
+    [attached] = attachments(host, NET)
+    assert attached["ifname"] == "eth0" and attached["ports"] == [
+        {"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}]
+    assert host.ping("web", attached["address"])
+    host.wait_http(f"http://{UPLINK_IP}:8080/", "from-podman", where=OUTSIDE_NS)
+
+    # stop: DEL (nothing left); start: ADD again, in a new namespace, with its port
+    podman("stop", "-t", "0", "p1")
+    assert_no_cni_left(sandbox, host, NET)
+    podman("start", "p1")
+    [attached] = attachments(host, NET)
+    host.wait_http(f"http://{UPLINK_IP}:8080/", "from-podman", where=OUTSIDE_NS)
+
+    # network connect/disconnect: ADD/DEL of eth1 on a second wrapdock network, no second default route
+    host.network(NET2, SUBNET2)
+    host.wd("network", "cni-config", NET2)
+    podman("network", "connect", NET2, "p1")
+    [second] = attachments(host, NET2)
+    assert (second["ifname"], second["address"]) == ("eth1", "10.89.0.2")
+    routes = podman("exec", "p1", "ip", "route").stdout
+    assert routes.count("default") == 1 and "default via 10.88.0.1 dev eth0" in routes
+    assert "inet 10.89.0.2/24" in podman("exec", "p1", "ip", "addr", "show", "eth1").stdout
+    podman("network", "disconnect", NET2, "p1")
+    assert attachments(host, NET2) == [] and len(attachments(host, NET)) == 1
+
+    # rm -f: DEL; nothing of the attachment is left (podman's own CNI cache is its business)
+    podman("rm", "-f", "-t", "0", "p1")
+    assert_no_cni_left(sandbox, host, NET, NET2)
+    assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:8080/") is None
+    trails = sandbox.sh("ls", "/run/wrapdock/cni/trail").stdout.split()
+    assert sum("-ADD-" in t for t in trails) == 4 and sum("-DEL-" in t for t in trails) == 4
+    host.teardown(start, ["web"], [NET, NET2])
+    assert json.loads(podman("ps", "-a", "--format", "json").stdout or "[]") == []
