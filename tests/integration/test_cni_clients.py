@@ -1,4 +1,5 @@
-"""podman 4.3 (Debian, CNI backend) as a real client of wrapdock-cni, inside a sandbox host.
+"""Real CNI clients of wrapdock-cni inside sandbox hosts: podman 4.3 (Debian, CNI backend) and
+containerd 1.6's `ctr run --cni`.
 
 The set-up follows ../shared/reference/cni-clients.md §2: tmpfs over podman's and CNI's directories
 in the sandbox's own mount namespace, vfs storage, crun with cgroups disabled and the cgroup v2
@@ -13,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +51,8 @@ runroot = "/run/containers/storage"
 """
 
 
-def missing_tools() -> str | None:
-    for tool in ("podman", "crun", "conmon"):
+def missing_tools(*tools: str) -> str | None:
+    for tool in ("podman", "crun", "conmon", *tools):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/setup --tests installs it)"
     if not Path("/etc/containers/policy.json").exists():
@@ -169,3 +171,73 @@ def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podma
     assert sum("-ADD-" in t for t in trails) == 4 and sum("-DEL-" in t for t in trails) == 4
     host.teardown(start, ["web"], [NET, NET2])
     assert json.loads(podman("ps", "-a", "--format", "json").stdout or "[]") == []
+
+
+CONTAINERD_CONF = """version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+"""
+
+
+def test_ctr_run_cni_adds_and_deletes(sandbox: Sandbox, tmp_path: Path) -> None:
+    """containerd's `ctr run --cni --rm`: ADD without runtimeConfig, DEL with `CNI_NETNS=` empty after the
+    task exits. The container pings a CLI container, is pinged back, and nothing is left once it ends."""
+    reason = missing_tools("containerd", "ctr", "runc")
+    if reason:
+        pytest.skip(reason)
+    podman = Podman(sandbox, tmp_path)  # the same sandboxed CNI set-up; podman also makes the image archive
+    archive = tmp_path / "bb-docker.tar"
+    podman("save", "-q", "--format", "docker-archive", "-o", str(archive), IMAGE)
+    (tmp_path / "containerd.toml").write_text(CONTAINERD_CONF)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    sandbox.bash("""
+        set -e
+        for d in /var/lib/containerd /etc/containerd; do mkdir -p $d && mount -t tmpfs -o mode=755 wdctr $d; done
+    """)
+    pid = sandbox.bash(f"containerd --config {tmp_path}/containerd.toml >/run/containerd.log 2>&1 </dev/null & "
+                       "echo $!").stdout.strip()
+    assert pid.isdigit(), pid
+    try:
+        deadline = time.monotonic() + 60
+        while sandbox.sh("ctr", "version", check=False).returncode != 0:
+            assert time.monotonic() < deadline, sandbox.sh("cat", "/run/containerd.log").stdout
+            time.sleep(0.1)
+        start = sandbox.snapshot()
+        host = Host(sandbox)
+        host.network(NET, SUBNET)
+        host.wd("network", "cni-config", NET)
+        host.run("--name", "web", "--net", NET, "busybox", "sleep", "3600")
+        web = host.address("web", NET)
+        sandbox.sh("ctr", "-n", "wd", "images", "import", "--snapshotter", "native", str(archive), timeout=300)
+
+        script = (f"ip addr show eth0 && ping -c1 -W3 {web} && touch /flags/ready && "
+                  "while [ ! -e /flags/stop ]; do sleep 0.1; done")
+        task = subprocess.Popen([*sandbox.enter_argv(), "ctr", "-n", "wd", "run", "--rm", "--cni", "--snapshotter",
+                                 "native", "--cgroup", f"/{sandbox.cgroup_parent}/ctr-c1", "--mount",
+                                 f"type=bind,src={flags},dst=/flags,options=rbind:rw", IMAGE, "c1", "sh", "-c", script],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (flags / "ready").exists():
+            assert task.poll() is None and time.monotonic() < deadline, task.communicate()
+            time.sleep(0.1)
+        [attached] = attachments(host, NET)
+        assert (attached["container_id"], attached["ifname"], attached["address"]) == ("wd-c1", "eth0", "10.88.0.3")
+        assert host.ping("web", attached["address"]), "the CLI container reaches the ctr container"
+        (flags / "stop").touch()
+        out, err = task.communicate(timeout=120)
+        assert task.returncode == 0, err
+        assert "inet 10.88.0.3/24" in out and "1 packets received" in out
+
+        assert_no_cni_left(sandbox, host, NET)
+        trail = sandbox.sh("bash", "-c", "cat /run/wrapdock/cni/trail/*-DEL-wd-c1-eth0.log").stdout
+        assert "ifname=eth0 netns=\n" in trail  # ctr's DEL comes without a namespace
+        host.teardown(start, ["web"], [NET])
+    finally:  # containerd, by its PID in the sandbox (the sandbox's end would kill it too)
+        sandbox.sh("kill", pid, check=False)
+        deadline = time.monotonic() + 60
+        alive = f"[ -e /proc/{pid} ] && ! grep -q '^State:.*zombie' /proc/{pid}/status"  # no reaper in there
+        while sandbox.bash(alive, check=False).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
