@@ -17,7 +17,7 @@ import os
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -45,6 +45,7 @@ from wrapdock.session import Session
 from wrapdock.state import DEFAULT_STATE_DIR
 
 LOCK_SECONDS = 120  # then the caller hears "try again later" (11)
+TRAILS_KEPT = 1000  # trail files in STATE_DIR/cni/trail: the newest are kept
 OWNER_PREFIX = "cni:"
 
 
@@ -389,11 +390,21 @@ def _cni_error(error: WrapdockError) -> CniError:
     return CniError(INTERNAL, error.message)
 
 
+def prune_trails(folder: Path, keep: int = TRAILS_KEPT) -> None:
+    """Keep the newest `keep` trail files (their names start with the time): the state directory is
+    usually a tmpfs, and a busy node makes two files per container."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".log"))
+    for name in names[:-keep] if len(names) > keep else []:
+        with suppress(FileNotFoundError):  # another call pruned it first
+            os.unlink(folder / name)
+
+
 def _trail_file(session: Session, call: Call):
     """STATE_DIR/cni/trail/TIME-PID-COMMAND-CONTAINER-IFNAME.log (stdout is the result, not the trail)."""
     folder = session.state_dir / "cni" / "trail"
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        prune_trails(folder, TRAILS_KEPT - 1)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         who = "-".join(filter(None, (call.container_id[:12], call.ifname))) or call.network
         return open(folder / f"{stamp}-{os.getpid()}-{call.command}-{who}.log", "w")

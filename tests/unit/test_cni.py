@@ -290,3 +290,12 @@ def test_doctor_keeps_leases_of_cni_attachments_and_names_stray_ones() -> None:
     store.put("10.77.0.6", cniattach.lease_owner("c2", "eth0"), round_robin=True)
     facts.cni = [cni_record(network.name, "10.77.0.5")]
     assert checks(facts) == [("orphan-lease", "n1 10.77.0.6")]
+
+
+def test_only_the_newest_trail_files_are_kept(tmp_path: Path) -> None:
+    names = [f"20261202T1400{second:02d}.000000Z-1-ADD-c{second}-eth0.log" for second in range(12)]
+    for name in reversed(names):
+        (tmp_path / name).write_text("")
+    (tmp_path / "notes.txt").write_text("not a trail")
+    cniattach.prune_trails(tmp_path, keep=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names[-5:], "notes.txt"])
