@@ -200,31 +200,40 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
 
 
 # -- DEL ------------------------------------------------------------------------------------------------
-def delete(session: Session, network_name: str, container_id: str, ifname: str) -> bool:
-    """Take the attachment away, whatever is left of it: its rules, its veth (gone already with its
-    namespace), its lease and its record. Succeeds when there is nothing (twice, unknown, no netns);
-    returns whether there was a record."""
-    from wrapdock.ipam import Ipam, RecordStore
-    from wrapdock.plan import Plan
+def del_steps(network: Network, container_id: str, ifname: str, record: dict[str, Any] | None) -> list:
+    """What a DEL runs (pure; gc runs it too): the attachment's rules by their tag and its veth by
+    name, each only if there (the veth went with the namespace when that is gone). Without a record,
+    whatever a killed ADD may have left."""
     from wrapdock.plans import endpoint as endpoint_plans
     from wrapdock.plans.endpoint import Attachment
     from wrapdock.portspec import from_record
 
-    session.require_root()
     name = label(container_id, ifname)
+    ports = [from_record(p) for p in record["ports"]] if record else []
+    steps = []
+    if record is None or ports:
+        steps += endpoint_plans.unpublish(container_id, name, ports, tag=rule_tag(container_id, ifname))
+    att = Attachment(network, ifname, record["host_ifname"] if record else host_ifname(container_id, ifname),
+                     IPv4Address(record["address"]) if record else network.gateway, False)
+    steps.append(endpoint_plans.detach(att, name))
+    return steps
+
+
+def delete(session: Session, network_name: str, container_id: str, ifname: str) -> bool:
+    """Take the attachment away, whatever is left of it: its rules, its veth, its lease and its record.
+    Succeeds when there is nothing (twice, unknown, no netns); returns whether there was a record."""
+    from wrapdock.ipam import Ipam, RecordStore
+    from wrapdock.plan import Plan
+
+    session.require_root()
     with locked(session):
         key = record_name(network_name, container_id, ifname)
         record = session.state.get("cni", key)
         network_record = session.state.get("network", network_name)
         network = Network.from_record(network_record) if network_record else _stub_network(network_name)
-        ports = [from_record(p) for p in record["ports"]] if record else []
-        steps = []
-        if record is None or ports:  # without a record: whatever a crashed ADD may have left
-            steps += endpoint_plans.unpublish(container_id, name, ports, tag=rule_tag(container_id, ifname))
-        att = Attachment(network, ifname, record["host_ifname"] if record else host_ifname(container_id, ifname),
-                         IPv4Address(record["address"]) if record else network.gateway, False)
-        steps.append(endpoint_plans.detach(att, name))
-        session.carry_out(Plan(f"CNI DEL: disconnect {name} from network {network_name}", steps))
+        steps = del_steps(network, container_id, ifname, record)
+        session.carry_out(Plan(f"CNI DEL: disconnect {label(container_id, ifname)} from network {network_name}",
+                               steps))
         if session.records_state:
             ipam_record = session.state.get("ipam", network_name)
             if ipam_record is not None:

@@ -475,6 +475,7 @@ class Assessment:
     orphan_processes: dict[str, int] = field(default_factory=dict)  # id -> PID (its dir has no record)
     orphan_leases: list[tuple[str, str, str]] = field(default_factory=list)  # (network, address, owner)
     orphan_ipam: list[str] = field(default_factory=list)
+    cni_gone: list[dict[str, Any]] = field(default_factory=list)  # CNI attachments whose veth is gone
     mounts: list[Mount] = field(default_factory=list)  # wrapdock-* mounts (gc: those under DATA_DIR)
 
     @property
@@ -670,6 +671,8 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
                 continue
             if record is None or not any(e["network"] == name and e["address"] == address for e in record["endpoints"]):
                 a.orphan_leases.append((name, address, owner))
+    # a CNI attachment whose veth is gone lost its namespace without a DEL (`ctr run -d`, a crashed engine)
+    a.cni_gone = [r for r in facts.cni if r["host_ifname"] not in facts.links and r["network"] in networks]
     a.mounts = sorted(facts.mounts, key=lambda m: m.point)
 
 
@@ -883,6 +886,11 @@ def _orphans(facts: Facts, a: Assessment) -> list[Finding]:
         out.append(Finding(WARNING, "orphan-lease", f"{network} {address}",
                            f"address {address} on {network} is held by {owner[:12]}, which has no record of it",
                            (f"{GC}  # releases it",)))
+    for record in a.cni_gone:
+        out.append(Finding(WARNING, "cni-attachment-gone", f"{record['network']} {record['address']}",
+                           f"CNI attachment cni:{record['container_id']}/{record['ifname']} on {record['network']}: "
+                           f"its veth {record['host_ifname']} is gone (its namespace went without a DEL)",
+                           (f"{GC}  # takes it away as a DEL would",)))
     for name in a.orphan_ipam:
         out.append(Finding(WARNING, "orphan-ipam", name, f"IP allocations of network {name}, which has no record",
                            (f"{GC}  # forgets them",)))

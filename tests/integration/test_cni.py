@@ -204,3 +204,32 @@ def test_gc_keeps_the_valid_attachments_and_status_sees_the_bridge(sandbox: Sand
         sandbox.sh("ip", "netns", "del", pod)
     assert_nothing_left(sandbox, start)
 
+
+
+def test_gc_takes_away_what_a_missing_del_left(sandbox: Sandbox) -> None:
+    """`ctr run -d` never sends DEL: once the namespace is gone, doctor names the attachment and gc takes
+    it away as that DEL would have (rules, lease, record); an attachment whose namespace lives stays."""
+    start = sandbox.snapshot()
+    host, caller = Host(sandbox), Caller(sandbox)
+    host.network(NET, SUBNET)
+    netns(sandbox, "pod1", "pod2")
+    ports = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    caller.add("pod1")
+    caller.add("pod2", runtime=ports)
+    sandbox.sh("ip", "netns", "del", "pod2")
+
+    doctor = sandbox.wrapdock("doctor", "--format", "json", check=False)
+    assert [(f["check"], f["subject"]) for f in json.loads(doctor.stdout) if f["check"].startswith("cni")] == [
+        ("cni-attachment-gone", f"{NET} 10.88.0.3")]
+    done = sandbox.wrapdock("gc")
+    assert "removed CNI attachment cni:pod2/eth0 on wdnet, whose veth was gone" in done.stdout
+    assert [a["container_id"] for a in host.network_view(NET)["cni_attachments"]] == ["pod1"]
+    assert [a["owner"] for a in host.leases(NET)] == ["cni:pod1/eth0"]
+    assert "wrapdock:cni=pod2/eth0" not in sandbox.sh("iptables-save").stdout
+    assert sandbox.wrapdock("gc").stdout.startswith("nothing to do"), "a second gc finds nothing"
+    assert pod_ping(sandbox, "pod1", GATEWAY)
+
+    caller.ok("DEL", "pod1")
+    sandbox.sh("ip", "netns", "del", "pod1")
+    assert_cni_gone(sandbox, host, [])
+    host.teardown(start, [], [NET])

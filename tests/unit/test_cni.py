@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_doctor import checks, healthy, net
-from wrapdock import cli_cni, cniattach, doctor
+from tests.unit.test_doctor import checks, healthy, net, plans_of
+from wrapdock import cli_cni, cniattach, doctor, gc
 from wrapdock.cli import main
 from wrapdock.cni import (
     DECODE,
@@ -26,6 +26,7 @@ from wrapdock.cni import (
     parse,
     parse_args,
 )
+from wrapdock.doctor import Link
 from wrapdock.ipam import RecordStore
 from wrapdock.model import Network
 from wrapdock.state import StateStore
@@ -289,6 +290,8 @@ def test_doctor_keeps_leases_of_cni_attachments_and_names_stray_ones() -> None:
     store.put("10.77.0.5", cniattach.lease_owner("c1", "eth0"), round_robin=True)
     store.put("10.77.0.6", cniattach.lease_owner("c2", "eth0"), round_robin=True)
     facts.cni = [cni_record(network.name, "10.77.0.5")]
+    veth = facts.cni[0]["host_ifname"]
+    facts.links[veth] = Link(veth, "veth", master=network.bridge)
     assert checks(facts) == [("orphan-lease", "n1 10.77.0.6")]
 
 
@@ -299,3 +302,34 @@ def test_only_the_newest_trail_files_are_kept(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a trail")
     cniattach.prune_trails(tmp_path, keep=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names[-5:], "notes.txt"])
+
+
+def test_gc_takes_away_a_cni_attachment_whose_veth_is_gone(tmp_path: Path) -> None:
+    """`ctr run -d` never sends DEL: once the namespace is gone, gc does what that DEL would have done."""
+    network = net()
+    facts = healthy(network)
+    kept, gone = cni_record(network.name, "10.77.0.5", "c1"), cni_record(network.name, "10.77.0.6", "c2")
+    gone["ports"] = [{"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}]
+    store = RecordStore(facts.ipam[network.name])
+    for record in (kept, gone):
+        store.put(record["address"], cniattach.lease_owner(record["container_id"], "eth0"), round_robin=True)
+    facts.cni = [kept, gone]
+    facts.links[kept["host_ifname"]] = Link(kept["host_ifname"], "veth", master=network.bridge)
+    assert checks(facts) == [("cni-attachment-gone", "n1 10.77.0.6")]
+    [action] = plans_of(facts)
+    argvs = [step.argv for step in action.plan.steps]
+    assert argvs[0][:2] == ("sh", "-c") and "wrapdock:cni=c2/eth0" in argvs[0]  # its rules, by their tag
+    assert argvs[1] == ("ip", "link", "del", "dev", gone["host_ifname"])  # guarded: only if still there
+    assert [(e.kind, e.container, e.addresses) for e in action.edits] == [
+        ("release", "cni:c2/eth0", ("10.77.0.6",)), ("forget-cni", "n1+c2+eth0", ())]
+
+    state = StateStore(tmp_path)
+    state.put("cni", "n1+c2+eth0", gone)
+    state.put("ipam", "n1", facts.ipam["n1"])
+    from wrapdock.session import Session
+
+    session = Session(state_dir=tmp_path)
+    for edit in action.edits:
+        gc.apply_edit(session, edit)
+    assert state.get("cni", "n1+c2+eth0") is None
+    assert sorted(state.get("ipam", "n1")["allocations"]) == ["10.77.0.5"]
