@@ -673,6 +673,12 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
                 a.orphan_leases.append((name, address, owner))
     # a CNI attachment whose veth is gone lost its namespace without a DEL (`ctr run -d`, a crashed engine)
     a.cni_gone = [r for r in facts.cni if r["host_ifname"] not in facts.links and r["network"] in networks]
+    by_name = {n.name: n for n in facts.networks}
+    for record in facts.cni:  # one off its bridge (gc re-created the bridge) goes back on, as a container's does
+        veth, network = facts.links.get(record["host_ifname"]), by_name.get(record["network"])
+        if veth is not None and network is not None and veth.master != network.bridge and network not in a.not_a_bridge:
+            owner = f"cni:{record['container_id']}/{record['ifname']}"
+            a.detached_veths.append(({"name": owner, "id": owner}, {**record, "network": network.name}, network))
     a.mounts = sorted(facts.mounts, key=lambda m: m.point)
 
 

@@ -229,6 +229,12 @@ def test_gc_takes_away_what_a_missing_del_left(sandbox: Sandbox) -> None:
     assert sandbox.wrapdock("gc").stdout.startswith("nothing to do"), "a second gc finds nothing"
     assert pod_ping(sandbox, "pod1", GATEWAY)
 
+    # the bridge goes: gc re-creates it and puts the CNI veth back on it, as it does a container's
+    sandbox.sh("ip", "link", "del", NET)
+    assert not pod_ping(sandbox, "pod1", GATEWAY)
+    sandbox.wrapdock("gc")
+    assert pod_ping(sandbox, "pod1", GATEWAY)
+
     caller.ok("DEL", "pod1")
     sandbox.sh("ip", "netns", "del", "pod1")
     assert_cni_gone(sandbox, host, [])

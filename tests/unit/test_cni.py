@@ -333,3 +333,15 @@ def test_gc_takes_away_a_cni_attachment_whose_veth_is_gone(tmp_path: Path) -> No
         gc.apply_edit(session, edit)
     assert state.get("cni", "n1+c2+eth0") is None
     assert sorted(state.get("ipam", "n1")["allocations"]) == ["10.77.0.5"]
+
+
+def test_gc_puts_a_cni_veth_back_on_its_bridge() -> None:
+    network = net()
+    facts = healthy(network)
+    record = cni_record(network.name, "10.77.0.5")
+    RecordStore(facts.ipam[network.name]).put("10.77.0.5", "cni:c1/eth0", round_robin=True)
+    facts.cni = [record]
+    facts.links[record["host_ifname"]] = Link(record["host_ifname"], "veth", master=None)
+    assert checks(facts) == [("container-veth-detached", "cni:c1/eth0")]
+    [action] = plans_of(facts)
+    assert record["host_ifname"] in "\n".join(line for step in action.plan.steps for line in step.stdin)
