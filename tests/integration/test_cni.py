@@ -6,6 +6,8 @@ attachments it is told to, STATUS says whether the network can take ADDs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -178,9 +180,17 @@ def test_gc_keeps_the_valid_attachments_and_status_sees_the_bridge(sandbox: Sand
     start = sandbox.snapshot()
     host, caller = Host(sandbox), Caller(sandbox)
     host.network(NET, SUBNET)
-    netns(sandbox, "pod1", "pod2", "pod3")
-    for pod in ("pod1", "pod2", "pod3"):
-        caller.add(pod)
+    pods = ("pod1", "pod2", "pod3")
+    netns(sandbox, *pods)
+    # three ADDs at once (podman starts containers in parallel): one address each, under the state lock
+    conf = json.dumps({"cniVersion": "1.0.0", "name": NET, "type": "wrapdock"})
+    calls = [subprocess.Popen([*sandbox.enter_argv(), PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **sandbox.env, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod,
+                                   "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{pod}"}) for pod in pods]
+    results = [json.loads(call.communicate(conf, timeout=120)[0]) for call in calls]
+    assert [call.returncode for call in calls] == [0, 0, 0], results
+    assert sorted(r["ips"][0]["address"] for r in results) == ["10.88.0.2/24", "10.88.0.3/24", "10.88.0.4/24"]
     caller.ok("STATUS", version="1.1.0")
 
     caller.ok("GC", version="1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "pod1", "ifname": "eth0"}]})
