@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
@@ -445,6 +444,8 @@ def serve(call: Call) -> dict[str, Any] | None:
             trail.write(f"# error {converted.code}: {converted.msg}\n")
             raise converted from None
         except Exception as exc:
+            import traceback
+
             trail.write(traceback.format_exc())
             raise CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc} (traceback in {trail.name})") \
                 from None
