@@ -11,6 +11,7 @@ by `wrapdock network cni-config`, the image a busybox root filesystem.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -246,3 +247,52 @@ def test_ctr_run_cni_adds_and_deletes(sandbox: Sandbox, tmp_path: Path) -> None:
         alive = f"[ -e /proc/{pid} ] && ! grep -q '^State:.*zombie' /proc/{pid}/status"  # no reaper in there
         while sandbox.bash(alive, check=False).returncode == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+LIBCNI_CLIENT = Path(__file__).with_name("libcni_client")
+LIBCNI_SOURCE = Path("/usr/share/gocode/src/github.com/containernetworking/cni/libcni")
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
+def test_a_libcni_client_adds_checks_and_deletes(sandbox: Sandbox, tmp_path: Path, version: str) -> None:
+    """Debian's libcni (what podman and containerd are built on) as the client: it parses wrapdock's
+    result in the conflist's version, caches it and sends it as prevResult to CHECK and DEL."""
+    if shutil.which("go") is None or not LIBCNI_SOURCE.is_dir():
+        pytest.skip("golang-go and golang-github-appc-cni-dev are not installed (scripts/setup --tests installs them)")
+    client = tmp_path / "wdcni"
+    subprocess.run(["go", "build", "-o", str(client), "."], cwd=LIBCNI_CLIENT, check=True, timeout=600,
+                   env={**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOFLAGS": "",
+                        "GOCACHE": str(tmp_path / "gocache")})
+    (tmp_path / "cnibin").mkdir()
+    (tmp_path / "cnibin" / "wrapdock").symlink_to(PLUGIN)
+    env = {"NETCONFPATH": str(tmp_path / "netd"), "CNI_PATH": str(tmp_path / "cnibin"),
+           "CNI_CACHE_DIR": "/run/cni-cache"}
+
+    def wdcni(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+        return sandbox.sh(str(client), *args, env={**env, **(extra or {})}, check=False, timeout=120)
+
+    start = sandbox.snapshot()
+    host = Host(sandbox)
+    host.network(NET, SUBNET)
+    host.wd("network", "cni-config", NET, "--dir", str(tmp_path / "netd"), "--cni-version", version)
+    sandbox.sh("ip", "netns", "add", "podA")
+    assert wdcni("version", NET).stdout.strip() == "wrapdock: 0.3.0 0.3.1 0.4.0 1.0.0 1.1.0"
+
+    ports = json.dumps({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]})
+    added = wdcni("add", NET, "/run/netns/podA", "ctrA", extra={"CAP_ARGS": ports})
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    assert result["cniVersion"] == version and result["ips"][0]["address"] == "10.88.0.2/24"
+    assert result["interfaces"][0]["mac"] == "02:42:0a:58:00:02"
+    assert wdcni("check", NET, "/run/netns/podA", "ctrA").returncode == 0
+
+    sandbox.sh("ip", "-n", "podA", "addr", "del", "10.88.0.2/24", "dev", "eth0")
+    checked = wdcni("check", NET, "/run/netns/podA", "ctrA")
+    assert checked.returncode == 1 and "lacks its address 10.88.0.2/24" in checked.stderr
+
+    for _ in range(2):  # the second DEL has no cached result to send as prevResult
+        deleted = wdcni("del", NET, "/run/netns/podA", "ctrA")
+        assert deleted.returncode == 0, deleted.stderr
+    assert_no_cni_left(sandbox, host, NET)
+    sandbox.sh("ip", "netns", "del", "podA")
+    host.teardown(start, [], [NET])
