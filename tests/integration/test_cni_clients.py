@@ -1,5 +1,5 @@
-"""Real CNI clients of wrapdock-cni inside sandbox hosts: podman 4.3 (Debian, CNI backend) and
-containerd 1.6's `ctr run --cni`.
+"""Real CNI clients of wrapdock-cni inside sandbox hosts: podman 4.3 (Debian, CNI backend),
+containerd 1.6's `ctr run --cni`, and a small client on Debian's libcni (which sends CHECK).
 
 The set-up follows ../shared/reference/cni-clients.md §2: tmpfs over podman's and CNI's directories
 in the sandbox's own mount namespace, vfs storage, crun with cgroups disabled and the cgroup v2
