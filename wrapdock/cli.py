@@ -202,6 +202,12 @@ def network_disconnect(network_name: str, container: str, force: bool) -> None:
 
 
 # -- containers -------------------------------------------------------------------------------
+def _need_a_terminal(session) -> None:
+    """-it relays this terminal to the container's: as Docker, refuse when stdin is not one."""
+    if not session.print_only and not sys.stdin.isatty():
+        raise WrapdockUsage("the input device is not a TTY (-it needs a terminal; use -t or -i alone)")
+
+
 _NO_INTERSPERSED = {"allow_interspersed_args": False}
 
 
@@ -211,7 +217,7 @@ _NO_INTERSPERSED = {"allow_interspersed_args": False}
 @click.option("--name", "-name", "name", help="Container name (also the series' -name).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; output goes to `wrapdock logs`.")
 @click.option("--interactive", "-i", is_flag=True, help="Keep stdin attached.")
-@click.option("--tty", "-t", is_flag=True, help="The workload runs on this terminal (use with -i).")
+@click.option("--tty", "-t", is_flag=True, help="A terminal of its own (a pty of the container's /dev/pts).")
 @click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("--env", "-e", multiple=True, help="KEY=VALUE (or KEY to pass this environment's value).")
 @click.option("--volume", "-v", "volumes", multiple=True, help="HOST_PATH:CONTAINER_PATH[:ro|rw] bind mount.")
@@ -246,9 +252,11 @@ def run_command(args: tuple[str, ...], name: str | None, detach: bool, interacti
     """
     from wrapdock import containers
 
-    if detach and (interactive or tty):
-        raise WrapdockUsage("-d cannot be combined with -i/-t")
+    if detach and interactive and not tty:
+        raise WrapdockUsage("-d -i needs -t: wrapdock has no attach, so a detached container's input stays empty")
     session = _session()
+    if interactive and tty and not detach:
+        _need_a_terminal(session)
     request = containers.RunRequest(
         args=args, name=name, env=env, volumes=volumes, memory=memory, cpus=cpus, cpu_shares=cpu_shares,
         cpuset_cpus=cpuset_cpus, pids_limit=pids_limit, hostname=hostname, workdir=workdir, cap_add=cap_add,
@@ -318,7 +326,7 @@ def logs_command(follow: bool, container: str) -> None:
 
 @cli.command("exec", context_settings=_NO_INTERSPERSED)
 @click.option("--interactive", "-i", is_flag=True, help="Keep stdin attached.")
-@click.option("--tty", "-t", is_flag=True, help="Allocate nothing new: use this terminal.")
+@click.option("--tty", "-t", is_flag=True, help="A terminal of its own (a pty of the container's /dev/pts).")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @print_only_option
@@ -327,7 +335,9 @@ def exec_command(interactive: bool, tty: bool, container: str, command: tuple[st
     from wrapdock import containers
 
     session = _session()
-    code = containers.exec_in(session, container, list(command), tty)
+    if interactive and tty:
+        _need_a_terminal(session)
+    code = containers.exec_in(session, container, list(command), tty, interactive)
     if session.print_only:
         _emit_script(session)
     elif code:
@@ -494,7 +504,9 @@ def lab_down(lab_file: str) -> None:
 @lab_argument
 @format_option
 def lab_check(lab_file: str, output_format: str) -> None:
-    """Send the lab's checks as real packets; exit 1 if any result disagrees with its expectation."""
+    """Send the lab's checks as real packets; exit 1 if any check disagrees with its expectation or
+    could not run (an error: its source is missing or stopped, a tool is missing, the target does not
+    resolve)."""
     from wrapdock import lab
 
     session = _session()
@@ -505,11 +517,16 @@ def lab_check(lab_file: str, output_format: str) -> None:
         tabulate = load_tabulate()
 
         rows = [[i, r.name, r.source, r.target, r.expect, r.got, "yes" if r.agrees else "NO",
-                 f"{r.seconds * 1000:.0f} ms"] for i, r in enumerate(results, start=1)]
-        click.echo(tabulate(rows, headers=["#", "CHECK", "FROM", "TO", "EXPECT", "GOT", "AS EXPECTED", "TIME"],
-                            tablefmt="simple"))
-        disagree = [r for r in results if not r.agrees]
-        click.echo(f"{len(results) - len(disagree)}/{len(results)} checks as expected")
+                 f"{r.seconds * 1000:.0f} ms", "" if r.agrees else _one_line(r.detail)]
+                for i, r in enumerate(results, start=1)]
+        click.echo(tabulate(rows, headers=["#", "CHECK", "FROM", "TO", "EXPECT", "GOT", "AS EXPECTED", "TIME",
+                                           "WHY NOT"], tablefmt="simple"))
+        agree = sum(1 for r in results if r.agrees)
+        errors = sum(1 for r in results if r.got == "error")
+        click.echo(f"{agree}/{len(results)} checks as expected" + (f", {errors} could not run" if errors else ""))
+    for i, r in enumerate(results, start=1):
+        if r.got == "error":
+            click.echo(f"wrapdock: error: check {i} ({r.name}) could not run: {_one_line(r.detail)}", err=True)
     if any(not r.agrees for r in results):
         click.get_current_context().exit(1)
 
@@ -617,7 +634,10 @@ def run() -> None:
     teardown (freeing every module and object) takes ~30 ms, more than some whole commands, and by
     now everything wrapdock opened is closed (state files are written with fsync and renamed; a
     crash-safe state never depends on the exit path)."""
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exc:  # click's shell completion (_WRAPDOCK_COMPLETE=...) answers, then sys.exit()s
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BrokenPipeError, ValueError):  # `wrapdock ps | head -1`; a closed stream
             stream.flush()

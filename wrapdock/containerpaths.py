@@ -47,6 +47,11 @@ class ContainerPaths:
     def exitfile(self) -> Path:
         return self.dir / "exit_code"
 
+    @cached_property
+    def tty_input(self) -> Path:
+        """A FIFO nobody writes to: the terminal's input under -t without -i (made when needed)."""
+        return self.dir / "tty-input"
+
     def etc_file(self, name: str) -> Path:
         """hosts, resolv.conf, hostname: kept by wrapdock, bind-mounted over the image's /etc/NAME."""
         return self.dir / name

@@ -328,7 +328,8 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps)
+        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
+                             request.tty)
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
                                  skip=config.id)
         if request.detach:
@@ -350,18 +351,20 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     if session.print_only:
         if not request.detach:
             session.printed.append(Plan(f"run {config.name} in the foreground",
-                                        plans.start_attached(config, paths, runtime, request.tty)))
+                                        plans.start_attached(config, paths, runtime, request.tty,
+                                                             interactive=request.interactive)))
         return config, None
     if request.detach:
         return config, None
-    code = _attach(session, config, paths, runtime, request.tty)
+    code = _attach(session, config, paths, runtime, request.tty, request.interactive)
     if request.auto_remove:
         remove(session, [config.id], force=True)
     return config, code
 
 
-def _attach(session: Session, config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> int:
-    steps = plans.start_attached(config, paths, runtime, tty)
+def _attach(session: Session, config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool,
+            interactive: bool) -> int:
+    steps = plans.start_attached(config, paths, runtime, tty, interactive=interactive)
     code = 0
     for step in steps:
         code = session.runner.attach(step)
@@ -517,7 +520,7 @@ def _environ(pid: int) -> list[str]:
     return [item.decode(errors="replace") for item in raw.split(b"\0") if item]
 
 
-def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
+def exec_in(session: Session, ref: str, command: list[str], tty: bool, interactive: bool = True) -> int:
     session.require_root()
     record = find(session, ref)
     pid = live_pid(paths_of(session, record["id"]))
@@ -534,7 +537,8 @@ def exec_in(session: Session, ref: str, command: list[str], tty: bool) -> int:
     env = _environ(pid)
     if tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
-    step = plans.exec_step(config, pid, env, command, cgroups.detect())
+    no_input = None if interactive else paths_of(session, record["id"]).tty_input
+    step = plans.exec_step(config, pid, env, command, cgroups.detect(), tty, no_input)
     if session.print_only:
         session.printed.append(Plan(f"exec in container {record['name']}", [step]))
         return 0

@@ -49,7 +49,7 @@ ERROR, WARNING = "error", "warning"
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "iptables-save": "iptables",
     "nsenter": "util-linux", "unshare": "util-linux", "setpriv": "util-linux", "setsid": "util-linux",
-    "busybox": "busybox-static", "sysctl": "procps",
+    "busybox": "busybox-static", "sysctl": "procps", "script": "bsdutils",  # script: the pty of -t
 }
 UTIL_LINUX_MIN = (2, 38)  # setsid -f, nsenter/unshare options the plans use
 

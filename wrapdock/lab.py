@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from wrapdock import resources
-from wrapdock.errors import UsageError
+from wrapdock.checkoutcome import RAN_CODES, Outcome, bash_error_patterns, classify, could_not_run
+from wrapdock.errors import EnvironmentProblem, UsageError
 from wrapdock.session import Session
 
 BUNDLED = ("seed", "campus")
@@ -185,14 +186,15 @@ class CheckResult:
     name: str
     source: str
     target: str
-    expect: str
-    got: str
+    expect: str  # ok | fail
+    got: str  # ok | fail (the probe ran, no answer) | error (it could not run)
     seconds: float
-    detail: str
+    detail: str  # one line: the probe's last line, or why it failed or could not run
 
     @property
     def agrees(self) -> bool:
-        return self.expect == self.got
+        """An error never agrees: a check that could not run proves nothing, whatever it expected."""
+        return self.got != "error" and self.expect == self.got
 
 
 def _address_map(session: Session) -> dict[str, str]:
@@ -210,16 +212,57 @@ def _host_port(text: str, addresses: dict[str, str]) -> tuple[str, str]:
     return _resolve(host, addresses), port
 
 
+def _source_netns(lab: dict[str, Any], check: dict[str, Any], netns: dict[str, str | None]) -> str | None:
+    """The network namespace a check's probe runs in; None: the host's (also a --net host container's)."""
+    source = check["from"]
+    if source == "host":
+        return None
+    if source == lab.get("outside", "outside"):
+        return source
+    return netns.get(source)
+
+
+def _target_host(check: dict[str, Any], addresses: dict[str, str]) -> str:
+    if "ping" in check:
+        return _resolve(check["ping"], addresses)
+    if "http" in check:
+        return _resolve(urlsplit(check["http"]).hostname or "", addresses)
+    return _host_port(check.get("tcp") or check["udp"], addresses)[0]
+
+
+def name_to_resolve(check: dict[str, Any], addresses: dict[str, str]) -> str | None:
+    """The target's host name when it is neither an address nor a container of the lab, else None."""
+    import ipaddress
+
+    host = _target_host(check, addresses)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
+def resolve_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[str, str],
+                    netns: dict[str, str | None]) -> list[str] | None:
+    """Looks the target's name up where the probe will run, before it runs: a name that does not
+    resolve is a broken check (an error), which a probe under `timeout` could only report as timed out
+    when the resolver waits for an answer that never comes. getent exits 2 when there is none."""
+    name = name_to_resolve(check, addresses)
+    if name is None:
+        return None
+    source_netns = _source_netns(lab, check, netns)
+    return [*(["ip", "netns", "exec", source_netns] if source_netns else []), "getent", "hosts", name]
+
+
+def unresolved(name: str) -> str:
+    return f"{name} does not resolve (getent hosts found no address)"
+
+
 def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[str, str],
                   netns: dict[str, str | None], token: str = "wrapdock-check") -> tuple[list[str], str]:
     """(argv that exits 0 when the check passes, what it targets). Runs in the source's netns."""
-    source = check["from"]
-    if source == "host":
-        prefix: list[str] = []
-    elif source == lab.get("outside", "outside"):
-        prefix = ["ip", "netns", "exec", source]
-    else:
-        prefix = ["ip", "netns", "exec", netns[source]] if netns.get(source) else []
+    source_netns = _source_netns(lab, check, netns)
+    prefix = ["ip", "netns", "exec", source_netns] if source_netns else []
     if "ping" in check:
         target = _resolve(check["ping"], addresses)
         return [*prefix, "busybox", "ping", "-c", "1", "-W", "2", target], target
@@ -236,29 +279,74 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     return [*prefix, "timeout", "5", "busybox", "wget", "-qO-", url], url
 
 
-def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
+def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any],
+                    records: dict[str, dict[str, Any]]) -> str | None:
+    """Why the probe cannot run at all: its source or listener container is missing or not running.
+
+    A stopped container keeps its network namespace (README: Limits), so a probe from it would still
+    get answers: the container's own status (as `ps` reads it) decides, before any packet is sent.
+    """
+    from wrapdock.containerviews import current_status
+
+    source = check["from"]
+    for who in (None if source in ("host", lab.get("outside", "outside")) else source, check.get("listener")):
+        if who is None:
+            continue
+        record = records.get(who)
+        if record is None:
+            return f"container {who} does not exist (is the lab up?)"
+        status = current_status(session, record)
+        if status.state != "running":
+            return f"container {who} is not running ({status.text()})"
+    return None
+
+
+def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], records: dict[str, dict[str, Any]],
+           argv: list[str], lookup: list[str] | None, note: str, token: str) -> Outcome:
+    """Run one check's probe and judge it: ok, fail (ran, no answer) or error (could not run)."""
     from wrapdock import containers
 
+    problem = _source_problem(session, lab, check, records)
+    if problem:
+        session.runner.trail.heading(note)
+        session.runner.trail.remark(f"error: {problem}")
+        return Outcome("error", problem)
+    try:
+        if lookup:
+            found = session.runner.query(lookup, note)
+            if found.exit_code == 2:
+                return Outcome("error", unresolved(lookup[-1]))
+            if not found.ok:
+                return could_not_run(found.exit_code, f"{found.stdout}\n{found.stderr}")
+        result = session.runner.query(argv, note)
+    except EnvironmentProblem as exc:  # the tool is not on this host's PATH
+        return Outcome("error", exc.message)
+    outcome = classify(result.exit_code, f"{result.stdout}\n{result.stderr}")
+    if outcome.got == "ok" and "contains" in check and check["contains"] not in result.stdout:
+        return Outcome("fail", f"answer does not contain {check['contains']!r}")
+    if outcome.got == "ok" and "udp" in check:
+        time.sleep(0.3)
+        log = containers.paths_of(session, containers.find(session, check["listener"])["id"]).log
+        if not (log.is_file() and token in log.read_text(errors="replace")):
+            return Outcome("fail", f"{check['listener']} did not receive the datagram")
+    return outcome
+
+
+def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
+    records = {r["name"]: r for r in session.state.all("container")}
     addresses = _address_map(session)
-    netns = {r["name"]: r["netns"] for r in session.state.all("container")}
+    netns = {name: r["netns"] for name, r in records.items()}
     results = []
     for i, check in enumerate(lab.get("checks", [])):
         token = f"wrapdock-check-{i}-{int(time.time() * 1000)}"
         argv, target = check_command(lab, check, addresses, netns, token)
         started = time.monotonic()
-        result = session.runner.query(argv, f"check {i + 1}: {check.get('name', '')}")
-        ok = result.ok
-        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-        if ok and "contains" in check and check["contains"] not in result.stdout:
-            ok, detail = False, [f"answer does not contain {check['contains']!r}"]
-        if ok and "udp" in check:
-            time.sleep(0.3)
-            log = containers.paths_of(session, containers.find(session, check["listener"])["id"]).log
-            ok = log.is_file() and token in log.read_text(errors="replace")
-            detail = [] if ok else [f"{check['listener']} did not receive the datagram"]
+        lookup = resolve_command(lab, check, addresses, netns)
+        outcome = _probe(session, lab, check, records, argv, lookup, f"check {i + 1}: {check.get('name', '')}",
+                         token)
         results.append(CheckResult(check.get("name", f"check {i + 1}"), check["from"], target,
-                                   check.get("expect", "ok"), "ok" if ok else "fail",
-                                   time.monotonic() - started, detail[0] if detail else ""))
+                                   check.get("expect", "ok"), outcome.got, time.monotonic() - started,
+                                   outcome.reason))
     return results
 
 
@@ -288,8 +376,11 @@ def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -
     for i, check in enumerate(lab.get("checks", [])):
         token = f"wrapdock-check-{i + 1}"
         command, _ = check_command(lab, check, addresses, netns, token)
+        # the containers whose namespaces must hold a process (running) for the probe to mean anything
+        running = [netns[who] for who in (check["from"], check.get("listener")) if netns.get(who)]
         words = [check.get("name", f"check {i + 1}"), check.get("expect", "ok"), check.get("contains", ""),
-                 logs[check["listener"]] if "udp" in check else "", token]
+                 logs[check["listener"]] if "udp" in check else "", token, " ".join(running),
+                 _source_netns(lab, check, netns) or "", name_to_resolve(check, addresses) or ""]
         checks.append(f"    check {shlex.join(words)} {shlex.join(command)}")
     return resources.fill(resources.template("lab.sh.tmpl"), {
         "name": comment_text(lab["name"]),
@@ -298,6 +389,8 @@ def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -
         "version": __import__("wrapdock").__version__,
         "up": _indent(script_body(up_plans)),
         "checks": "\n".join(checks) or "    :",
+        "error_patterns": bash_error_patterns(),
+        "ran_codes": "|".join(str(code) for code in RAN_CODES),
         "down": _indent(script_body(down_plans)),
     })
 

@@ -7,6 +7,11 @@ struct), for running as another user (pwd, getpass) and for reporting an error b
 (traceback): ~6 ms of every command that changes the host. All of those are deferred here: during
 the import they are stand-ins that load the real module on first real use, and the originals are put
 back right after. Everything of `sh` and `tabulate` works unchanged (tests/unit/test_quickimport.py).
+
+This rests on what the tested releases import (pyproject.toml bounds them). So that a new release cannot
+quietly undo it, each import checks its assumptions and `broken_assumptions()` says what no longer holds:
+a stand-in the package no longer imports, a real module loaded during the import anyway, an import the
+stand-ins break (then the package is imported plainly: slower, still working). The unit tests fail on any.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class _LazyModule(types.ModuleType):
             raise AttributeError(attribute)
         real = sys.modules.get(self.__name__)
         if real is None or real is self:
+            _first_uses.setdefault(self.__name__, attribute)
             sys.modules.pop(self.__name__, None)
             real = importlib.import_module(self.__name__)
         return getattr(real, attribute)
@@ -55,19 +61,68 @@ def _no_version(_name: str) -> str:
     return "unknown"
 
 
+_broken: list[str] = []
+_first_uses: dict[str, str] = {}  # deferred module -> the name whose use loaded the real one
+
+
+def broken_assumptions() -> list[str]:
+    """What the imports so far showed to be no longer true of sh and tabulate (empty: all holds)."""
+    return list(_broken)
+
+
 def _import_with_stand_ins(name: str, stand_ins: dict[str, types.ModuleType]) -> types.ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    saved = {module: sys.modules.get(module) for module in stand_ins}
-    for module, stand_in in stand_ins.items():
-        if saved[module] is None:
-            sys.modules[module] = stand_in
+    installed = {module: stand_in for module, stand_in in stand_ins.items() if sys.modules.get(module) is None}
+    sys.modules.update(installed)
+    failure: Exception | None = None
     try:
-        return importlib.import_module(name)
+        imported = importlib.import_module(name)
+        loaded_anyway = [module for module, stand_in in installed.items() if sys.modules.get(module) is not stand_in]
+    except Exception as exc:  # a release the stand-ins break: import it as it is, and say why
+        failure = exc
     finally:
-        for module, stand_in in stand_ins.items():
+        for module, stand_in in installed.items():
             if sys.modules.get(module) is stand_in:
                 del sys.modules[module]
+    if failure is not None:
+        for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+            del sys.modules[module]
+        _broken.append(f"{_release(name)} does not import with quickimport's stand-ins "
+                       f"({type(failure).__name__}: {failure}); imported without them")
+        return importlib.import_module(name)
+    for module in loaded_anyway:
+        _broken.append(f"{_release(name)} uses {module}.{_first_uses.get(module, '?')} while importing: "
+                       f"the real {module} is loaded on every import, deferring it saves nothing")
+    for module, stand_in in installed.items():
+        if module not in loaded_anyway and not _binds(imported, stand_in):
+            _broken.append(f"{_release(name)} no longer imports {module}: quickimport's stand-in for it is unused")
+    return imported
+
+
+def _binds(imported: types.ModuleType, stand_in: types.ModuleType) -> bool:
+    """Whether the package kept the stand-in, or one of its ready names (`from asyncio import Queue`)."""
+    ready = [stand_in, *(value for key, value in vars(stand_in).items() if not key.startswith("__"))]
+    return any(value is item for value in _globals(imported).values() for item in ready)
+
+
+def _globals(imported: types.ModuleType) -> dict[str, Any]:
+    """The package's own names; sh puts a wrapper in sys.modules in place of itself and keeps the module in it."""
+    names = dict(vars(imported))
+    for value in vars(imported).values():
+        if isinstance(value, types.ModuleType) and value is not imported and value.__name__ == imported.__name__:
+            names.update(vars(value))
+    return names
+
+
+def _release(name: str) -> str:
+    """`sh 2.4.0`: only said when something is wrong, so the metadata's cost does not matter then."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name} {version(name)}"
+    except PackageNotFoundError:
+        return name
 
 
 def _metadata_stand_in() -> types.ModuleType:

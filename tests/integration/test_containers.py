@@ -34,6 +34,7 @@ from tests.integration.containerlab import (
     wait_for,
     wd,
 )
+from tests.integration.terminal import Terminal
 
 pytestmark = pytest.mark.integration
 
@@ -490,7 +491,8 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(sandbox):
         ("--cpuset-cpus", "99"): "invalid --cpuset-cpus",
         ("--pids-limit", "0"): "invalid --pids-limit",
         ("--cap-add", "NOT_A_CAP"): "unknown capability",
-        ("-d", "-it"): "-d cannot be combined with -i/-t",
+        ("-d", "-i"): "-d -i needs -t",
+        ("-it",): "the input device is not a TTY",  # these tests' stdin is no terminal
     }
     for options, message in refused.items():
         assert message in usage_error(box, "run", *options, "busybox", "true"), options
@@ -545,3 +547,100 @@ def test_cap_drop_still_starts(sandbox, drop, add):
     expected = base | (1 << CAP_BITS[add]) if add else base
     assert int(cap_line(proc.stdout, "CapEff"), 16) == expected
     assert int(cap_line(proc.stdout, "CapBnd"), 16) == expected
+
+
+# -- 12. -t: a terminal of its own -------------------------------------------------------------------------
+def shell_on_its_terminal(box, term: Terminal, container: str) -> None:
+    """The user's checks at a busybox sh prompt on `term` (31 rows, 97 columns when it starts):
+    `tty` names a pty of the container's own /dev/pts, its size follows the outer terminal, and a
+    typed ^C interrupts the foreground `sleep`, not the shell."""
+    term.expect(r"# ")
+    since = term.mark()
+    term.type('tty; test -c "$(tty)" && echo "it-is-there"; stty size\r')
+    match = term.expect(r"\n(/dev/pts/\d+)\r\nit-is-there\r\n(\d+ \d+)\r\n", since=since)
+    assert match.group(2) == "31 97", term.screen
+    # ... and it is in the container's /dev/pts: the container sees the same device there
+    pts = match.group(1)
+    assert wd(box, "exec", container, "test", "-c", pts).returncode == 0
+
+    term.resize(40, 120)  # SIGWINCH: script passes the new size on
+    since = term.mark()
+    term.type("stty size\r")
+    assert term.expect(r"\n(\d+ \d+)\r\n", since=since).group(1) == "40 120"
+
+    def sleeping():
+        return "sleep 1000" in wd(box, "exec", container, "ps", "-o", "args").stdout
+
+    term.type("sleep 1000\r")
+    wait_for(sleeping, seconds=30, what="the sleep in the container")
+    term.type("\x03")  # ^C: the pty's line discipline sends SIGINT to its foreground process group
+    wait_for(lambda: not sleeping(), seconds=30, what="^C to end the sleep")
+    since = term.mark()
+    term.type("echo status=$?\r")
+    assert term.expect(r"status=(\d+)", since=since).group(1) == "130"  # 128 + SIGINT
+
+
+def test_run_it_gives_the_container_a_terminal_of_its_own(sandbox):
+    box = sandbox
+    term = Terminal(box, "run", "-it", "--name", "tty1", "busybox", "sh", rows=31, cols=97)
+    try:
+        shell_on_its_terminal(box, term, "tty1")
+        # PID 1 is the shell itself, leading its session on /dev/pts/0
+        assert wd(box, "exec", "tty1", "readlink", "/proc/1/fd/0").stdout == "/dev/pts/0\n"
+        term.type("exit 7\r")
+        assert term.wait() == 7, term.screen  # the workload's exit code is wrapdock's
+    finally:
+        term.close()
+    assert inspect(box, "tty1")["state"]["exit_code"] == 7
+    wd(box, "rm", "tty1")
+    assert_clean(box)
+
+
+def test_ctrl_c_reaches_only_the_containers_foreground_process_group(sandbox):
+    """No job control here (sh -c): ^C goes to the pty's foreground process group, which must hold
+    the container's processes only (the workload leads its own session), not the processes that
+    started it (they would die of it and leave the container behind): sleep dies, the shell (PID 1)
+    runs its trap and goes on to its own exit code."""
+    box = sandbox
+    term = Terminal(box, "run", "-it", "--rm", "--name", "tty3", "busybox", "sh", "-c",
+                    "trap 'echo caught-int' INT; sleep 1000; echo after-sleep; exit 4")
+    try:
+        wait_for(lambda: "sleep 1000" in wd(box, "exec", "tty3", "ps", "-o", "args", code=None).stdout,
+                 seconds=30, what="the sleep in the container")
+        term.type("\x03")
+        term.expect(r"caught-int\r\nafter-sleep")
+        assert term.wait() == 4, term.screen
+    finally:
+        term.close()
+    assert_clean(box)
+
+
+def test_run_dt_and_exec_it(sandbox):
+    box = sandbox
+    # -dt: a terminal with no input, but never an end of file: the shell stays, and logs has its prompt
+    wd(box, "run", "-dt", "--name", "tty2", "busybox", "sh")
+    wait_for(lambda: "/ # " in wd(box, "logs", "tty2").stdout, seconds=30, what="the prompt in the log")
+    assert wd(box, "exec", "tty2", "readlink", "/proc/1/fd/0").stdout == "/dev/pts/0\n"
+    assert wd(box, "exec", "tty2", "tty", code=1).stdout == "not a tty\n"  # exec without -t: no terminal
+
+    term = Terminal(box, "exec", "-it", "tty2", "sh", rows=31, cols=97)
+    try:
+        shell_on_its_terminal(box, term, "tty2")
+        term.type("exit 5\r")
+        assert term.wait() == 5, term.screen
+    finally:
+        term.close()
+    assert ps_all(box)[0]["state"]["text"] == "running"
+
+    # -t without -i, in the foreground: a terminal, no input; the container's SHELL is not script's
+    shown = wd(box, "run", "-t", "--rm", "-e", "SHELL=/no/such/shell", "busybox", "sh", "-c",
+               'tty; echo "$SHELL"; exit 3', code=3).stdout
+    assert re.fullmatch(r"/dev/pts/0\n/no/such/shell\n", shown), shown
+    shown = wd(box, "exec", "-t", "tty2", "sh", "-c", "tty; exit 6", code=6).stdout
+    assert re.fullmatch(r"/dev/pts/[1-9]\d*\n", shown), shown
+    # start runs a -t container on a terminal again
+    wd(box, "stop", "-t", "1", "tty2")
+    wd(box, "start", "tty2")
+    assert wd(box, "exec", "tty2", "readlink", "/proc/1/fd/0").stdout == "/dev/pts/0\n"
+    wd(box, "rm", "-f", "tty2")
+    assert_clean(box)

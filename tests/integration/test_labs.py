@@ -118,3 +118,157 @@ def test_lab_script_runs_without_wrapdock(sandbox_factory, tmp_path) -> None:
     assert box.snapshot() == start
     assert box.state_records("networks") == []
     assert box.cgroup_dirs() == []
+
+
+# -- a check that could not run is an error, never a pass -----------------------------------------
+def errors_of(check) -> list[str]:
+    """The `wrapdock: error: check N (NAME) could not run: REASON` lines of a `lab check`."""
+    return [line for line in check.stderr.splitlines() if line.startswith("wrapdock: error: check ")]
+
+
+def test_missing_source_namespace_is_an_error_not_an_expected_fail(sandbox, tmp_path) -> None:
+    """No `outside` namespace on this host: its must-fail checks are errors, not "as expected"."""
+    start = sandbox.snapshot()
+    lab_file = tmp_path / "nooutside.yaml"
+    lab_file.write_text("""
+name: nooutside
+networks:
+  lan: {subnet: 10.46.0.0/24}
+containers:
+  a: {command: [sleep, "600"], networks: [lan]}
+checks:
+  - {name: "outside -> a directly (must fail)", from: outside, ping: a, expect: fail}
+  - {name: "outside -> a's port (must fail)", from: outside, tcp: "a:80", expect: fail}
+""")
+    sandbox.wrapdock("--quiet", "lab", "up", str(lab_file))
+    check = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), "--format", "json", check=False)
+    assert check.returncode == 1, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert [(r["got"], r["agrees"]) for r in results] == [("error", False), ("error", False)]
+    assert all('Cannot open network namespace "outside"' in r["detail"] for r in results)
+    assert errors_of(check) == [
+        'wrapdock: error: check 1 (outside -> a directly (must fail)) could not run: '
+        'exit 255: Cannot open network namespace "outside": No such file or directory',
+        "wrapdock: error: check 2 (outside -> a's port (must fail)) could not run: "
+        'exit 255: Cannot open network namespace "outside": No such file or directory']
+    table = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), check=False)
+    assert table.returncode == 1
+    assert "0/2 checks as expected, 2 could not run" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if "outside -> a directly" in line)
+    assert " error " in row and " NO " in row and 'Cannot open network namespace "outside"' in row
+    sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
+
+
+def test_stopped_source_container_is_an_error(sandbox, tmp_path) -> None:
+    """A stopped container keeps its namespace and addresses: its pings would still be answered."""
+    start = sandbox.snapshot()
+    lab_file = tmp_path / "stopped.yaml"
+    lab_file.write_text("""
+name: stopped
+networks:
+  lan: {subnet: 10.47.0.0/24}
+containers:
+  a: {command: [sleep, "600"], networks: [lan]}
+  b: {command: [sleep, "600"], networks: [lan]}
+checks:
+  - {name: "a -> b", from: a, ping: b}
+  - {name: "a -> nowhere (must fail)", from: a, ping: 10.47.1.1, expect: fail}
+  - {name: "b -> a", from: b, ping: a}
+""")
+    sandbox.wrapdock("--quiet", "lab", "up", str(lab_file))
+    before = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), check=False)
+    assert before.returncode == 0, before.stdout + before.stderr
+    sandbox.wrapdock("--quiet", "stop", "-t", "1", "a")
+    check = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), "--format", "json", check=False)
+    assert check.returncode == 1, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert [r["got"] for r in results] == ["error", "error", "ok"]
+    assert results[0]["detail"].startswith("container a is not running (exited")
+    assert errors_of(check)[0].startswith("wrapdock: error: check 1 (a -> b) could not run: container a is not "
+                                          "running (exited")
+    assert len(errors_of(check)) == 2
+    sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
+
+
+def test_unresolvable_target_is_an_error(sandbox, tmp_path) -> None:
+    """A name that does not resolve is a broken check, not an unreachable target (ping, tcp, http).
+
+    From a container the resolver's query is never answered (this sandbox has no route on): the probe
+    under `timeout` alone would only have timed out, a "fail"; the lookup before it tells."""
+    start = sandbox.snapshot()
+    lab_file = tmp_path / "noname.yaml"
+    lab_file.write_text("""
+name: noname
+networks:
+  lan: {subnet: 10.48.0.0/24}
+containers:
+  a: {command: [sleep, "600"], networks: [lan]}
+checks:
+  - {name: "a -> gateway", from: a, ping: 10.48.0.1}
+  - {name: "a -> a typo (must fail)", from: a, ping: no-such-host.invalid, expect: fail}
+  - {name: "host -> a typo's port (must fail)", from: host, tcp: "no-such-host.invalid:80", expect: fail}
+  - {name: "a -> a typo's web server (must fail)", from: a, http: "http://no-such-host.invalid/", expect: fail}
+""")
+    sandbox.wrapdock("--quiet", "lab", "up", str(lab_file))
+    check = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), "--format", "json", check=False,
+                             timeout=180)
+    assert check.returncode == 1, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert [r["got"] for r in results] == ["ok", "error", "error", "error"], results
+    reason = "no-such-host.invalid does not resolve (getent hosts found no address)"
+    assert [r["detail"] for r in results[1:]] == [reason] * 3
+    assert errors_of(check) == [
+        f"wrapdock: error: check 2 (a -> a typo (must fail)) could not run: {reason}",
+        f"wrapdock: error: check 3 (host -> a typo's port (must fail)) could not run: {reason}",
+        f"wrapdock: error: check 4 (a -> a typo's web server (must fail)) could not run: {reason}"]
+    sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)
+
+
+def test_lab_script_reports_checks_that_could_not_run(sandbox_factory, tmp_path) -> None:
+    """The standalone script judges the same way: no outside namespace, a stopped container, a typo."""
+    box = sandbox_factory()
+    start = box.snapshot()
+    lab_file = tmp_path / "scripted.yaml"
+    lab_file.write_text("""
+name: scripted
+networks:
+  lan: {subnet: 10.49.0.0/24}
+containers:
+  a: {command: [sleep, "600"], networks: [lan]}
+  b: {command: [sleep, "600"], networks: [lan]}
+checks:
+  - {name: "b -> a", from: b, ping: a}
+  - {name: "b -> nowhere (must fail)", from: b, ping: 10.49.1.1, expect: fail}
+  - {name: "outside -> a (must fail)", from: outside, ping: a, expect: fail}
+  - {name: "b -> a typo (must fail)", from: b, ping: no-such-host.invalid, expect: fail}
+  - {name: "a -> b (must fail: a is stopped)", from: a, ping: b, expect: fail}
+""")
+    path = tmp_path / "scripted.sh"
+    path.write_text(box.wrapdock("lab", "script", str(lab_file)).stdout)
+    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "bash", str(path)]
+    box.sh(*env, "up", timeout=120)
+    # a stops as `wrapdock stop` stops it (its init is killed, the rest follows); its namespace stays
+    box.bash("""
+        dir=$(dirname "$(grep -lx a /run/wrapdock-data/containers/*/hostname)")
+        kill -KILL "$(cat "$dir/pid")"
+        n=0; while [ -n "$(ip netns pids a)" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done
+        [ -z "$(ip netns pids a)" ] && [ -e /run/netns/a ]
+    """, timeout=120)
+    run = box.sh(*env, "check", check=False, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.count("PASS") == 2, run.stdout  # the three must-fail checks that could not run are no pass
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("PASS  ok    b -> a") and lines[1].startswith("PASS  fail  b -> nowhere")
+    assert lines[2] == ('ERROR error outside -> a (must fail) (expected fail): could not run: '
+                        'exit 255: Cannot open network namespace "outside": No such file or directory')
+    assert lines[3] == ("ERROR error b -> a typo (must fail) (expected fail): could not run: "
+                        "no-such-host.invalid does not resolve (getent hosts found no address)")
+    assert lines[4] == ("ERROR error a -> b (must fail: a is stopped) (expected fail): could not run: "
+                        "container a is not running (no process in its network namespace)")
+    assert lines[5] == "3 check(s) disagree with their expectation (3 of them could not run)"
+    box.sh(*env, "down", timeout=120)
+    assert box.snapshot() == start
+    assert box.cgroup_dirs() == []

@@ -7,13 +7,16 @@ that returns a fixed, empty host.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from ipaddress import IPv4Network
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -393,3 +396,44 @@ def test_run_dash_h_is_the_host_name_as_in_docker(capsys, state_dir: Path, monke
     assert seen[0].hostname == "web" and seen[0].args == ("busybox", "httpd", "-h", "/www")
     assert main(["run", "--help"]) == 0
     assert "-h, --hostname" in capsys.readouterr().out
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, terminal: bool) -> None:
+        super().__init__("")
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+@pytest.mark.parametrize(("args", "terminal", "refusal"), [
+    (["run", "-it", "busybox", "sh"], False, "the input device is not a TTY"),
+    (["exec", "-it", "web", "sh"], False, "the input device is not a TTY"),
+    (["run", "-d", "-i", "busybox", "sh"], True, "-d -i needs -t"),
+    (["run", "-it", "busybox", "sh"], True, None),
+    (["exec", "-it", "web", "sh"], True, None),
+    (["--print-only", "run", "-it", "busybox", "sh"], False, None),  # the script may run on a terminal
+    (["run", "-t", "busybox", "sh"], False, None),  # -t alone: a pty, no input relayed
+    (["run", "-dt", "busybox", "sh"], False, None),
+    (["run", "-dit", "busybox", "sh"], False, None),
+])
+def test_tty_options_as_in_docker(capsys, state_dir: Path, monkeypatch, args: list[str], terminal: bool,
+                                  refusal: str | None) -> None:
+    """-it relays this terminal, so it needs one (Docker: "the input device is not a TTY"); -d -i has
+    nothing to attach to; -t, -dt and -dit get a pty of the container's own."""
+    from wrapdock import containers
+
+    calls = []
+    monkeypatch.setattr(containers, "run",
+                        lambda session, request: calls.append(request) or (SimpleNamespace(id="0" * 64), None))
+    monkeypatch.setattr(containers, "exec_in", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(sys, "stdin", _Stdin(terminal))
+    code, _, err = run(capsys, state_dir, *args)
+    if refusal:
+        assert code == 2, err
+        assert refusal in assert_one_error_line(err)
+        assert calls == []
+    else:
+        assert code == 0, err
+        assert len(calls) == 1

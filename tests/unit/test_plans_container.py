@@ -140,12 +140,17 @@ CASES = {
     "prepare-dropall-v2": lambda: plans.prepare(CONFIGS["dropall"], PATHS, runtime("v2", "bare"), ETC, []).steps,
     "prepare-hostnet-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2", None), ETC, []).steps,
     "prepare-network-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps,
+    "prepare-tty-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, [], tty=True).steps,
+    "prepare-tty-privileged-v2": lambda: plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, [],
+                                                       tty=True).steps,
     "start-detached-plain-v1": lambda: plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1")),
     "start-detached-tty-limits-v2": lambda: plans.start_detached(CONFIGS["limits"], PATHS, runtime("v2", "db.1"),
                                                                  tty=True),
     "start-attached-plain-v1": lambda: plans.start_attached(CONFIGS["plain"], PATHS, runtime("v1"), tty=False),
     "start-attached-hostnet-v2": lambda: plans.start_attached(CONFIGS["plain"], PATHS, runtime("v2", None),
                                                               tty=True),
+    "start-attached-tty-noinput-v1": lambda: plans.start_attached(CONFIGS["plain"], PATHS, runtime("v1"), tty=True,
+                                                                  interactive=False),
     "remove-when-done": lambda: [plans.remove_when_done(
         CONFIGS["plain"], PATHS, ["/usr/bin/python3", "-m", "wrapdock", "--quiet", "--data-dir", str(DATA)])],
     "stop": lambda: plans.stop("web", 4242, PATHS, 3).steps,
@@ -158,6 +163,9 @@ CASES = {
     "exec-privileged-v2": lambda: [plans.exec_step(CONFIGS["privileged"], 4242, EXEC_ENV, ["id"], LAYOUTS["v2"])],
     "exec-sysadmin-v1": lambda: [plans.exec_step(CONFIGS["sysadmin"], 4242, EXEC_ENV, ["id"], LAYOUTS["v1"])],
     "exec-dropall-v2": lambda: [plans.exec_step(CONFIGS["dropall"], 4242, EXEC_ENV, ["id"], LAYOUTS["v2"])],
+    "exec-tty-plain-v1": lambda: [plans.exec_step(CONFIGS["plain"], 4242, EXEC_ENV, ["sh"], LAYOUTS["v1"], tty=True)],
+    "exec-tty-noinput-privileged-v2": lambda: [plans.exec_step(CONFIGS["privileged"], 4242, EXEC_ENV, ["top"],
+                                                               LAYOUTS["v2"], tty=True, no_input=PATHS.tty_input)],
 }
 
 
@@ -658,10 +666,12 @@ def test_environment_defaults_then_user_values() -> None:
     assert "TERM=xterm" in plans.environment(config, tty=True)
 
 
+@pytest.mark.parametrize("tty", [False, True], ids=["notty", "tty"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_init_script_is_valid_shell_with_everything_filled(config: str, layout: str, tmp_path: Path) -> None:
-    lines = plans.init_script(CONFIGS[config], PATHS, runtime(layout), tuple(ETC))
+def test_init_script_is_valid_shell_with_everything_filled(config: str, layout: str, tty: bool,
+                                                           tmp_path: Path) -> None:
+    lines = plans.init_script(CONFIGS[config], PATHS, runtime(layout), tuple(ETC), tty)
     text = "\n".join(lines) + "\n"
     assert "{{" not in text and "}}" not in text
     script = tmp_path / "init.sh"
@@ -674,9 +684,49 @@ def test_init_script_is_valid_shell_with_everything_filled(config: str, layout: 
     joins = [line for line in lines if line.endswith("/cgroup.procs")]
     assert joins == cgroup_plans.join_commands(LAYOUTS[layout], ID)
     assert lines.index(joins[0]) < next(i for i, line in enumerate(lines) if line.startswith("mount -t overlay"))
-    assert lines[-1] == {"privileged": 'exec "$@"', "sysadmin": 'exec "$@"',
-                         "dropall": 'exec setpriv --inh-caps -sys_admin,-mknod,-dac_override -- "$@"'}.get(
-        config, 'exec setpriv --inh-caps -sys_admin -- "$@"')
+    workload = {"privileged": '"$@"', "sysadmin": '"$@"',
+                "dropall": 'setpriv --inh-caps -sys_admin,-mknod,-dac_override -- "$@"'}.get(
+        config, 'setpriv --inh-caps -sys_admin -- "$@"')
+    # -t: the workload leads a session on the pty; setsid -c steals it, which needs SYS_ADMIN: before the drop
+    assert lines[-1] == (f"exec setsid -c {workload}" if tty else f"exec {workload}")
+    devpts = [line for line in lines if line.startswith("mount") and " dev/pts" in line]
+    assert len(devpts) == 1
+    assert devpts[0].startswith("mount --bind /dev/pts dev/pts" if tty else "mount -t devpts -o newinstance,")
+
+
+@pytest.mark.parametrize("interactive", [True, False], ids=["it", "t"])
+def test_a_tty_chain_runs_the_container_under_script_on_its_own_devpts(interactive: bool) -> None:
+    config = CONFIGS["limits"]
+    chain = plans.start_chain(config, PATHS, runtime("v2", "db.1"), tty=True, interactive=interactive)
+    plain = plans.start_chain(config, PATHS, runtime("v2", "db.1"), tty=False)
+    shim_at = chain.index("wrapdock-tty")
+    # script and what comes before it see only PATH (a -e SHELL=... cannot choose script's shell) ...
+    assert chain[:3] == ["env", "-i", f"PATH={DEFAULT_PATH}"]
+    assert not set(plans.environment(config, True)[1:]) & set(chain[:shim_at])
+    # ... in a mount namespace of their own, where a new devpts instance is /dev/pts
+    assert chain[shim_at - 7:shim_at - 2] == ["unshare", "--mount", "--propagation", "private", "sh"]
+    shim = chain[shim_at - 1].split("; ")
+    assert "mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 wrapdock-pts /dev/pts" in shim
+    assert shim[-1] == 'exec script --quiet --return --command "$1" /dev/null'
+    # script runs the very chain a container without -t has, with its environment and TERM
+    inner = shlex.split(chain[shim_at + 1])
+    assert inner[:2 + len(plans.environment(config, True))] == ["env", "-i", *plans.environment(config, True)]
+    assert inner[inner.index("/bin/busybox"):] == plain[plain.index("/bin/busybox"):]
+    # -t without -i: a FIFO nobody writes to is script's input (never an end of file, never a key)
+    if interactive:
+        assert len(chain) == shim_at + 2 and "exec <>" not in chain[shim_at - 1]
+    else:
+        assert chain[shim_at + 2:] == [str(PATHS.tty_input)]
+        assert shim.index('exec <>"$2"') < shim.index(shim[-1])
+
+
+def test_exec_on_a_tty_reaches_the_containers_devpts_through_proc() -> None:
+    plain = plans.exec_step(CONFIGS["plain"], 4242, EXEC_ENV, ["sh"], LAYOUTS["v1"])
+    step = plans.exec_step(CONFIGS["plain"], 4242, EXEC_ENV, ["sh"], LAYOUTS["v1"], tty=True)
+    shim_at = step.argv.index("wrapdock-tty")
+    shim = step.argv[shim_at - 1].split("; ")
+    assert "ln -s /proc/4242/root/dev/pts /dev/pts" in shim and "ln -s pts/ptmx /dev/ptmx" in shim
+    assert shlex.split(step.argv[shim_at + 1]) == list(plain.argv)
 
 
 def test_the_init_gets_the_helper_caps_the_container_lacks_and_drops_them() -> None:

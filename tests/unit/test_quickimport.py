@@ -1,10 +1,19 @@
 """sh and tabulate are imported without asyncio, package metadata and (sh) its terminal and user
-modules, and still work; so do those, after."""
+modules, and still work; so do those, after. A release of sh or tabulate that imports differently from
+the tested ones fails here, saying what changed, rather than quietly making every command slower."""
 
 from __future__ import annotations
 
+import ast
+import importlib.machinery
+import importlib.metadata
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 PROBE = """
 import sys
@@ -68,3 +77,94 @@ print(version("click") != "unknown")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [repr("NAME      N\na         1"), "False", "True"]
+
+
+def test_the_tested_releases_hold_every_assumption_of_quickimport() -> None:
+    probe = """
+import json
+from wrapdock.quickimport import broken_assumptions, load_sh, load_tabulate
+load_sh()
+load_tabulate()
+print(json.dumps(broken_assumptions()))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    broken = json.loads(done.stdout)
+    assert broken == [], "wrapdock/quickimport.py no longer fits the installed releases:\n" + "\n".join(broken)
+
+
+# A new release of sh, as it could be: each breaks one assumption of quickimport (the message names
+# the installed release, whose metadata the stand-in sh here does not replace).
+NEW_RELEASES = {
+    "uses a deferred module while importing": (
+        "import asyncio\nasyncio.get_event_loop_policy()\n"
+        "from importlib import metadata\nimport pty, tty, termios, struct, pwd, getpass, traceback\n",
+        "uses asyncio.get_event_loop_policy while importing: the real asyncio is loaded on every import"),
+    "no longer imports a deferred module": (
+        "import asyncio\nfrom importlib import metadata\nimport tty, termios, struct, pwd, getpass, traceback\n",
+        "no longer imports pty: quickimport's stand-in for it is unused"),
+    "imports a submodule of a deferred module": (
+        "import asyncio.events\nfrom importlib import metadata\n"
+        "import pty, tty, termios, struct, pwd, getpass, traceback\n",
+        "does not import with quickimport's stand-ins (ModuleNotFoundError: No module named 'asyncio.events'"),
+}
+
+
+@pytest.mark.parametrize("change", NEW_RELEASES)
+def test_a_release_that_breaks_an_assumption_is_named(tmp_path: Path, change: str) -> None:
+    source, expected = NEW_RELEASES[change]
+    (tmp_path / "sh.py").write_text(source + "def answer():\n    return 42\n")
+    probe = """
+import json
+from wrapdock.quickimport import broken_assumptions, load_sh
+print(load_sh().answer())
+print(json.dumps(broken_assumptions()))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    answer, broken = done.stdout.splitlines()
+    assert answer == "42"  # the package still works
+    assert any(problem.startswith("sh ") and expected in problem for problem in json.loads(broken)), broken
+
+
+# What the tested releases import when they are imported (imports inside functions do not count).
+# quickimport defers some of these; a release that adds or drops one must be looked at again.
+IMPORTED_AT_IMPORT = {
+    "sh": {"asyncio", "collections", "collections.abc", "contextlib", "errno", "fcntl", "functools", "gc",
+           "getpass", "glob", "importlib", "inspect", "io", "locale", "logging", "os", "platform", "pty", "pwd",
+           "queue", "re", "select", "shlex", "signal", "stat", "struct", "sys", "termios", "textwrap",
+           "threading", "time", "traceback", "tty", "types", "typing", "warnings", "weakref"},
+    "tabulate": {".version", "collections", "collections.abc", "dataclasses", "functools", "html",
+                 "importlib.metadata", "io", "itertools", "math", "re", "sys", "textwrap", "warnings", "wcwidth"},
+}
+
+
+class _ImportsAtImport(ast.NodeVisitor):
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        """A function's imports run when it is called, not at import."""
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.found.add("." * node.level + (node.module or ""))
+
+
+@pytest.mark.parametrize("package", IMPORTED_AT_IMPORT)
+def test_the_installed_release_imports_what_the_tested_one_did(package: str) -> None:
+    spec = importlib.machinery.PathFinder.find_spec(package)  # not sys.modules: sh replaces itself there
+    assert spec is not None and spec.origin, f"{package} is not installed"
+    visitor = _ImportsAtImport()
+    visitor.visit(ast.parse(Path(spec.origin).read_text()))
+    added, gone = visitor.found - IMPORTED_AT_IMPORT[package], IMPORTED_AT_IMPORT[package] - visitor.found
+    assert not added and not gone, (
+        f"{package} {importlib.metadata.version(package)} imports differently from the release wrapdock was "
+        f"tested with: new {sorted(added)}, no longer {sorted(gone)}. Time the new ones "
+        f"(python -X importtime -c 'import {package}'), defer slow ones in wrapdock/quickimport.py, "
+        f"then update IMPORTED_AT_IMPORT here.")

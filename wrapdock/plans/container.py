@@ -12,6 +12,10 @@ reports exit 1 ("sigprocmask unblock failed") where busybox passes on the signal
 init.sh (templates/container-init.sh.tmpl, written into the container directory by a step, so it
 shows in the trail and in --print-only scripts) builds the root filesystem and pivots into it.
 
+-t: the same chain runs under util-linux `script` (on_a_pty; Debian's busybox-static has no script
+applet), which allocates the pty from a devpts instance that the init then makes the container's
+/dev/pts, so `tty` inside names a /dev/pts/N that exists there.
+
 Capabilities: the workload gets Docker's default set. The bounding set is cut before the init runs;
 the init itself still needs CAP_SYS_ADMIN to mount and pivot_root, so that one is passed through the
 inheritable set, and the init's last act (`setpriv --inh-caps -sys_admin`) removes it before exec.
@@ -51,16 +55,38 @@ def _q(word: str | Path) -> str:
 
 
 def _cap_wrappers(config: ContainerConfig) -> tuple[list[str], list[str], str]:
-    """(outer setpriv words, inner words after entering, final init exec line)."""
+    """(outer setpriv words, inner words after entering, what the init's last line execs)."""
     if config.privileged:
-        return [], [], 'exec "$@"'
+        return [], [], '"$@"'
     bounding = "--bounding-set=-all" + "".join(f",+{c}" for c in config.caps)
     helpers = [c for c in HELPER_CAPS if c not in config.caps]
     if not helpers:
-        return ["setpriv", bounding], [], 'exec "$@"'
+        return ["setpriv", bounding], [], '"$@"'
     outer = ["setpriv", "--inh-caps=" + ",".join(f"+{c}" for c in helpers), "setpriv", bounding]
     drop_list = ",".join(f"-{c}" for c in helpers)
-    return outer, ["setpriv", "--inh-caps", drop_list, "--"], f'exec setpriv --inh-caps {drop_list} -- "$@"'
+    return outer, ["setpriv", "--inh-caps", drop_list, "--"], f'setpriv --inh-caps {drop_list} -- "$@"'
+
+
+DEVPTS_OPTIONS = "newinstance,ptmxmode=0666,mode=0620"
+
+
+def on_a_pty(inner: list[str], devpts_setup: list[str], no_input: Path | None) -> list[str]:
+    """Run `inner` on a new pseudo-terminal of the container's own devpts instance (`-t`).
+
+    util-linux `script` (`--return`: the child's exit code) opens /dev/ptmx, forks, makes the pty's
+    slave the controlling terminal of a new session and relays it to its own stdin/stdout; on a
+    terminal it copies its size and attributes, puts it in raw mode (so a typed ^C reaches the
+    container's line discipline) and follows SIGWINCH. It allocates from the devpts that the
+    /dev/ptmx it opens belongs to, so it runs in a mount namespace of its own where `devpts_setup`
+    makes /dev/ptmx the container's. `no_input` (-t without -i, or detached): a FIFO nobody writes
+    to is its input, as Docker gives no input but never an end of file either.
+    """
+    lines = ["set -e"]
+    if no_input is not None:
+        lines += ['[ -p "$2" ] || mkfifo -m 600 "$2"', 'exec <>"$2"']
+    lines += [*devpts_setup, 'exec script --quiet --return --command "$1" /dev/null']
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "; ".join(lines), "wrapdock-tty",
+            shlex.join(inner), *([str(no_input)] if no_input is not None else [])]
 
 
 def environment(config: ContainerConfig, tty: bool) -> list[str]:
@@ -71,8 +97,12 @@ def environment(config: ContainerConfig, tty: bool) -> list[str]:
     return env + list(config.env)
 
 
-def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, etc_files: tuple[str, ...] = ()
-                ) -> list[str]:
+def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, etc_files: tuple[str, ...] = (),
+                tty: bool = False) -> list[str]:
+    """The init's lines. `tty`: its /dev/pts is the devpts instance `on_a_pty` mounted (the one its
+    pty comes from), and the workload becomes a session leader with that pty as its controlling
+    terminal (busybox `setsid -c` steals it from script's session, which needs CAP_SYS_ADMIN: before
+    the drop), so a ^C typed reaches only the workload's foreground process group."""
     mounts: list[str] = []
     for volume in config.volumes:
         target = "." + volume.target
@@ -89,7 +119,11 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         mounts.append(f"[ -e {target} ] || {{ mkdir -p etc; touch {target}; }}")
         mounts.append(f"mount --bind {_q(paths.etc_file(name))} {target}")
     join = cgroup_plans.join_commands(runtime.cgroups, config.id)
-    _, _, exec_line = _cap_wrappers(config)
+    _, _, workload = _cap_wrappers(config)
+    if tty:
+        devpts = "mount --bind /dev/pts dev/pts  # the devpts instance the terminal (-t) was allocated from"
+    else:
+        devpts = f"mount -t devpts -o {DEVPTS_OPTIONS} devpts dev/pts"
     text = resources.fill(resources.template("container-init.sh.tmpl"), {
         "name": config.name,
         "id": config.id,
@@ -103,17 +137,26 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         "hostname": _q(config.hostname),
         "workdir": _q(config.workdir),
         "readyfile": _q(paths.ready),
-        "exec_line": exec_line,
+        "devpts": devpts,
+        "exec_line": f"exec setsid -c {workload}" if tty else f"exec {workload}",
     })
     return text.rstrip("\n").split("\n")
 
 
-def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool) -> list[str]:
+def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool,
+                interactive: bool = False) -> list[str]:
+    """The container's process chain; with `tty`, its namespaces are made under `script` (on_a_pty),
+    whose environment is only PATH: the container's (a -e SHELL=... included) is set after it."""
     outer, _, _ = _cap_wrappers(config)
     enter_net = ["nsenter", f"--net=/run/netns/{runtime.netns}"] if runtime.netns else []
-    return ["env", "-i", *environment(config, tty), *enter_net, *outer,
-            runtime.busybox, "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--propagation", "private",
-            runtime.busybox, "sh", str(paths.init), *config.command]
+    container = ["env", "-i", *environment(config, tty)]
+    namespaces = [runtime.busybox, "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--propagation",
+                  "private", runtime.busybox, "sh", str(paths.init), *config.command]
+    if not tty:
+        return [*container, *enter_net, *outer, *namespaces]
+    devpts = [f"mount -t devpts -o {DEVPTS_OPTIONS} wrapdock-pts /dev/pts"]
+    return ["env", "-i", f"PATH={DEFAULT_PATH}", *enter_net, *outer,
+            *on_a_pty([*container, *namespaces], devpts, None if interactive else paths.tty_input)]
 
 
 def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> Step:
@@ -170,7 +213,7 @@ def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tu
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
-            etc_files: dict[str, list[str]], network_steps: list[Step]) -> Plan:
+            etc_files: dict[str, list[str]], network_steps: list[Step], tty: bool = False) -> Plan:
     """Everything up to (not including) starting the process: directory, files and cgroups, netns, network.
 
     A container on a network gets its namespace from the network steps' host batch; without one,
@@ -180,7 +223,7 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
     files_note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
                   f"/etc files ({', '.join(etc_files) or 'none'})")
     files = [(paths.etc_file(name), lines) for name, lines in etc_files.items()]
-    files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files))))
+    files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files), tty)))
     files_step = write_files(files, files_note, mkdirs=(paths.upper, paths.work, paths.rootfs),
                              undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=files_note))
     # the directory and the cgroups in one script: one process fewer on every run
@@ -223,14 +266,14 @@ def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: l
 
 
 def start_attached(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, tty: bool,
-                   again: bool = False) -> list[Step]:
+                   again: bool = False, interactive: bool = True) -> list[Step]:
     """Run in the foreground with the terminal; the exit code is the workload's."""
     note = f"run {config.name} in the foreground"
     shim = 'exitfile=$1; shift; "$@"; rc=$?; echo $rc >"$exitfile"; exit $rc'
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []
     return [*forget,
             cmd("sh", "-c", shim, "wrapdock-shim", str(paths.exitfile),
-                *start_chain(config, paths, runtime, tty), note=note)]
+                *start_chain(config, paths, runtime, tty, interactive), note=note)]
 
 
 def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
@@ -276,11 +319,22 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
 
 
 def exec_step(config: ContainerConfig, pid: int, env: list[str], command: list[str],
-              cgroups: CgroupLayout) -> Step:
-    """Enter every namespace and the root of PID 1, in its cgroups, with its environment and capabilities."""
+              cgroups: CgroupLayout, tty: bool = False, no_input: Path | None = None) -> Step:
+    """Enter every namespace and the root of PID 1, in its cgroups, with its environment and capabilities.
+
+    `tty`: on a pty of the container's devpts, reached through /proc/PID/root (a mount of another
+    namespace cannot be bind-mounted, but a symlink can lead to it): /dev is a small tmpfs in
+    script's mount namespace whose ptmx and pts lead into the container's /dev/pts.
+    """
     outer, drop, _ = _cap_wrappers(config)
     join = "; ".join(cgroup_plans.join_commands(cgroups, config.id))
     prelude = f"{join}; exec \"$@\"" if join else 'exec "$@"'
-    return cmd("env", "-i", *env, "sh", "-c", prelude, "wrapdock-exec", *outer,
-               "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", *drop, *command,
-               note=f"exec in {config.name}: its namespaces, root, cgroups, environment and capabilities")
+    argv = ["env", "-i", *env, "sh", "-c", prelude, "wrapdock-exec", *outer,
+            "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", *drop, *command]
+    note = f"exec in {config.name}: its namespaces, root, cgroups, environment and capabilities"
+    if not tty:
+        return cmd(*argv, note=note)
+    devpts = ["mount -t tmpfs -o mode=755,size=64k wrapdock-tty /dev", "mknod -m 666 /dev/null c 1 3",
+              f"ln -s /proc/{pid}/root/dev/pts /dev/pts", "ln -s pts/ptmx /dev/ptmx"]
+    return cmd("env", "-i", f"PATH={DEFAULT_PATH}", *on_a_pty(argv, devpts, no_input),
+               note=f"{note}, on a terminal of its own")
