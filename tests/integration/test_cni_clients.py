@@ -140,6 +140,10 @@ def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podma
                  f"ip addr show eth0 && ping -c1 -W3 {web}").stdout
     assert "inet 10.88.0.3/24" in out and "1 packets received" in out
     assert_no_cni_left(sandbox, host, NET)
+    # --ip and --mac-address reach the plugin as IP= and MAC= in CNI_ARGS
+    out = podman("run", "--rm", "--network", NET, "--ip", "10.88.0.50", "--mac-address", "02:42:ac:11:00:99",
+                 IMAGE, "ip", "addr", "show", "eth0").stdout
+    assert "inet 10.88.0.50/24" in out and "link/ether 02:42:ac:11:00:99" in out
 
     # run -d -p 8080:80: the CLI container reaches it, `outside` reaches its published port
     podman("run", "-d", "--name", "p1", "--network", NET, "-p", "8080:80", IMAGE, "sh", "-c", HTTPD)
@@ -173,8 +177,9 @@ def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podma
     assert_no_cni_left(sandbox, host, NET, NET2)
     assert host.fetch(OUTSIDE_NS, f"http://{UPLINK_IP}:8080/") is None
     trails = sandbox.sh("ls", "/run/wrapdock/cni/trail").stdout.split()
-    # run --rm, run -d, start, connect: 4 ADDs; --rm, stop, disconnect, rm: 4 DELs (a cleanup may add one)
-    assert sum("-ADD-" in t for t in trails) == 4 and sum("-DEL-" in t for t in trails) >= 4
+    # run --rm (twice), run -d, start, connect: 5 ADDs; --rm (twice), stop, disconnect, rm: 5 DELs (a cleanup
+    # may add one)
+    assert sum("-ADD-" in t for t in trails) == 5 and sum("-DEL-" in t for t in trails) >= 5
     host.teardown(start, ["web"], [NET, NET2])
     assert json.loads(podman("ps", "-a", "--format", "json").stdout or "[]") == []
 
