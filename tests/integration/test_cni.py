@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.ctnet import Host, assert_nothing_left, web_root
 from tests.sandbox import OUTSIDE_NS, UPLINK_IP, Sandbox
+from wrapdock.cniattach import host_ifname
 
 pytestmark = pytest.mark.integration
 
@@ -248,4 +249,28 @@ def test_gc_takes_away_what_a_missing_del_left(sandbox: Sandbox) -> None:
     caller.ok("DEL", "pod1")
     sandbox.sh("ip", "netns", "del", "pod1")
     assert_cni_gone(sandbox, host, [])
+    host.teardown(start, [], [NET])
+
+
+def test_cni_print_scripts_do_what_the_calls_do(sandbox: Sandbox) -> None:
+    """`wrapdock cni print ADD` is a script that connects the namespace as the plugin would; the DEL
+    script takes it away again (neither records anything)."""
+    start = sandbox.snapshot()
+    host = Host(sandbox)
+    host.network(NET, SUBNET)
+    netns(sandbox, "pod1")
+    conf = json.dumps({"cniVersion": "1.0.0", "name": NET, "type": "wrapdock",
+                       "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}})
+    env = {"CNI_CONTAINERID": "pod1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/run/netns/pod1"}
+    add = sandbox.wrapdock("cni", "print", "ADD", input=conf, env=env).stdout
+    sandbox.sh("bash", "-s", input=add)
+    assert pod_ping(sandbox, "pod1", GATEWAY)
+    assert "wrapdock:cni=pod1/eth0" in sandbox.sh("iptables-save", "-t", "nat").stdout
+    assert cni_records(sandbox) == [] and host.leases(NET) == []  # a script records nothing
+
+    delete = sandbox.wrapdock("cni", "print", "DEL", input=conf, env=env).stdout
+    sandbox.sh("bash", "-s", input=delete)
+    assert "wrapdock:cni=" not in sandbox.sh("iptables-save").stdout
+    assert host_ifname("pod1", "eth0") in add and host_ifname("pod1", "eth0") not in sandbox.sh("ip", "link").stdout
+    sandbox.sh("ip", "netns", "del", "pod1")
     host.teardown(start, [], [NET])
