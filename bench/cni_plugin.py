@@ -146,8 +146,10 @@ def podman_round(box: Sandbox, base: Path, reps: int) -> dict:
     (base / "refnet.conflist").write_text(json.dumps(reference))
     box.bash(f"""
         set -e
-        for d in /etc/cni /var/lib/cni /var/lib/containers /etc/containers /var/tmp /dev/shm; do
-            mkdir -p $d && mount -t tmpfs -o mode=755 wdbench $d
+        mount -t tmpfs -o mode=755 wdbench /var/lib
+        mkdir -p /var/lib/cni /var/lib/containers
+        for d in /etc/cni /etc/containers /var/tmp /dev/shm; do
+            [ -d $d ] && mount -t tmpfs -o mode=755 wdbench $d
         done
         if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi
         mkdir -p /etc/cni/net.d
