@@ -164,9 +164,13 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
     name = label(call.container_id, call.ifname)
     with locked(session):
         key = record_name(network.name, call.container_id, call.ifname)
-        if session.state.get("cni", key) is not None:
+        # an attachment of the same key whose veth is gone lost its namespace without a DEL (`ctr run -d`
+        # never sends one, and ctr reuses container names): this ADD takes its place, as its DEL would
+        stale = session.state.get("cni", key)
+        if stale is not None and os.path.exists(f"/sys/class/net/{stale['host_ifname']}"):
             raise UsageError(f"{name} is already attached to network {network.name} (DEL it first)")
-        others = session.state.all("cni")
+        others = [r for r in session.state.all("cni")
+                  if record_name(r["network"], r["container_id"], r["ifname"]) != key]
         # the first interface of a container carries its default route and, as in Docker, its published
         # ports (podman sends its portMappings with every network's ADD: `podman network connect` too)
         primary = not any(r["container_id"] == call.container_id for r in others)
@@ -175,10 +179,13 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
             network.name, network.subnet, network.gateway)
         ipam = Ipam(network.subnet, network.gateway, RecordStore(ipam_record))
+        if stale is not None:
+            ipam.release(owner)
         address = ipam.reserve(call.ips[0], owner) if call.ips else ipam.allocate(owner)
         att = Attachment(network, call.ifname, host_ifname(call.container_id, call.ifname), address, primary,
                          mac=call.mac or mac_for(address))
-        steps = endpoint_plans.attach(att, call.netns, name)
+        steps = del_steps(network, call.container_id, call.ifname, stale) if stale is not None else []
+        steps += endpoint_plans.attach(att, call.netns, name)
         if ports:
             steps.append(endpoint_plans.publish(call.container_id, name, att, ports,
                                                 tag=rule_tag(call.container_id, call.ifname)))

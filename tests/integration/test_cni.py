@@ -168,6 +168,22 @@ def test_del_never_fails_and_leaves_nothing(sandbox: Sandbox) -> None:
     assert_cni_gone(sandbox, host, [])
     assert sandbox.sh("ip", "-n", "pod2", "-o", "link", "show").stdout.count("\n") == 1  # only lo
 
+    # ctr reuses container names and `ctr run -d` sends no DEL: an ADD of the same container and interface
+    # replaces an attachment whose namespace is gone (its rules and lease too); a live one is refused
+    netns(sandbox, "pod3", "pod4")
+    caller.add("reused", netns="/run/netns/pod3", runtime=ports)
+    code, answer = caller.call("ADD", "reused", netns="/run/netns/pod4")
+    assert (code, answer["code"]) == (1, 100) and "already attached" in answer["msg"]
+    sandbox.sh("ip", "netns", "del", "pod3")
+    result = caller.add("reused", netns="/run/netns/pod4")
+    assert result["interfaces"][0]["sandbox"] == "/run/netns/pod4"
+    assert [a["owner"] for a in host.leases(NET)] == ["cni:reused/eth0"]
+    assert "wrapdock:cni=reused/eth0" not in sandbox.sh("iptables-save").stdout  # this ADD published nothing
+    assert pod_ping(sandbox, "pod4", GATEWAY)
+    caller.ok("DEL", "reused", netns="/run/netns/pod4")
+    sandbox.sh("ip", "netns", "del", "pod4")
+    assert_cni_gone(sandbox, host, [])
+
     # a port published by a CLI container is refused, with nothing done
     host.run("--name", "web", "--net", NET, "-p", "8080:80", *SLEEP)
     code, answer = caller.call("ADD", "pod2", runtime=ports)
