@@ -92,12 +92,13 @@ def cli(ctx: click.Context, print_only: bool, quiet: bool, trail_mode: str, stat
 # -- network ----------------------------------------------------------------------------------
 @cli.group(cls=AliasGroup, aliases={"ls": "list", "remove": "rm"})
 def network() -> None:
-    """Manage bridge networks (create, list|ls, inspect, rm|remove)."""
+    """Manage networks (create, list|ls, inspect, rm|remove; join, leave, sync for vxlan)."""
 
 
 @network.command("create")
 @click.argument("name")
-@click.option("--driver", "-d", default="bridge", show_default=True, help="Network driver (only bridge).")
+@click.option("--driver", "-d", default="bridge", show_default=True,
+              help="Network driver: bridge (one host) or vxlan (a bridge across hosts, static --peer list).")
 @click.option("--subnet", required=True, help="IPv4 subnet, e.g. 10.20.0.0/24 or 162.16.0.1/24 "
               "(an address with host bits set becomes the gateway).")
 @click.option("--gateway", help="Gateway address (default: the first usable address).")
@@ -105,17 +106,28 @@ def network() -> None:
 @click.option("--mtu", type=click.IntRange(68, 65535), help="MTU of the bridge.")
 @click.option("--internal", is_flag=True, help="No NAT and no forwarding beyond the bridge.")
 @click.option("--isolated", is_flag=True, help="No traffic to or from other wrapdock networks (Docker's way).")
+@click.option("--vni", type=int, help="vxlan: VXLAN network identifier, 1-16777215 (default: derived from NAME).")
+@click.option("--port", type=int, help="vxlan: UDP port of the VXLAN packets (default: 4789).")
+@click.option("--host-subnet-size", type=int,
+              help="vxlan: prefix length of each host's address range (default: 24).")
+@click.option("--host-range", help="vxlan: this host's range (default: derived from its VTEP address).")
+@click.option("--peer", "peers", multiple=True, help="vxlan: another host's VTEP address; repeatable.")
+@click.option("--vtep", help="vxlan: this host's VTEP address or underlay interface (default: the default "
+              "route's interface).")
 @print_only_option
 def network_create(name: str, driver: str, subnet: str, gateway: str | None, bridge_name: str | None,
-                   mtu: int | None, internal: bool, isolated: bool) -> None:
-    """Create a bridge network NAME."""
+                   mtu: int | None, internal: bool, isolated: bool, vni: int | None, port: int | None,
+                   host_subnet_size: int | None, host_range: str | None, peers: tuple[str, ...],
+                   vtep: str | None) -> None:
+    """Create a network NAME (a bridge, or with --driver vxlan this host's part of an overlay)."""
     from wrapdock import networks
     from wrapdock.netspec import NetworkRequest
 
     session = _session()
     created = networks.create(session, NetworkRequest(
         name=name, subnet=subnet, driver=driver, gateway=gateway, bridge_name=bridge_name, mtu=mtu,
-        internal=internal, isolated=isolated))
+        internal=internal, isolated=isolated, vni=vni, port=port, host_subnet_size=host_subnet_size,
+        host_range=host_range, peers=peers, vtep=vtep))
     if session.print_only:
         _emit_script(session)
     else:
@@ -139,9 +151,9 @@ def network_list(output_format: str, quiet: bool) -> None:
     else:
         tabulate = load_tabulate()
 
-        rows = [[v["name"], v["driver"], v["subnet"], v["gateway"], v["bridge"],
+        rows = [[v["name"], v["driver"], v["scope"], v["subnet"], v["gateway"], v["bridge"],
                  len({a["owner"] for a in v["allocations"]})] for v in views]
-        click.echo(tabulate(rows, headers=["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"],
+        click.echo(tabulate(rows, headers=["NAME", "DRIVER", "SCOPE", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"],
                             tablefmt="plain"))
 
 
@@ -171,6 +183,54 @@ def network_rm(names: tuple[str, ...], force: bool) -> None:
     else:
         for network in removed:
             click.echo(network.name)
+
+
+@network.command("join")
+@click.argument("name")
+@click.option("--peer", "peers", multiple=True, required=True,
+              help="The VTEP address of a host that joined the network; repeatable.")
+@print_only_option
+def network_join(name: str, peers: tuple[str, ...]) -> None:
+    """Static vxlan: add peers (hosts that joined NAME), then sync this host's kernel."""
+    from wrapdock import networks
+
+    session = _session()
+    _, plan = networks.join(session, name, list(peers))
+    _report_sync(session, name, plan)
+
+
+@network.command("leave")
+@click.argument("name")
+@click.option("--host", "host", help="The VTEP address of the peer that left.")
+@click.option("--force", "-f", is_flag=True, help="The peer is gone for good (dead): drop it anyway.")
+@print_only_option
+def network_leave(name: str, host: str | None, force: bool) -> None:
+    """Static vxlan: drop a peer (--host VTEP), then sync; this host itself leaves with `network rm`."""
+    from wrapdock import networks
+
+    session = _session()
+    _, plan = networks.leave(session, name, host, force)
+    _report_sync(session, name, plan)
+
+
+@network.command("sync")
+@click.argument("name")
+@print_only_option
+def network_sync(name: str) -> None:
+    """Make this host's kernel match NAME's peers: read the FDB, run only the difference."""
+    from wrapdock import networks
+
+    session = _session()
+    _report_sync(session, name, networks.sync(session, name))
+
+
+def _report_sync(session: Session, name: str, plan: Any) -> None:
+    if session.print_only:
+        _emit_script(session)
+    elif plan.steps:
+        click.echo(f"{name}: {len(plan.steps)} change(s)")
+    else:
+        click.echo(f"{name}: in sync, nothing to do")
 
 
 @network.command("connect")

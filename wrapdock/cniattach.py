@@ -177,8 +177,8 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         ports = [from_record(p) for p in call.ports] if primary else []
         _check_ports(session, ports, others)
         ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
-            network.name, network.subnet, network.gateway)
-        ipam = Ipam(network.subnet, network.gateway, RecordStore(ipam_record))
+            network.name, network.ipam_range, network.gateway)
+        ipam = Ipam(network.ipam_range, network.gateway, RecordStore(ipam_record))  # as `network connect`'s
         if stale is not None:
             ipam.release(owner)
         address = ipam.reserve(call.ips[0], owner) if call.ips else ipam.allocate(owner)

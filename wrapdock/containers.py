@@ -108,8 +108,8 @@ def ports_of(record: dict[str, Any]) -> list[PortMapping]:
 
 def _ipam(session: Session, network: Network) -> tuple[Ipam, dict[str, Any]]:
     ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
-        network.name, network.subnet, network.gateway)
-    return Ipam(network.subnet, network.gateway, RecordStore(ipam_record)), ipam_record
+        network.name, network.ipam_range, network.gateway)
+    return Ipam(network.ipam_range, network.gateway, RecordStore(ipam_record)), ipam_record
 
 
 def _release(session: Session, record: dict[str, Any], network_names: list[str] | None = None) -> None:

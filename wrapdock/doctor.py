@@ -35,8 +35,8 @@ from wrapdock.cgroups import CgroupLayout
 from wrapdock.errors import EnvironmentProblem, StateError
 from wrapdock.model import Network
 from wrapdock.plan import Step
+from wrapdock.plans import driver
 from wrapdock.plans import iptables as ipt
-from wrapdock.plans import network as network_plans
 from wrapdock.plans.container import ContainerPaths
 from wrapdock.plans.endpoint import container_comment
 from wrapdock.session import Session
@@ -468,6 +468,8 @@ class Assessment:
     orphan_rules: dict[str, list[Rule]] = field(default_factory=dict)  # owner comment -> rules
     orphan_veths: list[Link] = field(default_factory=list)
     orphan_bridges: list[Link] = field(default_factory=list)
+    orphan_vxlans: list[Link] = field(default_factory=list)  # VXLAN devices of networks that have no record
+    overlay_broken: dict[str, list[str]] = field(default_factory=dict)  # vxlan network -> what is wrong
     orphan_netns: list[str] = field(default_factory=list)
     orphan_cgroups: list[Path] = field(default_factory=list)  # removable (empty, or emptied by a kill)
     busy_cgroups: list[Path] = field(default_factory=list)  # orphaned but still holding processes
@@ -495,7 +497,7 @@ def _rule_key(argv: Iterable[str]) -> tuple[str, str, str | None]:
 def expected_rules(network: Network) -> list[Step]:
     """The rule steps (ensures) of the network's create plan that carry its owner comment."""
     tag = names.network_comment(network.name)
-    return [s for s in network_plans.create(network).steps if _after(s.argv, "--comment") == tag]
+    return [s for s in driver.create(network).steps if _after(s.argv, "--comment") == tag]
 
 
 def _skeleton_expected() -> tuple[set[tuple[str, str]], list[Step]]:
@@ -558,9 +560,39 @@ def _assess_containers(facts: Facts, a: Assessment) -> None:
             a.netns_gone.append(record)
 
 
+def _assess_overlay(facts: Facts, network: Network) -> list[str]:
+    """What a vxlan network lacks on this host. gc does not repair overlays (yet): it would need the
+    vxlan create plan as ensures; `network rm` + `create` rebuilds one."""
+    assert network.vxlan is not None
+    wrong: list[str] = []
+    bridge, device = facts.links.get(network.bridge), facts.links.get(network.vxlan.device)
+    if bridge is None or bridge.kind != "bridge":
+        wrong.append(f"bridge {network.bridge} gone")
+    elif network.gateway_cidr not in bridge.addresses:
+        wrong.append(f"no address {network.gateway_cidr}")
+    if device is None or device.kind != "vxlan":
+        wrong.append(f"VXLAN device {network.vxlan.device} gone")
+    elif device.master != network.bridge:
+        wrong.append(f"{network.vxlan.device} not on {network.bridge}")
+    for link in (bridge, device):
+        if link is not None and not link.up:
+            wrong.append(f"{link.name} down")
+    if facts.iptables is not None:
+        tag = names.network_comment(network.name)
+        lost = _missing(expected_rules(network), [r for r in facts.iptables.rules if r.comment == tag])
+        if lost:
+            wrong.append(f"{len(lost)} iptables rule(s) missing")
+    return wrong
+
+
 def _assess_networks(facts: Facts, a: Assessment) -> None:
     rules = facts.iptables.rules if facts.iptables else ()
     for network in facts.networks:
+        if network.vxlan is not None:
+            wrong = _assess_overlay(facts, network)
+            if wrong:
+                a.overlay_broken[network.name] = wrong
+            continue
         link = facts.links.get(network.bridge)
         if link is None:
             a.bridge_gone.append(network)
@@ -643,6 +675,8 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
     network_names = {n.name for n in facts.networks}
     for link in facts.links.values():
         owner = link.alias.removeprefix(NETWORK_OWNER) if link.alias.startswith(NETWORK_OWNER) else None
+        if link.kind == "vxlan" and owner is not None and owner not in network_names:
+            a.orphan_vxlans.append(link)
         if (link.kind == "bridge" and owner is not None and owner not in network_names
                 and link.name not in bridges and link not in a.orphan_bridges):
             a.orphan_bridges.append(link)
@@ -783,6 +817,11 @@ def _networks(facts: Facts, a: Assessment) -> list[Finding]:
         out.append(Finding(ERROR, "network-incomplete", name,
                            f"network {name}: its bridge lacks " + ", ".join(missing),
                            (f"{GC}  # re-runs its create plan",)))
+    for name, wrong in sorted(a.overlay_broken.items()):
+        out.append(Finding(ERROR, "network-vxlan-broken", name,
+                           f"vxlan network {name}: " + ", ".join(wrong) + " (gc does not repair overlays)",
+                           (f"wrapdock network rm -f {name}", "wrapdock network create --driver vxlan ... "
+                            f"{name}  # as before, with the same --subnet, --vni, --peer")))
     for network in a.masquerade_missing:
         steps = [s for s in a.missing_rules[network.name] if _rule_key(s.argv)[2] == ipt.MASQ_CHAIN]
         out.append(Finding(ERROR, "network-masquerade-missing", network.name,
@@ -870,6 +909,10 @@ def _orphans(facts: Facts, a: Assessment) -> list[Finding]:
         out.append(Finding(WARNING, "orphan-bridge", link.name,
                            f"bridge {link.name} belongs to a network that has no record (only its orphaned rules "
                            "name it)", (f"ip link del {link.name}",)))
+    for link in a.orphan_vxlans:
+        out.append(Finding(WARNING, "orphan-vxlan", link.name,
+                           f"VXLAN device {link.name} belongs to a network that has no record",
+                           (f"ip link del {link.name}", f"or: {GC}")))
     for name in a.orphan_netns:
         out.append(Finding(WARNING, "orphan-netns", name,
                            f"network namespace {name} holds a wrapdock veth but no container records it",

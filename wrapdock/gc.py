@@ -118,6 +118,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                 for v in a.orphan_veths]
     actions += [Action(f"delete network namespace {n}", [f"deleted network namespace {n}"], gc_plans.orphan_netns(n))
                 for n in a.orphan_netns]
+    actions += [Action(f"delete VXLAN device {v.name}", [f"deleted VXLAN device {v.name}"],
+                       gc_plans.orphan_vxlan(v.name)) for v in a.orphan_vxlans]
     actions += [Action(f"delete bridge {b.name}", [f"deleted bridge {b.name}"], gc_plans.orphan_bridge(b.name))
                 for b in a.orphan_bridges]
     # a cgroup that still holds processes is tried too: its `rmdir` fails (busy) and gc names it

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from wrapdock.errors import EnvironmentProblem
 from wrapdock.netspec import HostPrefix
+from wrapdock.overlayspec import Interface
 from wrapdock.runner import Runner
 
 ADDR_QUERY = ("ip", "-j", "addr", "show")
@@ -18,6 +19,18 @@ ROUTE_QUERY = ("ip", "-j", "-4", "route", "show", "table", "main")
 class HostNetworking:
     links: tuple[str, ...]
     prefixes: tuple[HostPrefix, ...]
+    interfaces: tuple[Interface, ...] = ()  # with their MTU and IPv4 addresses (a vxlan underlay)
+    default_dev: str | None = None  # the default route's interface
+
+
+def parse_interfaces(text: str) -> list[Interface]:
+    return [Interface(link["ifname"], int(link.get("mtu", 0)),
+                      tuple(IPv4Address(a["local"]) for a in link.get("addr_info", []) if a.get("family") == "inet"))
+            for link in json.loads(text or "[]")]
+
+
+def parse_default_dev(text: str) -> str | None:
+    return next((r.get("dev") for r in json.loads(text or "[]") if r.get("dst") == "default"), None)
 
 
 def parse_addresses(text: str) -> tuple[list[str], list[HostPrefix]]:
@@ -51,4 +64,5 @@ def read(runner: Runner) -> HostNetworking:
         if not result.ok:
             raise EnvironmentProblem(f"`{' '.join(result.argv)}` failed: {result.stderr.strip()}")
     links, addr_prefixes = parse_addresses(results[0].stdout)
-    return HostNetworking(tuple(links), tuple(addr_prefixes + parse_routes(results[1].stdout)))
+    return HostNetworking(tuple(links), tuple(addr_prefixes + parse_routes(results[1].stdout)),
+                          tuple(parse_interfaces(results[0].stdout)), parse_default_dev(results[1].stdout))

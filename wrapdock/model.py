@@ -8,8 +8,43 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Vxlan:
+    """What a vxlan network adds on this host: its VXLAN device, this host's VTEP and address range,
+    and the static peers (the other hosts' VTEP addresses)."""
+
+    vni: int
+    port: int
+    device: str  # the VXLAN link, a port of the network's bridge
+    vtep: IPv4Address  # `local`: the outer source address
+    underlay: str  # `dev`: the interface that carries the VXLAN packets
+    underlay_mtu: int
+    mac: str  # derived from the VTEP address: the same after a re-create or a reboot
+    host_subnet_size: int  # prefix length of each host's range
+    host_range: IPv4Network  # this host's share of the subnet: its containers' addresses
+    peers: tuple[IPv4Address, ...] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        return {"vni": self.vni, "port": self.port, "device": self.device, "vtep": str(self.vtep),
+                "underlay": self.underlay, "underlay_mtu": self.underlay_mtu, "mac": self.mac,
+                "host_subnet_size": self.host_subnet_size, "host_range": str(self.host_range),
+                "peers": [str(p) for p in self.peers]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Vxlan:
+        return cls(vni=record["vni"], port=record["port"], device=record["device"],
+                   vtep=IPv4Address(record["vtep"]), underlay=record["underlay"],
+                   underlay_mtu=record["underlay_mtu"], mac=record["mac"],
+                   host_subnet_size=record["host_subnet_size"], host_range=IPv4Network(record["host_range"]),
+                   peers=tuple(IPv4Address(p) for p in record["peers"]))
+
+
+@dataclass(frozen=True)
 class Network:
-    """A bridge network: iproute2's vocabulary (bridge = the link, gateway = the bridge's address)."""
+    """A network: iproute2's vocabulary (bridge = the link, gateway = the bridge's address).
+
+    A vxlan network is a bridge network whose bridge also has a VXLAN port: `subnet` is the whole
+    overlay, `gateway` this host's address on it (the first of its range), `vxlan` the rest.
+    """
 
     name: str
     id: str
@@ -22,13 +57,24 @@ class Network:
     isolated: bool = False
     lab: str | None = None
     created: str = ""
+    vxlan: Vxlan | None = None
+
+    @property
+    def scope(self) -> str:
+        """Docker's word: "local" = this host's state alone (no cluster store yet)."""
+        return "local"
+
+    @property
+    def ipam_range(self) -> IPv4Network:
+        """Where this host hands out container addresses: the subnet, or its own range of an overlay."""
+        return self.vxlan.host_range if self.vxlan else self.subnet
 
     @property
     def gateway_cidr(self) -> str:
         return f"{self.gateway}/{self.subnet.prefixlen}"
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "version": 1,
             "name": self.name,
             "id": self.id,
@@ -42,6 +88,9 @@ class Network:
             "lab": self.lab,
             "created": self.created,
         }
+        if self.vxlan is not None:
+            record["vxlan"] = self.vxlan.to_record()
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Network:
@@ -57,4 +106,5 @@ class Network:
             isolated=record.get("isolated", False),
             lab=record.get("lab"),
             created=record.get("created", ""),
+            vxlan=Vxlan.from_record(record["vxlan"]) if "vxlan" in record else None,
         )

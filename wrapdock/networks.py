@@ -17,6 +17,7 @@ from wrapdock.session import Session
 
 if TYPE_CHECKING:  # `run` needs only load(): what create and remove use is imported there
     from wrapdock import netspec
+    from wrapdock.plan import Plan
 
 
 def load(session: Session, name: str) -> Network:
@@ -34,21 +35,24 @@ def all_networks(session: Session) -> list[Network]:
 
 def create(session: Session, request: netspec.NetworkRequest) -> Network:
     from wrapdock import hostinfo, netspec
-    from wrapdock.plans import network as network_plans
+    from wrapdock.plans import driver
 
     network = netspec.build_network(request)
     session.require_root()
     with session.lock():
         netspec.check_against_networks(network, all_networks(session))
         host = hostinfo.read(session.runner)
+        if network.driver == "vxlan":  # this host's part: its VTEP, underlay and range
+            network = netspec.place_overlay(network, request, host.interfaces, host.default_dev)
+            netspec.check_against_networks(network, all_networks(session))
         netspec.check_against_host(network, host.links, host.prefixes)
-        completed = session.carry_out(network_plans.create(network))
+        completed = session.carry_out(driver.create(network))
         if not session.records_state:
             return network
         try:
             session.state.put("network", network.name, network.to_record())
             session.state.put("ipam", network.name,
-                              RecordStore.new_record(network.name, network.subnet, network.gateway))
+                              RecordStore.new_record(network.name, network.ipam_range, network.gateway))
         except BaseException:
             session.runner.rollback(completed)
             _forget(session, network.name)
@@ -57,7 +61,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
 
 
 def remove(session: Session, names: list[str], force: bool = False) -> list[Network]:
-    from wrapdock.plans import network as network_plans
+    from wrapdock.plans import driver
 
     session.require_root()
     doomed_names = list(dict.fromkeys(names))
@@ -83,7 +87,7 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
         survivors = {n.name for n in all_networks(session)} - {n.name for n in doomed}
         for position, network in enumerate(doomed, start=1):
             last = not survivors and position == len(doomed)
-            session.carry_out(network_plans.remove(network, last=last))
+            session.carry_out(driver.remove(network, last=last))
             if session.records_state:
                 _forget(session, network.name)
     return doomed
@@ -110,6 +114,7 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
     record = session.state.get("ipam", network.name)
     view = network.to_record()
     del view["version"]
+    view["scope"] = network.scope
     view["allocations"] = [
         {"address": address, **entry}
         for address, entry in sorted((record or {}).get("allocations", {}).items(),
@@ -126,3 +131,98 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
 
 def inspect(session: Session, names: list[str]) -> list[dict[str, Any]]:
     return [describe(session, load(session, name)) for name in names]
+
+
+# -- multi-host networks: this host's view of its peers ----------------------------------------------
+def _overlay(session: Session, name: str) -> Network:
+    network = load(session, name)
+    if network.vxlan is None:
+        raise UsageError(f"network {name!r} is a {network.driver} network: it has no other hosts to join, "
+                         "leave or sync")
+    return network
+
+
+def sync(session: Session, name: str) -> Plan:
+    """Make this host's kernel match the desired state (the static peers): read, diff, run the difference."""
+    session.require_root()
+    with session.lock():
+        return _sync(session, _overlay(session, name))
+
+
+def _sync(session: Session, network: Network) -> Plan:
+    from wrapdock.errors import EnvironmentProblem, OperationFailed
+    from wrapdock.plans import vxlan as vxlan_plans
+
+    note = f"read what this host's kernel has of network {network.name}"
+    links, fdb = (session.runner.query(vxlan_plans.LINKS_QUERY, note),
+                  session.runner.query(vxlan_plans.fdb_query(network), note))
+    if not links.ok:
+        raise EnvironmentProblem(f"`{' '.join(links.argv)}` failed: {links.stderr.strip()}")
+    missing = vxlan_plans.parse_missing(links.stdout, vxlan_plans.own_links(network))
+    if missing:
+        raise OperationFailed(
+            f"network {network.name}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} gone from this "
+            f"host: remove the network (wrapdock network rm {network.name}) and create it again")
+    if not fdb.ok:
+        raise EnvironmentProblem(f"`{' '.join(fdb.argv)}` failed: {fdb.stderr.strip()}")
+    down = vxlan_plans.parse_down(links.stdout, vxlan_plans.own_links(network))
+    plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down)
+    if plan.steps:
+        session.carry_out(plan)
+    return plan
+
+
+def join(session: Session, name: str, peers: list[str]) -> tuple[Network, Plan]:
+    """Static mode: more hosts joined (their VTEP addresses become peers); then sync."""
+    from wrapdock import overlayspec
+
+    session.require_root()
+    with session.lock():
+        network = _overlay(session, name)
+        assert network.vxlan is not None
+        new = overlayspec.parse_peers(peers)
+        for peer in new:
+            if peer == network.vxlan.vtep:
+                raise UsageError(f"peer {peer} is this host's own VTEP address")
+            if peer in network.vxlan.peers:
+                raise UsageError(f"{peer} is already a peer of network {name}")
+        vx = network.vxlan
+        all_peers = (*vx.peers, *new)
+        explicit = vx.host_range if vx.host_range != overlayspec.derived_range(
+            network.subnet, vx.host_subnet_size, vx.vtep) else None
+        overlayspec.host_range(network.subnet, vx.host_subnet_size, vx.vtep, all_peers, explicit)
+        return _change_peers(session, network, all_peers)
+
+
+def leave(session: Session, name: str, host: str | None, force: bool) -> tuple[Network, Plan]:
+    """Static mode: another host left (or died: --force changes nothing here, there is no one to ask)."""
+    from wrapdock import overlayspec
+
+    session.require_root()
+    with session.lock():
+        network = _overlay(session, name)
+        assert network.vxlan is not None
+        if host is None:
+            raise UsageError(f"network {name!r} has static peers and no cluster: this host leaves it with "
+                             f"`wrapdock network rm {name}`; `network leave {name} --host VTEP` drops a peer")
+        gone = overlayspec.parse_ipv4(host, "--host")
+        if gone not in network.vxlan.peers:
+            raise UsageError(f"{gone} is not a peer of network {name}")
+        return _change_peers(session, network, tuple(p for p in network.vxlan.peers if p != gone))
+
+
+def _change_peers(session: Session, network: Network, peers: tuple) -> tuple[Network, Plan]:
+    """Sync to the new peers first, record them after: a failed sync rolls back and records nothing."""
+    from dataclasses import replace
+
+    assert network.vxlan is not None
+    changed = replace(network, vxlan=replace(network.vxlan, peers=peers))
+    plan = _sync(session, changed)
+    if session.records_state:
+        try:
+            session.state.put("network", changed.name, changed.to_record())
+        except BaseException:
+            if not session.print_only:
+                session.runner.rollback(plan.steps)
+            raise
+    return changed, plan

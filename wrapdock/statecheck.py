@@ -6,47 +6,51 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 185578179, 'ipam': 1814002205, 'container': 4191058452, 'image': 411675071, 'cni': 2025423856}
+SCHEMA_CRC32 = {'network': 1882463632, 'ipam': 1814002205, 'container': 4191058452, 'image': 411675071, 'cni': 2025423856}
 
 NoneType = type(None)
 MISSING = object()
-K0 = frozenset(['bridge', 'created', 'driver', 'gateway', 'id', 'internal', 'isolated', 'lab', 'mtu', 'name', 'subnet', 'version'])
-K1 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$').search
-K2 = re.compile('^[0-9a-f]{64}$').search
-K3 = ['bridge']
-K4 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/([89]|[12]\\d|30)$').search
-K5 = re.compile('(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}').fullmatch
-K6 = re.compile('^[A-Za-z0-9_.-]{1,15}$').search
-K7 = (NoneType, int)
-K8 = (NoneType, str)
-K9 = frozenset(['allocations', 'gateway', 'last_reserved', 'network', 'subnet', 'version'])
-K10 = frozenset(['owner', 'time'])
-K11 = frozenset(['owner'])
-K12 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
-K13 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
-K14 = re.compile('^/').search
-K15 = frozenset(['readonly', 'source', 'target'])
-K16 = re.compile('^/.').search
-K17 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
-K18 = (NoneType, float, int)
-K19 = re.compile('^[a-z_]+$').search
-K20 = ['creating', 'ready']
-K21 = ['none', 'bridge', 'host']
-K22 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
-K23 = re.compile('^eth[0-9]+$').search
-K24 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
-K25 = ['tcp', 'udp']
-K26 = re.compile('^[^:]+:.+$').search
-K27 = frozenset(['created', 'id', 'name', 'source', 'version'])
-K28 = re.compile('^[a-z0-9][a-z0-9_.-]{0,63}$').search
-K29 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
-K30 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
-K31 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
+K0 = frozenset(['bridge', 'created', 'driver', 'gateway', 'id', 'internal', 'isolated', 'lab', 'mtu', 'name', 'subnet', 'version', 'vxlan'])
+K1 = frozenset(['bridge', 'created', 'driver', 'gateway', 'id', 'internal', 'isolated', 'lab', 'mtu', 'name', 'subnet', 'version'])
+K2 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$').search
+K3 = re.compile('^[0-9a-f]{64}$').search
+K4 = ['bridge', 'vxlan']
+K5 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/([89]|[12]\\d|30)$').search
+K6 = re.compile('(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}').fullmatch
+K7 = re.compile('^[A-Za-z0-9_.-]{1,15}$').search
+K8 = (NoneType, int)
+K9 = (NoneType, str)
+K10 = frozenset(['device', 'host_range', 'host_subnet_size', 'mac', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
+K11 = re.compile('^02(:[0-9a-f]{2}){5}$').search
+K12 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/(9|[12]\\d|30)$').search
+K13 = frozenset(['allocations', 'gateway', 'last_reserved', 'network', 'subnet', 'version'])
+K14 = frozenset(['owner', 'time'])
+K15 = frozenset(['owner'])
+K16 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
+K17 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
+K18 = re.compile('^/').search
+K19 = frozenset(['readonly', 'source', 'target'])
+K20 = re.compile('^/.').search
+K21 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
+K22 = (NoneType, float, int)
+K23 = re.compile('^[a-z_]+$').search
+K24 = ['creating', 'ready']
+K25 = ['none', 'bridge', 'host']
+K26 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
+K27 = re.compile('^eth[0-9]+$').search
+K28 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
+K29 = ['tcp', 'udp']
+K30 = re.compile('^[^:]+:.+$').search
+K31 = frozenset(['created', 'id', 'name', 'source', 'version'])
+K32 = re.compile('^[a-z0-9][a-z0-9_.-]{0,63}$').search
+K33 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
+K34 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
+K35 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
 
 
 def network(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K0: return False
+    if not v0.keys() >= K1: return False
     if not v0.keys() <= K0: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
@@ -54,29 +58,29 @@ def network(v0):
     v2 = v0.get('name', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K1(v2): return False
+        if not K2(v2): return False
     v3 = v0.get('id', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
-        if not K2(v3): return False
+        if not K3(v3): return False
     v4 = v0.get('driver', MISSING)
     if v4 is not MISSING:
-        if v4 not in K3: return False
+        if v4 not in K4: return False
     v5 = v0.get('subnet', MISSING)
     if v5 is not MISSING:
         if not isinstance(v5, str): return False
-        if not K4(v5): return False
+        if not K5(v5): return False
     v6 = v0.get('gateway', MISSING)
     if v6 is not MISSING:
         if not isinstance(v6, str): return False
-        if not K5(v6): return False
+        if not K6(v6): return False
     v7 = v0.get('bridge', MISSING)
     if v7 is not MISSING:
         if not isinstance(v7, str): return False
-        if not K6(v7): return False
+        if not K7(v7): return False
     v8 = v0.get('mtu', MISSING)
     if v8 is not MISSING:
-        if not isinstance(v8, K7) or v8.__class__ is bool: return False
+        if not isinstance(v8, K8) or v8.__class__ is bool: return False
         if isinstance(v8, int | float) and not isinstance(v8, bool):
             if v8 < 68: return False
             if v8 > 65535: return False
@@ -88,47 +92,98 @@ def network(v0):
         if not isinstance(v10, bool): return False
     v11 = v0.get('lab', MISSING)
     if v11 is not MISSING:
-        if not isinstance(v11, K8): return False
+        if not isinstance(v11, K9): return False
     v12 = v0.get('created', MISSING)
     if v12 is not MISSING:
         if not isinstance(v12, str): return False
+    v13 = v0.get('vxlan', MISSING)
+    if v13 is not MISSING:
+        if not isinstance(v13, dict): return False
+        if not v13.keys() >= K10: return False
+        if not v13.keys() <= K10: return False
+        v14 = v13.get('vni', MISSING)
+        if v14 is not MISSING:
+            if not isinstance(v14, int) or v14.__class__ is bool: return False
+            if v14 < 1: return False
+            if v14 > 16777215: return False
+        v15 = v13.get('port', MISSING)
+        if v15 is not MISSING:
+            if not isinstance(v15, int) or v15.__class__ is bool: return False
+            if v15 < 1: return False
+            if v15 > 65535: return False
+        v16 = v13.get('device', MISSING)
+        if v16 is not MISSING:
+            if not isinstance(v16, str): return False
+            if not K7(v16): return False
+        v17 = v13.get('vtep', MISSING)
+        if v17 is not MISSING:
+            if not isinstance(v17, str): return False
+            if not K6(v17): return False
+        v18 = v13.get('underlay', MISSING)
+        if v18 is not MISSING:
+            if not isinstance(v18, str): return False
+            if not K7(v18): return False
+        v19 = v13.get('underlay_mtu', MISSING)
+        if v19 is not MISSING:
+            if not isinstance(v19, int) or v19.__class__ is bool: return False
+            if v19 < 118: return False
+            if v19 > 65535: return False
+        v20 = v13.get('mac', MISSING)
+        if v20 is not MISSING:
+            if not isinstance(v20, str): return False
+            if not K11(v20): return False
+        v21 = v13.get('host_subnet_size', MISSING)
+        if v21 is not MISSING:
+            if not isinstance(v21, int) or v21.__class__ is bool: return False
+            if v21 < 9: return False
+            if v21 > 30: return False
+        v22 = v13.get('host_range', MISSING)
+        if v22 is not MISSING:
+            if not isinstance(v22, str): return False
+            if not K12(v22): return False
+        v23 = v13.get('peers', MISSING)
+        if v23 is not MISSING:
+            if not isinstance(v23, list): return False
+            for v24 in v23:
+                if not isinstance(v24, str): return False
+                if not K6(v24): return False
     return True
 
 
 def ipam(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K9: return False
-    if not v0.keys() <= K9: return False
+    if not v0.keys() >= K13: return False
+    if not v0.keys() <= K13: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('network', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K1(v2): return False
+        if not K2(v2): return False
     v3 = v0.get('subnet', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
-        if not K4(v3): return False
+        if not K5(v3): return False
     v4 = v0.get('gateway', MISSING)
     if v4 is not MISSING:
         if not isinstance(v4, str): return False
-        if not K5(v4): return False
+        if not K6(v4): return False
     v5 = v0.get('last_reserved', MISSING)
     if v5 is not MISSING:
-        if not isinstance(v5, K8): return False
+        if not isinstance(v5, K9): return False
         if isinstance(v5, str):
-            if not K5(v5): return False
+            if not K6(v5): return False
     v6 = v0.get('allocations', MISSING)
     if v6 is not MISSING:
         if not isinstance(v6, dict): return False
         for v7 in v6:
             if isinstance(v7, str):
-                if not K5(v7): return False
+                if not K6(v7): return False
         for v8 in v6.values():
             if not isinstance(v8, dict): return False
-            if not v8.keys() >= K11: return False
-            if not v8.keys() <= K10: return False
+            if not v8.keys() >= K15: return False
+            if not v8.keys() <= K14: return False
             v9 = v8.get('owner', MISSING)
             if v9 is not MISSING:
                 if not isinstance(v9, str): return False
@@ -141,19 +196,19 @@ def ipam(v0):
 
 def container(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K12: return False
-    if not v0.keys() <= K12: return False
+    if not v0.keys() >= K16: return False
+    if not v0.keys() <= K16: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('id', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K2(v2): return False
+        if not K3(v2): return False
     v3 = v0.get('name', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
-        if not K1(v3): return False
+        if not K2(v3): return False
     v4 = v0.get('image', MISSING)
     if v4 is not MISSING:
         if not isinstance(v4, str): return False
@@ -169,7 +224,7 @@ def container(v0):
         if not isinstance(v7, list): return False
         for v8 in v7:
             if not isinstance(v8, str): return False
-            if not K13(v8): return False
+            if not K17(v8): return False
     v9 = v0.get('hostname', MISSING)
     if v9 is not MISSING:
         if not isinstance(v9, str): return False
@@ -178,59 +233,59 @@ def container(v0):
     v10 = v0.get('workdir', MISSING)
     if v10 is not MISSING:
         if not isinstance(v10, str): return False
-        if not K14(v10): return False
+        if not K18(v10): return False
     v11 = v0.get('volumes', MISSING)
     if v11 is not MISSING:
         if not isinstance(v11, list): return False
         for v12 in v11:
             if not isinstance(v12, dict): return False
-            if not v12.keys() >= K15: return False
-            if not v12.keys() <= K15: return False
+            if not v12.keys() >= K19: return False
+            if not v12.keys() <= K19: return False
             v13 = v12.get('source', MISSING)
             if v13 is not MISSING:
                 if not isinstance(v13, str): return False
-                if not K14(v13): return False
+                if not K18(v13): return False
             v14 = v12.get('target', MISSING)
             if v14 is not MISSING:
                 if not isinstance(v14, str): return False
-                if not K16(v14): return False
+                if not K20(v14): return False
             v15 = v12.get('readonly', MISSING)
             if v15 is not MISSING:
                 if not isinstance(v15, bool): return False
     v16 = v0.get('limits', MISSING)
     if v16 is not MISSING:
         if not isinstance(v16, dict): return False
-        if not v16.keys() >= K17: return False
-        if not v16.keys() <= K17: return False
+        if not v16.keys() >= K21: return False
+        if not v16.keys() <= K21: return False
         v17 = v16.get('memory', MISSING)
         if v17 is not MISSING:
-            if not isinstance(v17, K7) or v17.__class__ is bool: return False
+            if not isinstance(v17, K8) or v17.__class__ is bool: return False
         v18 = v16.get('cpus', MISSING)
         if v18 is not MISSING:
-            if not isinstance(v18, K18) or v18.__class__ is bool: return False
+            if not isinstance(v18, K22) or v18.__class__ is bool: return False
             if isinstance(v18, int | float) and not isinstance(v18, bool):
                 if v18 <= 0: return False
         v19 = v16.get('cpu_shares', MISSING)
         if v19 is not MISSING:
-            if not isinstance(v19, K7) or v19.__class__ is bool: return False
+            if not isinstance(v19, K8) or v19.__class__ is bool: return False
         v20 = v16.get('cpuset_cpus', MISSING)
         if v20 is not MISSING:
-            if not isinstance(v20, K8): return False
+            if not isinstance(v20, K9): return False
         v21 = v16.get('pids', MISSING)
         if v21 is not MISSING:
-            if not isinstance(v21, K7) or v21.__class__ is bool: return False
+            if not isinstance(v21, K8) or v21.__class__ is bool: return False
     v22 = v0.get('caps', MISSING)
     if v22 is not MISSING:
         if not isinstance(v22, list): return False
         for v23 in v22:
             if not isinstance(v23, str): return False
-            if not K19(v23): return False
+            if not K23(v23): return False
     v24 = v0.get('privileged', MISSING)
     if v24 is not MISSING:
         if not isinstance(v24, bool): return False
     v25 = v0.get('netns', MISSING)
     if v25 is not MISSING:
-        if not isinstance(v25, K8): return False
+        if not isinstance(v25, K9): return False
         if isinstance(v25, str):
             if len(v25) < 1: return False
     v26 = v0.get('created', MISSING)
@@ -247,47 +302,47 @@ def container(v0):
         if not isinstance(v29, bool): return False
     v30 = v0.get('phase', MISSING)
     if v30 is not MISSING:
-        if v30 not in K20: return False
+        if v30 not in K24: return False
     v31 = v0.get('owner_pid', MISSING)
     if v31 is not MISSING:
-        if not isinstance(v31, K7) or v31.__class__ is bool: return False
+        if not isinstance(v31, K8) or v31.__class__ is bool: return False
     v32 = v0.get('net_mode', MISSING)
     if v32 is not MISSING:
-        if v32 not in K21: return False
+        if v32 not in K25: return False
     v33 = v0.get('endpoints', MISSING)
     if v33 is not MISSING:
         if not isinstance(v33, list): return False
         for v34 in v33:
             if not isinstance(v34, dict): return False
-            if not v34.keys() >= K22: return False
-            if not v34.keys() <= K22: return False
+            if not v34.keys() >= K26: return False
+            if not v34.keys() <= K26: return False
             v35 = v34.get('network', MISSING)
             if v35 is not MISSING:
                 if not isinstance(v35, str): return False
             v36 = v34.get('ifname', MISSING)
             if v36 is not MISSING:
                 if not isinstance(v36, str): return False
-                if not K23(v36): return False
+                if not K27(v36): return False
             v37 = v34.get('host_ifname', MISSING)
             if v37 is not MISSING:
                 if not isinstance(v37, str): return False
-                if not K6(v37): return False
+                if not K7(v37): return False
             v38 = v34.get('address', MISSING)
             if v38 is not MISSING:
                 if not isinstance(v38, str): return False
-                if not K5(v38): return False
+                if not K6(v38): return False
     v39 = v0.get('ports', MISSING)
     if v39 is not MISSING:
         if not isinstance(v39, list): return False
         for v40 in v39:
             if not isinstance(v40, dict): return False
-            if not v40.keys() >= K24: return False
-            if not v40.keys() <= K24: return False
+            if not v40.keys() >= K28: return False
+            if not v40.keys() <= K28: return False
             v41 = v40.get('host_ip', MISSING)
             if v41 is not MISSING:
-                if not isinstance(v41, K8): return False
+                if not isinstance(v41, K9): return False
                 if isinstance(v41, str):
-                    if not K5(v41): return False
+                    if not K6(v41): return False
             v42 = v40.get('host_port', MISSING)
             if v42 is not MISSING:
                 if not isinstance(v42, int) or v42.__class__ is bool: return False
@@ -300,40 +355,40 @@ def container(v0):
                 if v43 > 65535: return False
             v44 = v40.get('proto', MISSING)
             if v44 is not MISSING:
-                if v44 not in K25: return False
+                if v44 not in K29: return False
     v45 = v0.get('dns', MISSING)
     if v45 is not MISSING:
         if not isinstance(v45, list): return False
         for v46 in v45:
             if not isinstance(v46, str): return False
-            if not K5(v46): return False
+            if not K6(v46): return False
     v47 = v0.get('add_hosts', MISSING)
     if v47 is not MISSING:
         if not isinstance(v47, list): return False
         for v48 in v47:
             if not isinstance(v48, str): return False
-            if not K26(v48): return False
+            if not K30(v48): return False
     v49 = v0.get('lab', MISSING)
     if v49 is not MISSING:
-        if not isinstance(v49, K8): return False
+        if not isinstance(v49, K9): return False
     return True
 
 
 def image(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K27: return False
-    if not v0.keys() <= K27: return False
+    if not v0.keys() >= K31: return False
+    if not v0.keys() <= K31: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('name', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K28(v2): return False
+        if not K32(v2): return False
     v3 = v0.get('id', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
-        if not K2(v3): return False
+        if not K3(v3): return False
     v4 = v0.get('created', MISSING)
     if v4 is not MISSING:
         if not isinstance(v4, str): return False
@@ -345,15 +400,15 @@ def image(v0):
 
 def cni(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K29: return False
-    if not v0.keys() <= K29: return False
+    if not v0.keys() >= K33: return False
+    if not v0.keys() <= K33: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('network', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K1(v2): return False
+        if not K2(v2): return False
     v3 = v0.get('cni_network', MISSING)
     if v3 is not MISSING:
         if not isinstance(v3, str): return False
@@ -361,27 +416,27 @@ def cni(v0):
     v4 = v0.get('container_id', MISSING)
     if v4 is not MISSING:
         if not isinstance(v4, str): return False
-        if not K30(v4): return False
+        if not K34(v4): return False
     v5 = v0.get('ifname', MISSING)
     if v5 is not MISSING:
         if not isinstance(v5, str): return False
-        if not K6(v5): return False
+        if not K7(v5): return False
     v6 = v0.get('netns', MISSING)
     if v6 is not MISSING:
         if not isinstance(v6, str): return False
-        if not K14(v6): return False
+        if not K18(v6): return False
     v7 = v0.get('host_ifname', MISSING)
     if v7 is not MISSING:
         if not isinstance(v7, str): return False
-        if not K6(v7): return False
+        if not K7(v7): return False
     v8 = v0.get('address', MISSING)
     if v8 is not MISSING:
         if not isinstance(v8, str): return False
-        if not K5(v8): return False
+        if not K6(v8): return False
     v9 = v0.get('mac', MISSING)
     if v9 is not MISSING:
         if not isinstance(v9, str): return False
-        if not K31(v9): return False
+        if not K35(v9): return False
     v10 = v0.get('primary', MISSING)
     if v10 is not MISSING:
         if not isinstance(v10, bool): return False
@@ -390,13 +445,13 @@ def cni(v0):
         if not isinstance(v11, list): return False
         for v12 in v11:
             if not isinstance(v12, dict): return False
-            if not v12.keys() >= K24: return False
-            if not v12.keys() <= K24: return False
+            if not v12.keys() >= K28: return False
+            if not v12.keys() <= K28: return False
             v13 = v12.get('host_ip', MISSING)
             if v13 is not MISSING:
-                if not isinstance(v13, K8): return False
+                if not isinstance(v13, K9): return False
                 if isinstance(v13, str):
-                    if not K5(v13): return False
+                    if not K6(v13): return False
             v14 = v12.get('host_port', MISSING)
             if v14 is not MISSING:
                 if not isinstance(v14, int) or v14.__class__ is bool: return False
@@ -409,7 +464,7 @@ def cni(v0):
                 if v15 > 65535: return False
             v16 = v12.get('proto', MISSING)
             if v16 is not MISSING:
-                if v16 not in K25: return False
+                if v16 not in K29: return False
     v17 = v0.get('created', MISSING)
     if v17 is not MISSING:
         if not isinstance(v17, str): return False

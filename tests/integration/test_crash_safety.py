@@ -1,9 +1,11 @@
 """kill -9 of wrapdock at random points of `run -d --net`, `rm -f` and `network create` (seeded trials).
 
-Each trial starts the operation, waits until it ran its first command (its first audit.log line), then a
-random, seeded delay within the operation's command window (measured in the same sandbox), and SIGKILLs
-the wrapdock process (the python process that nsenter started in the sandbox; the command it was running
-finishes on its own, as after a real crash). Then, every time:
+Each trial starts the operation, waits until it has run a seeded random number k of its changing
+commands (the "do" lines of audit.log; k below the operation's total, counted in a calibration run in the
+same sandbox), then a seeded random 0-20 ms more (so that some kills land in the middle of a command),
+and SIGKILLs the wrapdock process (the python process that nsenter started in the sandbox; the command it
+was running finishes on its own, as after a real crash). The kill point is counted in commands, not in
+seconds: on a loaded machine a delay in seconds drifts past the end of the operation. Then, every time:
 
 - every state file parses (json.loads): an atomic write is never seen half-done;
 - `wrapdock ps -a` and `wrapdock network ls` still work;
@@ -53,14 +55,15 @@ TRIALS = {"run": 7, "rm": 7, "create": 7}  # 21 in all
 
 @dataclass
 class Crash:
-    delay: float
+    after: int  # the kill was aimed after this many changing commands
+    delay: float  # ... and this many seconds more
     killed: bool  # False: the operation had finished before the kill came
     done: int  # changing commands it had run (audit.log)
     returncode: int | None
     stderr: str
 
     def text(self) -> str:
-        return (f"delay {self.delay * 1000:.0f} ms after its first command, killed={self.killed}, "
+        return (f"aimed {self.delay * 1000:.0f} ms after changing command {self.after}, killed={self.killed}, "
                 f"{self.done} changing command(s) done, exit {self.returncode}")
 
 
@@ -114,16 +117,28 @@ def finish_nsenter(proc: subprocess.Popen, seconds: float = 120) -> tuple[str, s
     return proc.communicate(timeout=30)
 
 
-def crash(box: Sandbox, args: tuple[str, ...], delay: float) -> Crash:
-    """Start wrapdock ARGS, SIGKILL it `delay` seconds after its first command; wait until what it was
-    running has finished too."""
+def changes_done(log: Path, offset: int) -> int:
+    """The changing commands ("do" lines) audit.log holds past `offset`."""
+    try:
+        with log.open("rb") as file:
+            file.seek(offset)
+            text = file.read().decode()
+    except FileNotFoundError:
+        return 0
+    complete = text[:text.rfind("\n") + 1]  # a line being appended is not read yet
+    return sum(1 for line in complete.splitlines() if line.strip() and json.loads(line)["phase"] == "do")
+
+
+def crash(box: Sandbox, args: tuple[str, ...], after: int, delay: float) -> Crash:
+    """Start wrapdock ARGS, SIGKILL it `delay` seconds after its `after`-th changing command; wait until
+    what it was running has finished too."""
     log = audit_log(box)
     offset = log_size(log)
     proc = box.popen_wrapdock("--quiet", *args)
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and log_size(log) == offset:
-        assert time.monotonic() < deadline, "wrapdock never ran a command"
-        time.sleep(0.002)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and changes_done(log, offset) < after:
+        assert time.monotonic() < deadline, f"wrapdock never ran {after} changing command(s)"
+        time.sleep(0.001)
     time.sleep(delay)
     orphans = []
     for pid in child_pids(proc.pid):  # nsenter's child: the wrapdock python process
@@ -139,28 +154,18 @@ def crash(box: Sandbox, args: tuple[str, ...], delay: float) -> Crash:
     while any(alive(pid) for pid in orphans):
         assert time.monotonic() < deadline, f"the commands of the killed wrapdock still run: {orphans}"
         time.sleep(0.01)
-    entries = [json.loads(line) for line in log.read_bytes()[offset:].decode().splitlines() if line.strip()]
-    done = sum(1 for entry in entries if entry["phase"] == "do")
+    done = changes_done(log, offset)
     if not killed:
         assert proc.returncode == 0, details(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    return Crash(delay, killed, done, proc.returncode, err)
+    return Crash(after, delay, killed, done, proc.returncode, err)
 
 
-def window(box: Sandbox, args: tuple[str, ...]) -> tuple[float, int]:
-    """How long the operation runs commands (from its first to its exit) and how many change the host."""
+def calibrate(box: Sandbox, args: tuple[str, ...]) -> int:
+    """How many changing commands a complete run of the operation has (audit.log)."""
     log = audit_log(box)
     offset = log_size(log)
-    proc = box.popen_wrapdock("--quiet", *args)
-    first = None
-    while proc.poll() is None:
-        if first is None and log_size(log) > offset:
-            first = time.monotonic()
-        time.sleep(0.002)
-    end = time.monotonic()
-    out, err = proc.communicate()
-    assert proc.returncode == 0, details(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    entries = [json.loads(line) for line in log.read_bytes()[offset:].decode().splitlines() if line.strip()]
-    return end - (first or end), sum(1 for entry in entries if entry["phase"] == "do")
+    ok(box, "--quiet", *args)
+    return changes_done(log, offset)
 
 
 def after_crash(box: Sandbox, before: dict, what: str, base_networks: set[str]) -> None:
@@ -188,14 +193,14 @@ def trials(box: Sandbox, op: str, count: int) -> tuple[list[Crash], int]:
     rng = random.Random(f"{SEED}-{op}")
     if op == "create":  # a fresh host: the kills may also land in the shared chains' creation
         before = prepare(box)
-        seconds, total = window(box, CREATE)
+        total = calibrate(box, CREATE)
         ok(box, "--quiet", "network", "rm", "crashnet")
         base_networks: set[str] = set()
     else:  # a neighbour on the network: its /etc/hosts is rewritten too, its bridge keeps a carrier
         before = prepare_with_neighbour(box, (NET, SUBNET))
-        seconds, total = window(box, RUN)
+        total = calibrate(box, RUN)
         if op == "rm":
-            seconds, total = window(box, RM)
+            total = calibrate(box, RM)
         else:
             ok(box, "--quiet", *RM)
         base_networks = {NET}
@@ -204,11 +209,11 @@ def trials(box: Sandbox, op: str, count: int) -> tuple[list[Crash], int]:
 
     crashes = []
     for trial in range(count):
-        delay = rng.uniform(0, seconds)
+        after, delay = rng.randint(1, total - 1), rng.uniform(0, 0.02)
         if op == "rm":
             ok(box, "--quiet", *RUN)
         args = {"run": RUN, "rm": RM, "create": CREATE}[op]
-        result = crash(box, args, delay)
+        result = crash(box, args, after, delay)
         crashes.append(result)
         after_crash(box, before, f"{op} trial {trial} (seed {SEED}-{op}): {result.text()}", base_networks)
     return crashes, total

@@ -23,7 +23,7 @@ from tests.integration.netlab import (
 
 pytestmark = pytest.mark.integration
 
-HEADERS = ["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]
+HEADERS = ["NAME", "DRIVER", "SCOPE", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]
 
 
 def addresses(sandbox, dev: str) -> list[tuple[str, int]]:
@@ -64,7 +64,7 @@ def test_create_list_inspect_rm_as_in_the_series(sandbox):
     for table in (listed_table, ls_table):
         assert table.returncode == 0, table.stderr
         rows = [line.split() for line in table.stdout.splitlines()]
-        assert rows == [HEADERS, ["testbridge", "bridge", "162.16.0.0/24", "162.16.0.1", "testbridge", "0"]]
+        assert rows == [HEADERS, ["testbridge", "bridge", "local", "162.16.0.0/24", "162.16.0.1", "testbridge", "0"]]
     listed = json.loads(ls_json.stdout)
     assert len(listed) == 1
     view = listed[0]

@@ -215,7 +215,7 @@ def test_live_rm_needs_root(capsys, state_dir: Path) -> None:
 def test_list_on_empty_state_prints_only_the_header(capsys, state_dir: Path, command: str) -> None:
     code, out, err = run(capsys, state_dir, "network", command)
     assert (code, err) == (0, "")
-    assert out.split() == ["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]
+    assert out.split() == ["NAME", "DRIVER", "SCOPE", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]
     assert len(out.splitlines()) == 1
     assert not state_dir.exists()
 
@@ -228,8 +228,8 @@ def test_list_formats(capsys, state_dir: Path) -> None:
     code, out, _ = run(capsys, state_dir, "network", "ls")
     rows = [line.split() for line in out.splitlines()]
     assert code == 0
-    assert rows[1:] == [["api", "bridge", "10.21.0.0/24", "10.21.0.1", "api", "0"],
-                        ["web", "bridge", "10.20.0.0/24", "10.20.0.1", "web", "2"]]
+    assert rows[1:] == [["api", "bridge", "local", "10.21.0.0/24", "10.21.0.1", "api", "0"],
+                        ["web", "bridge", "local", "10.20.0.0/24", "10.20.0.1", "web", "2"]]
     assert run(capsys, state_dir, "network", "list", "-q")[1] == "api\nweb\n"
     views = json.loads(run(capsys, state_dir, "network", "list", "--format", "json")[1])
     assert [v["name"] for v in views] == ["api", "web"]

@@ -141,6 +141,10 @@ def orphan_netns(name: str) -> Plan:
         only_if=("test", "-e", f"/run/netns/{name}"))])
 
 
+def orphan_vxlan(name: str) -> Plan:
+    return Plan(f"delete VXLAN device {name}", [delete_link(name, "VXLAN devices of networks that have no record")])
+
+
 def orphan_bridge(name: str) -> Plan:
     return Plan(f"delete bridge {name}", [delete_link(name, "bridges of networks that have no record")])
 

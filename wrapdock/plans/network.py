@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from wrapdock import names
 from wrapdock.model import Network
-from wrapdock.plan import Plan, cmd
+from wrapdock.plan import Plan, Step, cmd
 from wrapdock.plans import iptables as ipt
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -73,6 +73,15 @@ def create(network: Network) -> Plan:
         f"link set dev {br} up",
     ), undo=cmd("ip", "link", "del", "dev", br, note=link_note,
                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge"))))
+    plan.extend(host_steps(network))
+    return plan
+
+
+def host_steps(network: Network) -> list[Step]:
+    """What every network with a bridge needs once its links exist: forwarding, route_localnet, the
+    shared chains and the network's own rules (the vxlan driver reuses them unchanged)."""
+    br = network.bridge
+    plan = Plan("")
     if not network.internal:
         forward_note = "let the host route packets (IPv4 forwarding)"
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
@@ -84,17 +93,22 @@ def create(network: Network) -> Plan:
     plan.extend(ipt.ensure_skeleton())
     note = _rules_note(network)
     plan.extend(ipt.add_rule(r, note) for r in _rules(network))
-    return plan
+    return plan.steps
 
 
 def remove(network: Network, last: bool) -> Plan:
     """Remove exactly what create made; `last`: no other network remains, so the chains go too."""
     br = network.bridge
     plan = Plan(f"remove bridge network {network.name} ({network.subnet}, bridge {br})")
-    note = f"iptables: remove {network.name}'s rules"
-    plan.extend(ipt.delete_rule(r, note) for r in reversed(_rules(network)))
+    plan.extend(remove_rules(network))
     plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
                  only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))  # a bridge of that name, not any link
     if last:
         plan.extend(ipt.remove_skeleton())
     return plan
+
+
+def remove_rules(network: Network) -> list[Step]:
+    """The network's own rules, deleted in reverse (guarded: a second run finishes a failed first)."""
+    note = f"iptables: remove {network.name}'s rules"
+    return [ipt.delete_rule(r, note) for r in reversed(_rules(network))]
