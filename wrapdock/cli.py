@@ -706,6 +706,10 @@ from wrapdock.cli_maintenance import register as _register_maintenance  # noqa: 
 
 _register_maintenance(cli)
 
+from wrapdock.cli_cni import register as _register_cni  # noqa: E402  (needs the options above)
+
+_register_cni(cli, network)
+
 
 # -- entry point ------------------------------------------------------------------------------
 def _one_line(text: str) -> str:

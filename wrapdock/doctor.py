@@ -167,6 +167,7 @@ class Facts:
     networks: list[Network] = field(default_factory=list)
     ipam: dict[str, dict[str, Any]] = field(default_factory=dict)
     containers: list[dict[str, Any]] = field(default_factory=list)
+    cni: list[dict[str, Any]] = field(default_factory=list)  # attachments made for CNI callers
     runtime: dict[str, Runtime] = field(default_factory=dict)
     broken_state: list[str] = field(default_factory=list)
 
@@ -300,7 +301,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _read_state(session: Session, facts: Facts) -> None:
     store = session.state
     loaded: dict[str, list[dict[str, Any]]] = {}
-    for kind in ("network", "ipam", "container"):
+    for kind in ("network", "ipam", "container", "cni"):
         loaded[kind] = []
         folder = store.root / FOLDERS[kind]
         if not folder.is_dir():
@@ -325,6 +326,7 @@ def _read_state(session: Session, facts: Facts) -> None:
             facts.broken_state.append(f"network record {record.get('name')}: {exc}")
     facts.ipam = {record["network"]: record for record in loaded["ipam"]}
     facts.containers = loaded["container"]
+    facts.cni = loaded["cni"]
 
 
 def _read_runtime(facts: Facts) -> None:
@@ -497,6 +499,7 @@ class Assessment:
     orphan_processes: dict[str, int] = field(default_factory=dict)  # id -> PID (its dir has no record)
     orphan_leases: list[tuple[str, str, str]] = field(default_factory=list)  # (network, address, owner)
     orphan_ipam: list[str] = field(default_factory=list)
+    cni_gone: list[dict[str, Any]] = field(default_factory=list)  # CNI attachments whose veth is gone
     mounts: list[Mount] = field(default_factory=list)  # wrapdock-* mounts (gc: those under DATA_DIR)
 
     @property
@@ -712,6 +715,7 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
                 a.orphan_processes[container_id] = facts.dir_pids[container_id]
     networks = {n.name for n in facts.networks}
     abandoned = {r["id"] for r in a.abandoned}
+    cni_held = {(r["network"], r["address"], f"cni:{r['container_id']}/{r['ifname']}") for r in facts.cni}
     for name, ipam in sorted(facts.ipam.items()):
         if name not in networks:
             a.orphan_ipam.append(name)
@@ -719,7 +723,7 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
         for address, entry in sorted(ipam["allocations"].items()):
             owner = entry["owner"]
             record = recorded.get(owner)
-            if owner in abandoned:
+            if owner in abandoned or (name, address, owner) in cni_held:
                 continue
             if record is None or not any(e["network"] == name and e["address"] == address for e in record["endpoints"]):
                 a.orphan_leases.append((name, address, owner))
@@ -728,6 +732,14 @@ def _assess_orphans(facts: Facts, a: Assessment) -> None:
         a.orphan_layers = [path for name, path in sorted(facts.layer_links.items())
                            if not any(h.startswith(name) for h in used)]
         a.orphan_layers += [path for name, path in sorted(facts.layer_dirs.items()) if name not in used]
+    # a CNI attachment whose veth is gone lost its namespace without a DEL (`ctr run -d`, a crashed engine)
+    a.cni_gone = [r for r in facts.cni if r["host_ifname"] not in facts.links and r["network"] in networks]
+    by_name = {n.name: n for n in facts.networks}
+    for record in facts.cni:  # one off its bridge (gc re-created the bridge) goes back on, as a container's does
+        veth, network = facts.links.get(record["host_ifname"]), by_name.get(record["network"])
+        if veth is not None and network is not None and veth.master != network.bridge and network not in a.not_a_bridge:
+            owner = f"cni:{record['container_id']}/{record['ifname']}"
+            a.detached_veths.append(({"name": owner, "id": owner}, {**record, "network": network.name}, network))
     a.mounts = sorted(facts.mounts, key=lambda m: m.point)
 
 
@@ -955,6 +967,11 @@ def _orphans(facts: Facts, a: Assessment) -> list[Finding]:
         out.append(Finding(WARNING, "orphan-lease", f"{network} {address}",
                            f"address {address} on {network} is held by {owner[:12]}, which has no record of it",
                            (f"{GC}  # releases it",)))
+    for record in a.cni_gone:
+        out.append(Finding(WARNING, "cni-attachment-gone", f"{record['network']} {record['address']}",
+                           f"CNI attachment cni:{record['container_id']}/{record['ifname']} on {record['network']}: "
+                           f"its veth {record['host_ifname']} is gone (its namespace went without a DEL)",
+                           (f"{GC}  # takes it away as a DEL would",)))
     for name in a.orphan_ipam:
         out.append(Finding(WARNING, "orphan-ipam", name, f"IP allocations of network {name}, which has no record",
                            (f"{GC}  # forgets them",)))

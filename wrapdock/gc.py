@@ -11,7 +11,9 @@ It acts on doctor's assessment (doctor.assess), under the state lock, in this or
    directories named by an unrecorded container id, image layers (and their links) no image names;
 4. stopped containers: a missing exit code is recorded (255: unknown); endpoints whose plumbing is
    gone (no netns, no veth, or no network record) are dropped and their leases released;
-5. leases whose holder has no record of them are released; allocations of unrecorded networks forgotten;
+5. CNI attachments whose veth is gone (their namespace went without a DEL: `ctr run -d`) are taken away as
+   their DEL would (rules by tag, lease, record); leases whose holder has no record of them are released;
+   allocations of unrecorded networks forgotten;
 6. the shared WRAPDOCK-* chains are removed when no network record remains (restored when one does);
 7. a network whose bridge, address or rules are missing gets its create plan re-run (the bridge
    guarded, the address with `replace`, every rule an ensure), and containers' veths go back on it.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from wrapdock import doctor
+from wrapdock import cniattach, doctor
 from wrapdock.doctor import Assessment, Facts
 from wrapdock.errors import EnvironmentProblem, StateError
 from wrapdock.ipam import Ipam, RecordStore
@@ -48,7 +50,7 @@ from wrapdock.session import Session
 class Edit:
     """A change to wrapdock's records (not a command): made after the action's plan succeeded."""
 
-    kind: str  # release | drop-endpoints | forget-container | forget-ipam
+    kind: str  # release | drop-endpoints | forget-container | forget-ipam | forget-cni
     text: str
     container: str = ""
     network: str = ""
@@ -152,6 +154,20 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                               Plan(f"drop what is left of {record['name']}'s network endpoints", steps) if steps
                               else None, edits))
 
+    networks_by_name = {n.name: n for n in facts.networks}
+    for record in a.cni_gone:  # as the DEL that never came: rules by tag, lease, record
+        owner = cniattach.lease_owner(record["container_id"], record["ifname"])
+        what = f"CNI attachment {owner} on {record['network']}"
+        steps = cniattach.del_steps(networks_by_name[record["network"]], record["container_id"], record["ifname"],
+                                    record)
+        actions.append(Action(f"remove {what}, whose veth is gone", [f"removed {what}, whose veth was gone"],
+                              Plan(f"remove what is left of {what}", steps),
+                              [Edit("release", f"release {record['address']} on {record['network']} ({owner})",
+                                    container=owner, network=record["network"], addresses=(record["address"],)),
+                               Edit("forget-cni", f"forget {what}", network=record["network"],
+                                    container=cniattach.record_name(record["network"], record["container_id"],
+                                                                    record["ifname"]))]))
+
     lease_edits = [Edit("release", f"release {address} on {network} (its holder {owner[:12]} has no record of it)",
                         container=owner, network=network, addresses=(address,))
                    for network, address, owner in a.orphan_leases]
@@ -220,6 +236,8 @@ def apply_edit(session: Session, edit: Edit) -> None:
         store.remove("container", edit.container)
     elif edit.kind == "forget-ipam":
         store.remove("ipam", edit.network)
+    elif edit.kind == "forget-cni":
+        store.remove("cni", edit.container)
     else:  # pragma: no cover - decide() makes only the kinds above
         raise ValueError(edit.kind)
 

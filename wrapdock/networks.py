@@ -68,11 +68,12 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
     for name in doomed_names:
         load(session, name)
     if force:  # containers first: their veths and leases, through the container operations
-        from wrapdock import containers
+        from wrapdock import cniattach, containers
 
         for name in doomed_names:
             for record in containers.attached_to(session, name):
                 containers.disconnect(session, name, record["id"], force=True)
+            cniattach.remove_all(session, name)  # and what CNI callers attached (as their DEL would)
     with session.lock():
         doomed = [load(session, name) for name in doomed_names]
         for network in doomed:
@@ -94,7 +95,7 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
 
 def _holder_names(session: Session, owners: list[str]) -> list[str]:
     names_by_id = {r["id"]: r["name"] for r in session.state.all("container")}
-    return [names_by_id.get(owner, owner[:12]) for owner in owners]
+    return [names_by_id.get(owner, owner if owner.startswith("cni:") else owner[:12]) for owner in owners]
 
 
 def _forget(session: Session, name: str) -> None:
@@ -122,6 +123,9 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
     view["last_reserved"] = (record or {}).get("last_reserved")
     names_by_id = {r["id"]: r["name"] for r in session.state.all("container")}
     view["containers"] = sorted({names_by_id.get(a["owner"], a["owner"]) for a in view["allocations"]})
+    from wrapdock import cniattach
+
+    view["cni_attachments"] = cniattach.views(session, network.name)
     return view
 
 

@@ -4,6 +4,8 @@ Layout (STATE_DIR = --state-dir, $WRAPDOCK_STATE_DIR or /var/run/wrapdock):
   networks/NAME.json   a network                    (state/network.schema.json)
   ipam/NAME.json       its IP allocations           (state/ipam.schema.json)
   containers/ID.json   a container's configuration  (state/container.schema.json)
+  cni/attachments/*.json  an interface made for a CNI caller (state/cni.schema.json); cni/trail/: one
+                       trail file per CNI call (the plugin's stdout is its result)
   audit.log            every command run, as JSON lines
   lock                 flock'd by every operation that changes something
 Images outlive a reboot, so their records live in the data directory (DATA_DIR/images/NAME.json,
@@ -30,7 +32,8 @@ from wrapdock.errors import StateError
 from wrapdock.schemacheck import compile_predicate, compile_schema, unsupported_keywords
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
-FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images"}
+FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images",
+           "cni": "cni/attachments"}
 _validators: dict[str, Any] = {}
 _schemas: dict[str, dict[str, Any]] = {}
 

@@ -6,7 +6,7 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 1882463632, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214}
+SCHEMA_CRC32 = {'network': 1882463632, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
 
 NoneType = type(None)
 MISSING = object()
@@ -48,6 +48,9 @@ K34 = frozenset(['created', 'id', 'name', 'source', 'version'])
 K35 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.:/-]*$').search
 K36 = frozenset(['diff_id', 'size'])
 K37 = re.compile('^sha256:[0-9a-f]{64}$').search
+K38 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
+K39 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
+K40 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
 
 
 def network(v0):
@@ -425,4 +428,77 @@ def image(v0):
     v11 = v0.get('config', MISSING)
     if v11 is not MISSING:
         if not isinstance(v11, dict): return False
+    return True
+
+
+def cni(v0):
+    if not isinstance(v0, dict): return False
+    if not v0.keys() >= K38: return False
+    if not v0.keys() <= K38: return False
+    v1 = v0.get('version', MISSING)
+    if v1 is not MISSING:
+        if v1 != 1: return False
+    v2 = v0.get('network', MISSING)
+    if v2 is not MISSING:
+        if not isinstance(v2, str): return False
+        if not K2(v2): return False
+    v3 = v0.get('cni_network', MISSING)
+    if v3 is not MISSING:
+        if not isinstance(v3, str): return False
+        if len(v3) < 1: return False
+    v4 = v0.get('container_id', MISSING)
+    if v4 is not MISSING:
+        if not isinstance(v4, str): return False
+        if not K39(v4): return False
+    v5 = v0.get('ifname', MISSING)
+    if v5 is not MISSING:
+        if not isinstance(v5, str): return False
+        if not K7(v5): return False
+    v6 = v0.get('netns', MISSING)
+    if v6 is not MISSING:
+        if not isinstance(v6, str): return False
+        if not K19(v6): return False
+    v7 = v0.get('host_ifname', MISSING)
+    if v7 is not MISSING:
+        if not isinstance(v7, str): return False
+        if not K7(v7): return False
+    v8 = v0.get('address', MISSING)
+    if v8 is not MISSING:
+        if not isinstance(v8, str): return False
+        if not K6(v8): return False
+    v9 = v0.get('mac', MISSING)
+    if v9 is not MISSING:
+        if not isinstance(v9, str): return False
+        if not K40(v9): return False
+    v10 = v0.get('primary', MISSING)
+    if v10 is not MISSING:
+        if not isinstance(v10, bool): return False
+    v11 = v0.get('ports', MISSING)
+    if v11 is not MISSING:
+        if not isinstance(v11, list): return False
+        for v12 in v11:
+            if not isinstance(v12, dict): return False
+            if not v12.keys() >= K29: return False
+            if not v12.keys() <= K29: return False
+            v13 = v12.get('host_ip', MISSING)
+            if v13 is not MISSING:
+                if not isinstance(v13, K9): return False
+                if isinstance(v13, str):
+                    if not K6(v13): return False
+            v14 = v12.get('host_port', MISSING)
+            if v14 is not MISSING:
+                if not isinstance(v14, int) or v14.__class__ is bool: return False
+                if v14 < 1: return False
+                if v14 > 65535: return False
+            v15 = v12.get('container_port', MISSING)
+            if v15 is not MISSING:
+                if not isinstance(v15, int) or v15.__class__ is bool: return False
+                if v15 < 1: return False
+                if v15 > 65535: return False
+            v16 = v12.get('proto', MISSING)
+            if v16 is not MISSING:
+                if v16 not in K30: return False
+    v17 = v0.get('created', MISSING)
+    if v17 is not MISSING:
+        if not isinstance(v17, str): return False
     return True

@@ -50,7 +50,7 @@ def test_bash_completes_a_command(tmp_path: Path) -> None:
 
 def test_bash_completes_subcommands_and_options(tmp_path: Path) -> None:
     assert _bash_completes(tmp_path, "wrapdock", "network", "") == [
-        "connect", "create", "disconnect", "inspect", "join", "leave", "list", "rm", "sync"]
+        "cni-config", "connect", "create", "disconnect", "inspect", "join", "leave", "list", "rm", "sync"]
     assert "--all" in _bash_completes(tmp_path, "wrapdock", "ps", "--")
 
 

@@ -38,7 +38,11 @@ CONTAINER = {
     "ports": [{"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}], "dns": [],
     "add_hosts": ["db:10.9.9.9"], "lab": None}
 IMAGE = {"version": 1, "name": "busybox", "id": "d" * 64, "created": "t", "source": "busybox-static /bin/busybox"}
-VALID = {"network": NETWORK, "ipam": IPAM, "container": CONTAINER, "image": IMAGE}
+CNI = {"version": 1, "network": "web", "cni_network": "web", "container_id": "e" * 64, "ifname": "eth0",
+       "netns": "/run/netns/netns-1", "host_ifname": "wdc0123456789ab", "address": "10.20.0.3",
+       "mac": "02:42:0a:14:00:03", "primary": True,
+       "ports": [{"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}], "created": "t"}
+VALID = {"network": NETWORK, "ipam": IPAM, "container": CONTAINER, "image": IMAGE, "cni": CNI}
 
 
 def mutations(record: dict) -> list[tuple[str, dict]]:

@@ -25,6 +25,7 @@ class Attachment:
     host_ifname: str  # on the host, on the bridge
     address: IPv4Address
     primary: bool  # carries the default route
+    mac: str | None = None  # the container end's MAC (CNI reports it); None: the kernel picks one
 
     @property
     def cidr(self) -> str:
@@ -40,10 +41,19 @@ def container_comment(container_id: str) -> str:
     return f"wrapdock:container={container_id}"
 
 
+def in_netns(netns: str, *argv: str) -> tuple[str, ...]:
+    """A command inside a namespace: `ip -n NAME` for a named one (/run/netns/NAME), nsenter for a path
+    (a CNI caller's /run/netns/... or /proc/PID/ns/net: iproute2's -n takes names only)."""
+    if "/" in netns:
+        return ("nsenter", f"--net={netns}", *argv)
+    return (argv[0], "-n", netns, *argv[1:])
+
+
 def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -> list[Step]:
     """Two `ip -batch` runs; with `create_netns`, they also make the namespace and bring its lo up."""
     net = att.network
     mtu = f" mtu {net.mtu}" if net.mtu else ""
+    mac = f" address {att.mac}" if att.mac else ""
     note = f"connect {name} to {net.name}: veth {att.host_ifname} on {net.bridge}, {att.ifname} {att.cidr} inside"
     undo_lines = ["set -e", f"[ ! -e /sys/class/net/{att.host_ifname} ] || ip link del dev {att.host_ifname}"]
     if create_netns:
@@ -51,7 +61,7 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -
         undo_lines.append(f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}")
     host = cmd("ip", "-batch", "-", note=note, partial=True, stdin=(
         *([f"netns add {netns}"] if create_netns else []),
-        f"link add name {att.host_ifname}{mtu} type veth peer name {att.ifname}{mtu} netns {netns}",
+        f"link add name {att.host_ifname}{mtu} type veth peer name {att.ifname}{mac}{mtu} netns {netns}",
         f"link set dev {att.host_ifname} master {net.bridge}",
         # hairpin: a container reaching its own published port through the host is bridged back out
         # of the port it came in by (br_netfilter does that after the DNAT)
@@ -62,7 +72,7 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False) -
               f"addr add {att.cidr} dev {att.ifname}", f"link set dev {att.ifname} up"]
     if att.primary:
         inside.append(f"route add default via {net.gateway}")
-    return [host, cmd("ip", "-n", netns, "-batch", "-", note=note, stdin=inside)]
+    return [host, cmd(*in_netns(netns, "ip", "-batch", "-"), note=note, stdin=inside)]
 
 
 def default_route(att: Attachment, netns: str, name: str) -> Step:
@@ -76,8 +86,9 @@ def detach(att: Attachment, name: str) -> Step:
                only_if=("ip", "link", "show", "dev", att.host_ifname))
 
 
-def port_rules(container_id: str, att: Attachment, ports: list[PortMapping]) -> list[ipt.Rule]:
-    tag = container_comment(container_id)
+def port_rules(container_id: str, att: Attachment, ports: list[PortMapping], tag: str | None = None) -> list[ipt.Rule]:
+    """The rules of published ports, tagged with their owner (a container's comment, or `tag`)."""
+    tag = tag or container_comment(container_id)
     rules: list[ipt.Rule] = []
     for p in ports:
         to_host = ("-d", p.host_ip) if p.host_ip else ()
@@ -92,18 +103,18 @@ def port_rules(container_id: str, att: Attachment, ports: list[PortMapping]) -> 
     return rules
 
 
-def publish(container_id: str, name: str, att: Attachment, ports: list[PortMapping]) -> Step:
-    rules = port_rules(container_id, att, ports)
+def publish(container_id: str, name: str, att: Attachment, ports: list[PortMapping], tag: str | None = None) -> Step:
+    rules = port_rules(container_id, att, ports, tag)
     note = f"publish {name}'s ports: " + ", ".join(p.text() for p in ports)
     return cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-A"),
                undo=cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-D")))
 
 
-def unpublish(container_id: str, name: str, ports: list[PortMapping]) -> list[Step]:
+def unpublish(container_id: str, name: str, ports: list[PortMapping], tag: str | None = None) -> list[Step]:
     """One step: the container's rules (all in nat) by their owner comment, then the conntrack
     entries of its ports (conntrack would keep sending a reused port to the old address)."""
     note = f"withdraw {name}'s published ports (every rule with its owner comment)"
     forget = " ".join(f"conntrack -D -p {p.proto} --orig-port-dst {p.host_port} >/dev/null 2>&1 || true;"
                       for p in ports)
     extra = f" && if command -v conntrack >/dev/null; then {forget} fi" if ports else ""
-    return [ipt.delete_by_comment(container_comment(container_id), note, tables=("nat",), extra=extra)]
+    return [ipt.delete_by_comment(tag or container_comment(container_id), note, tables=("nat",), extra=extra)]
