@@ -49,24 +49,33 @@ def vagrant_home() -> Iterator[Path]:
 
 @pytest.fixture
 def vm_host(vagrant_home: Path) -> Iterator[VmHost]:
+    before = machine_state()
     host = VmHost(vagrant_home)
     try:
         yield host
     finally:
         host.close()
     assert not host.top.exists()
-    assert_machine_untouched(host)
-
-
-def assert_machine_untouched(host: VmHost) -> None:
-    """Nothing of libvirt's reached the machine: no bridge, tap, iptables chain, /run/libvirt or process."""
-    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
-    assert not re.search(r"^(virbr|vnet)", links, re.MULTILINE), links
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    assert "LIBVIRT" not in rules
-    assert not Path("/run/libvirt").exists()
+    assert machine_state() == before
     ours = subprocess.run(["pgrep", "-af", str(host.top)], capture_output=True, text=True, check=False).stdout
     assert ours == ""
+
+
+def machine_state() -> dict:
+    """What libvirt would change on the machine if it ran there: links, iptables chains, /run/libvirt,
+    machine cgroups, its files under /etc and /var/lib (names and modification times)."""
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    cgroups = Path("/sys/fs/cgroup")
+
+    def files(top: str) -> list[tuple[str, int]]:
+        return sorted((str(p), p.lstat().st_mtime_ns) for p in Path(top).rglob("*"))
+
+    return {"links": re.findall(r"^((?:virbr|vnet)\S*)", links, re.MULTILINE),
+            "libvirt chains": re.findall(r"^:(LIBVIRT\S*)", rules, re.MULTILINE),
+            "/run/libvirt": Path("/run/libvirt").exists(),
+            "cgroups": sorted(str(p) for p in [*cgroups.glob("machine*"), *cgroups.glob("*/machine*")]),
+            "/etc/libvirt": files("/etc/libvirt"), "/var/lib/libvirt": files("/var/lib/libvirt")}
 
 
 def failure(host: VmHost, done: subprocess.CompletedProcess) -> str:
