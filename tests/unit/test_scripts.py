@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["scripts/setup", "scripts/lab", "scripts/test", ".ci/run", "bench/run"]
+SCRIPTS = ["scripts/setup", "scripts/lab", "scripts/test", "scripts/vagrant-box", ".ci/run", "bench/run"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

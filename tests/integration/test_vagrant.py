@@ -1,0 +1,146 @@
+"""Vagrant labs that really boot: the Vagrantfile with the local box, one VM and two, in a VM host.
+
+Each test brings the repository's own Vagrantfile up with `WRAPDOCK_BOX` (the box scripts/vagrant-box
+builds and caches) under libvirt in a throwaway VM host (tests/vm.py: libvirtd, its networks, dnsmasq,
+iptables rules and QEMU only in its own namespaces), checks what provisioning printed (the seed lab's
+check matrix, the private network), runs real wrapdock commands in the VMs with `vagrant ssh -c`,
+destroys them, and checks that nothing is left: no domain, volume, network or QEMU process in the VM
+host, and nothing of libvirt's on the machine. Software emulation on a busy machine is slow: every
+wait is a command with a generous deadline, never a timing assertion.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.vm import VmHost, build_box, cannot_boot_vms
+from wrapdock import lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+
+UP_TIMEOUT = 2400        # seconds: boot, rsync, setup from the wheelhouse, the seed lab (minutes under TCG)
+COMMAND_TIMEOUT = 600
+WRAPDOCK = "sudo /vagrant/.venv/bin/wrapdock"
+SEED_CHECKS = [check["name"] for check in lab.load("seed")["checks"]]
+
+
+@pytest.fixture(scope="module")
+def vagrant_home() -> Iterator[Path]:
+    """A VAGRANT_HOME holding the local box (built once per recipe, then taken from the cache)."""
+    reason = cannot_boot_vms()
+    if reason:
+        pytest.skip(reason)
+    home = Path(tempfile.mkdtemp(prefix="wdvm-home-", dir="/var/tmp"))
+    try:
+        built = build_box(home)
+        assert built.returncode == 0, f"scripts/vagrant-box failed:\n{built.stdout}\n{built.stderr}"
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def vm_host(vagrant_home: Path) -> Iterator[VmHost]:
+    before = machine_state()
+    host = VmHost(vagrant_home)
+    try:
+        yield host
+    finally:
+        host.close()
+    assert not host.top.exists()
+    assert machine_state() == before
+    ours = subprocess.run(["pgrep", "-af", str(host.top)], capture_output=True, text=True, check=False).stdout
+    assert ours == ""
+
+
+def machine_state() -> dict:
+    """What libvirt would change on the machine if it ran there: links, iptables chains, /run/libvirt,
+    machine cgroups, its files under /etc and /var/lib (names and modification times)."""
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    cgroups = Path("/sys/fs/cgroup")
+
+    def files(top: str) -> list[tuple[str, int]]:
+        return sorted((str(p), p.lstat().st_mtime_ns) for p in Path(top).rglob("*"))
+
+    return {"links": re.findall(r"^((?:virbr|vnet)\S*)", links, re.MULTILINE),
+            "libvirt chains": re.findall(r"^:(LIBVIRT\S*)", rules, re.MULTILINE),
+            "/run/libvirt": Path("/run/libvirt").exists(),
+            "cgroups": sorted(str(p) for p in [*cgroups.glob("machine*"), *cgroups.glob("*/machine*")]),
+            "/etc/libvirt": files("/etc/libvirt"), "/var/lib/libvirt": files("/var/lib/libvirt")}
+
+
+def failure(host: VmHost, done: subprocess.CompletedProcess) -> str:
+    return (f"exit {done.returncode}\n--- stdout\n{done.stdout[-8000:]}\n--- stderr\n{done.stderr[-4000:]}"
+            f"\n--- libvirtd.log\n{host.log('libvirtd.log')}")
+
+
+def provision_lines(output: str, machine: str) -> list[str]:
+    """What a machine's provisioner printed (Vagrant prefixes each line with `    NAME: `)."""
+    prefix = f"    {machine}: "
+    return [line[len(prefix):] for line in output.splitlines() if line.startswith(prefix)]
+
+
+def assert_seed_lab_passed(output: str, machine: str) -> None:
+    lines = provision_lines(output, machine)
+    assert f"{len(SEED_CHECKS)}/{len(SEED_CHECKS)} checks as expected" in lines, "\n".join(lines[-60:])
+    # the matrix: one row per check of the seed lab
+    for name in SEED_CHECKS:
+        assert any(name in line for line in lines), f"{name!r} not in {machine}'s check matrix"
+
+
+@contextmanager
+def up_and_destroy(host: VmHost, hosts: int) -> Iterator[subprocess.CompletedProcess]:
+    """`vagrant up` (asserted to succeed), then always `vagrant destroy -f` and nothing left in the host."""
+    before = host.leftovers()   # libvirt's own inactive network "default" is there from the start
+    up = host.vagrant("up", "--provider", "libvirt", hosts=hosts, timeout=UP_TIMEOUT)
+    try:
+        assert up.returncode == 0, failure(host, up)
+        yield up
+    finally:
+        destroy = host.vagrant("destroy", "-f", hosts=hosts, timeout=COMMAND_TIMEOUT)
+    assert destroy.returncode == 0, failure(host, destroy)
+    assert host.leftovers() == before
+
+
+def ssh(host: VmHost, machine: str, command: str, hosts: int) -> subprocess.CompletedProcess:
+    done = host.vagrant("ssh", machine, "-c", command, hosts=hosts, timeout=COMMAND_TIMEOUT)
+    assert done.returncode == 0, failure(host, done)
+    return done
+
+
+def test_one_vm_lab_boots_runs_the_seed_lab_and_a_wrapdock_command(vm_host: VmHost) -> None:
+    with up_and_destroy(vm_host, hosts=1) as up:
+        assert "Running provisioner: wrapdock lab" in up.stdout
+        assert_seed_lab_passed(up.stdout, "lab1")
+        # a real wrapdock command in the VM: a network made, listed, its bridge on the VM, removed
+        done = ssh(vm_host, "lab1", f"{WRAPDOCK} --quiet network create --driver bridge --subnet 162.30.0.1/24 "
+                                    f"vmnet && {WRAPDOCK} network ls && ip -br addr show vmnet && "
+                                    f"{WRAPDOCK} --quiet network rm vmnet && hostname", hosts=1)
+        assert re.search(r"^vmnet\s", done.stdout, re.MULTILINE), done.stdout
+        assert "162.30.0.1/24" in done.stdout
+        assert done.stdout.strip().endswith("wrapdock-lab")
+        # the VM is software-emulated with the fast CPU model, and has no way out but to the VM host
+        cpu = ssh(vm_host, "lab1", "grep -m1 'model name' /proc/cpuinfo", hosts=1)
+        assert "QEMU Virtual CPU" in cpu.stdout
+
+
+def test_two_vm_lab_pings_over_the_private_network_and_each_runs_the_seed_lab(vm_host: VmHost) -> None:
+    with up_and_destroy(vm_host, hosts=2) as up:
+        assert "wrapdock: wrapdock-lab2 (192.168.56.12) reaches lab1 at 192.168.56.11" in \
+            provision_lines(up.stdout, "lab2")
+        assert_seed_lab_passed(up.stdout, "lab1")
+        assert_seed_lab_passed(up.stdout, "lab2")
+        done = ssh(vm_host, "lab1", "ip -4 -br addr show eth1 && ping -c 3 -W 5 192.168.56.12", hosts=2)
+        assert re.search(r"^eth1\s+UP\s+192\.168\.56\.11/24", done.stdout, re.MULTILINE), done.stdout
+        assert " 0% packet loss" in done.stdout
+        done = ssh(vm_host, "lab2", f"{WRAPDOCK} network ls && ip -4 -br addr show eth1", hosts=2)
+        assert "192.168.56.12/24" in done.stdout
