@@ -12,11 +12,9 @@ key (so DEL finds them again without a record). Every call leaves a trail file i
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -108,28 +106,16 @@ def locked(session: Session, seconds: float = LOCK_SECONDS) -> Iterator[None]:
     """The state lock (the one every wrapdock command takes), waited for at most `seconds`: a CNI
     caller then hears "try again later" (11) instead of hanging."""
     if session.print_only:
-        with nullcontext():
-            yield
-        return
-    try:
-        session.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(session.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StateError(f"{session.state_dir}: cannot use the state directory: {exc.strerror}") from None
-    try:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CniError(TRY_AGAIN, f"wrapdock's state is locked by another command for over "
-                                   f"{seconds:.0f} s") from None
-                time.sleep(0.02)
         yield
-    finally:
-        os.close(fd)
+        return
+    from wrapdock.state import LockTimeout
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(session.state.locked(seconds))
+        except LockTimeout as exc:
+            raise CniError(TRY_AGAIN, str(exc)) from None
+        yield
 
 
 # -- ADD ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -30,6 +31,10 @@ from typing import Any
 from wrapdock import resources
 from wrapdock.errors import StateError
 from wrapdock.schemacheck import compile_predicate, compile_schema, unsupported_keywords
+
+
+class LockTimeout(Exception):
+    """The state lock was not free within the time the caller can wait."""
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images",
@@ -174,15 +179,29 @@ class StateStore:
 
     # -- locking and the audit log -----------------------------------------------------------------
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Serialize every read-modify-write of the state across wrapdock processes."""
+    def locked(self, seconds: float | None = None) -> Iterator[None]:
+        """Serialize every read-modify-write of the state across wrapdock processes. With `seconds`,
+        wait at most that long, then raise LockTimeout (a CNI caller is told to try again instead of
+        hanging)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StateError(f"{self.root}: cannot use the state directory: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if seconds is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + seconds
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise LockTimeout(f"wrapdock's state is locked by another command for over "
+                                              f"{seconds:.0f} s") from None
+                        time.sleep(0.02)
             yield
         finally:
             os.close(fd)

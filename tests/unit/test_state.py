@@ -270,3 +270,23 @@ def test_locked_reports_unusable_state_dir(tmp_path: Path) -> None:
     with pytest.raises(StateError, match=r"file/sub: cannot use the state directory"), \
             StateStore(blocker / "sub").locked():
         pass
+
+
+def test_locked_with_a_bound_gives_up_while_another_holds_it(tmp_path: Path) -> None:
+    """The bounded wait (the CNI plugin's: "try again later" rather than hanging the engine)."""
+    import fcntl
+
+    from wrapdock.state import LockTimeout
+
+    store = StateStore(tmp_path)
+    with store.locked():  # creates the lock file
+        pass
+    fd = os.open(tmp_path / "lock", os.O_RDWR)  # another holder (flock locks belong to open files)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(LockTimeout, match=r"locked by another command for over 0 s"), store.locked(0.1):
+            pass
+    finally:
+        os.close(fd)
+    with store.locked(0.1):  # free again
+        pass
