@@ -75,8 +75,9 @@ def replay(box, machine_hostname: str) -> None:
     assert re.search(r"PID\s+PPID\s+USER", logs), logs
 
     env = wd(box, "exec", "bird", "env").stdout.splitlines()
-    assert "bird=123" in env
-    assert "HOSTNAME=bird" in env
+    # the container's environment and nothing of the commands that enter it (no PWD, SHLVL of a shell)
+    assert sorted(env) == sorted(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                  "HOSTNAME=bird", "HOME=/root", "bird=123"]), env
 
     addr = wd(box, "exec", "bird", "ip", "addr").stdout
     links = re.findall(r"^\d+: ([^:@]+)[:@]", addr, re.M)

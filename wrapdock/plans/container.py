@@ -344,7 +344,9 @@ def exec_step(config: ContainerConfig, pid: int, env: list[str], command: list[s
     opens = ""
     if drop:
         opens = f"exec 9<{_q(str(Path(busybox).parent))}; "
-        tail = [f"/proc/self/fd/9/{Path(busybox).name}", "sh", "-c", 'exec 9<&-; exec "$@"', "wrapdock-exec",
+        # (busybox sh exports the PWD and SHLVL it sets: not part of the exec'd command's environment)
+        tail = [f"/proc/self/fd/9/{Path(busybox).name}", "sh", "-c", 'exec 9<&-; unset PWD SHLVL; exec "$@"',
+                "wrapdock-exec",
                 *drop, *command]
     prelude = f"{join}; {opens}exec \"$@\"" if join else f'{opens}exec "$@"'
     argv = ["env", "-i", *env, "sh", "-c", prelude, "wrapdock-exec", *outer,
