@@ -31,33 +31,53 @@ def wrapdock_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "wrapdock"]
 
 
+def start_host(init: list[str], what: str) -> tuple[subprocess.Popen, int]:
+    """`init` (a script that prints "ready" once set up) as PID 1 of fresh net, mount, pid, uts and ipc
+    namespaces; the unshare process and the PID of that init. Shared by sandbox hosts and VM hosts."""
+    unshare = subprocess.Popen(
+        ["unshare", "--net", "--mount", "--pid", "--uts", "--ipc", "--fork", "--mount-proc",
+         "--propagation", "private", *init],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = unshare.stdout.readline().strip() if unshare.stdout else ""
+    if line != "ready":
+        unshare.kill()
+        err = unshare.stderr.read() if unshare.stderr else ""
+        unshare.wait()
+        raise RuntimeError(f"{what} did not start: {line} {err}")
+    children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = children.read_text().split()
+        if text:
+            return unshare, int(text[0])
+        time.sleep(0.01)
+    unshare.kill()
+    unshare.wait()
+    raise RuntimeError(f"{what}: its init was not found")
+
+
+def end_host(unshare: subprocess.Popen, pid: int, seconds: float) -> None:
+    """Kill the host's PID 1 (every process inside dies with it) and wait for its unshare."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        unshare.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        unshare.kill()
+        unshare.wait()
+    for stream in (unshare.stdout, unshare.stderr):
+        if stream:
+            stream.close()
+
+
 class Sandbox:
     def __init__(self) -> None:
-        self._unshare = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--pid", "--uts", "--ipc", "--fork", "--mount-proc",
-             "--propagation", "private", "bash", str(INIT)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        line = self._unshare.stdout.readline().strip() if self._unshare.stdout else ""
-        if line != "ready":
-            err = self._unshare.stderr.read() if self._unshare.stderr else ""
-            self._unshare.kill()
-            raise RuntimeError(f"sandbox did not start: {line} {err}")
-        self.pid = self._find_init()
+        self._unshare, self.pid = start_host(["bash", str(INIT)], "sandbox")
         self.closed = False
         # containers' layers live in the sandbox's private /run; their cgroups (the machine's
         # hierarchy: cgroups are not namespaced by mounts) under a parent named after this sandbox
         self.cgroup_parent = f"wdtest-{self.pid}"
         self.env = {"WRAPDOCK_DATA_DIR": "/run/wrapdock-data", "WRAPDOCK_CGROUP_PARENT": self.cgroup_parent}
-
-    def _find_init(self) -> int:
-        children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = children.read_text().split()
-            if text:
-                return int(text[0])
-            time.sleep(0.01)
-        raise RuntimeError("sandbox init not found")
 
     # -- running things inside ---------------------------------------------------------------
     def enter_argv(self) -> list[str]:
@@ -156,16 +176,7 @@ class Sandbox:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        try:
-            self._unshare.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._unshare.kill()
-            self._unshare.wait()
-        for stream in (self._unshare.stdout, self._unshare.stderr):
-            if stream:
-                stream.close()
+        end_host(self._unshare, self.pid, 10)
         deadline = time.monotonic() + 30  # the killed processes leave their cgroups a moment later
         while time.monotonic() < deadline:
             self._remove_cgroups()

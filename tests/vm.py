@@ -9,14 +9,13 @@ never reach the machine: killing PID 1 ends them all, and the temporary director
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.sandbox import end_host, start_host
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = Path(__file__).with_name("vm_init.sh")
@@ -73,29 +72,12 @@ class VmHost:
             conf.write(QEMU_CONF)
         with open(self.top / "etc-libvirt" / "libvirtd.conf", "a") as conf:
             conf.write(LIBVIRTD_CONF)
-        self._unshare = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--pid", "--uts", "--ipc", "--fork", "--mount-proc",
-             "--propagation", "private", "bash", str(INIT), str(self.top)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        line = self._unshare.stdout.readline().strip() if self._unshare.stdout else ""
-        if line != "ready":
-            self._unshare.kill()
-            err = self._unshare.stderr.read() if self._unshare.stderr else ""
-            self._unshare.wait()
+        try:
+            self._unshare, self.pid = start_host(["bash", str(INIT), str(self.top)], "VM host")
+        except RuntimeError:
             self._remove_files()
-            raise RuntimeError(f"VM host did not start: {line} {err}")
-        self.pid = self._find_init()
+            raise
         self.dotfiles = self.top / "dot-vagrant"
-
-    def _find_init(self) -> int:
-        children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = children.read_text().split()
-            if text:
-                return int(text[0])
-            time.sleep(0.01)
-        raise RuntimeError("VM host init not found")
 
     # -- running things inside ---------------------------------------------------------------------
     def env(self, **extra: str) -> dict[str, str]:
@@ -154,16 +136,7 @@ class VmHost:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        try:
-            self._unshare.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._unshare.kill()
-            self._unshare.wait()
-        for stream in (self._unshare.stdout, self._unshare.stderr):
-            if stream:
-                stream.close()
+        end_host(self._unshare, self.pid, 60)
         self._remove_files()
 
     def _remove_files(self) -> None:
