@@ -128,7 +128,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
     networks_by_name = {n.name: n for n in facts.networks}
     for name, issues in sorted(a.overlays.items()):  # a join or leave killed half-way, a hand-made entry
         if issues.fdb_out_of_sync and name in facts.overlay.fdb:
-            plan = overlaycheck.fdb_repair(networks_by_name[name], facts.overlay.fdb[name])
+            plan = overlaycheck.fdb_repair(networks_by_name[name], facts.overlay.fdb[name],
+                                           facts.overlay.bridge_macs.get(name, frozenset()))
             actions.append(Action(f"sync the FDB of overlay {name}",
                                   [f"synced the FDB of overlay {name} to its recorded peers ({len(plan.steps)} "
                                    "change(s))"], plan))

@@ -81,6 +81,7 @@ class Probe:
 @dataclass
 class OverlayFacts:
     fdb: dict[str, list[FdbEntry]] = field(default_factory=dict)  # network -> its device's entries
+    bridge_macs: dict[str, frozenset[str]] = field(default_factory=dict)  # network -> the bridge's on the port
     fdb_errors: dict[str, str] = field(default_factory=dict)  # network -> why the FDB could not be read
     # (container name, network) -> (netns, ifname, MTU); MTU None: could not be read
     inner_mtu: dict[tuple[str, str], tuple[str, str, int | None]] = field(default_factory=dict)
@@ -119,6 +120,7 @@ def gather(session: Session, facts: Facts, probe: bool) -> None:
                                       f"read the flood list and learned entries of {network.vxlan.device}")
         if result.ok:
             found.fdb[network.name] = vxlan_plans.parse_fdb(result.stdout)
+            found.bridge_macs[network.name] = vxlan_plans.parse_bridge_macs(result.stdout)
         else:
             found.fdb_errors[network.name] = f"`{quote(result.argv)}` failed: {result.stderr.strip()}"
     by_name = {n.name: n for n in overlays}
@@ -345,8 +347,8 @@ def findings(facts: Facts, overlays: dict[str, OverlayIssues]) -> list[Finding]:
 
 
 # -- gc (pure) -------------------------------------------------------------------------------------
-def fdb_repair(network: Network, entries: list[FdbEntry]) -> Plan:
+def fdb_repair(network: Network, entries: list[FdbEntry], bridge_macs: frozenset[str] = frozenset()) -> Plan:
     """The flood list back to the recorded peers: exactly what `network sync` would run."""
-    plan = vxlan_plans.sync(network, entries, [])
+    plan = vxlan_plans.sync(network, entries, [], bridge_macs)
     plan.title = f"sync the FDB of overlay {network.name} to its recorded peers (as `network sync` does)"
     return plan

@@ -10,6 +10,7 @@ from tests.unit.test_plans_vxlan import overlay
 from wrapdock import doctor, gc, overlaycheck
 from wrapdock.doctor import Facts, Link
 from wrapdock.overlaycheck import Probe, VxlanInfo
+from wrapdock.plans import vxlan as vxlan_plans
 from wrapdock.plans.vxlan import ALL_ZEROS, FdbEntry
 
 NETWORK = overlay()  # ov: VNI 42 on port 4789, VTEP 198.51.100.11 on ul0, peers .12 and .13, MTU 1450
@@ -59,6 +60,7 @@ def test_the_flood_list_against_the_peers_and_gc_runs_the_sync_diff() -> None:
                                FdbEntry(ALL_ZEROS, "198.51.100.14", True),  # a half-done join
                                FdbEntry("02:42:0a:d2:0e:02", "198.51.100.14", False),  # learned behind it
                                FdbEntry("02:42:0a:d2:0c:02", "198.51.100.12", False)]  # learned, a peer: kept
+    facts.overlay.bridge_macs["ov"] = frozenset({"02:42:0a:d2:0e:02", "02:42:0a:d2:0c:02"})
     got = found(facts)
     assert set(got) == {"overlay-fdb-missing", "overlay-fdb-stale"}
     assert "198.51.100.13" in got["overlay-fdb-missing"].text and got["overlay-fdb-missing"].severity == "error"
@@ -69,7 +71,17 @@ def test_the_flood_list_against_the_peers_and_gc_runs_the_sync_diff() -> None:
     assert [s.argv for s in actions[0].plan.steps] == [
         ("bridge", "fdb", "append", ALL_ZEROS, "dev", "wdvx42", "dst", "198.51.100.13", "self", "permanent"),
         ("bridge", "fdb", "del", ALL_ZEROS, "dev", "wdvx42", "dst", "198.51.100.14", "self"),
-        ("bridge", "fdb", "del", "02:42:0a:d2:0e:02", "dev", "wdvx42", "dst", "198.51.100.14", "self")]
+        ("bridge", "fdb", "del", "02:42:0a:d2:0e:02", "dev", "wdvx42", "dst", "198.51.100.14", "self"),
+        ("bridge", "fdb", "del", "02:42:0a:d2:0e:02", "dev", "wdvx42", "master")]  # the bridge's entry too
+    # learned entries age out by themselves: each delete is guarded, it cannot fail on a vanished entry
+    assert actions[0].plan.steps[2].only_if == ("bridge", "fdb", "get", "02:42:0a:d2:0e:02", "dev", "wdvx42", "self")
+
+
+def test_parse_bridge_macs_keeps_what_the_bridge_learned_on_the_port() -> None:
+    text = json.dumps([{"mac": "02:42:0a:00:00:05", "master": "ov", "state": ""},
+                       {"mac": "c2:05:b2:41:c2:2a", "master": "ov", "state": "permanent"},
+                       {"mac": "02:42:0a:00:00:05", "dst": "198.51.100.13", "flags": ["self"], "state": ""}])
+    assert vxlan_plans.parse_bridge_macs(text) == frozenset({"02:42:0a:00:00:05"})
 
 
 def test_vtep_mac_mtu_and_other_devices_on_the_port() -> None:
