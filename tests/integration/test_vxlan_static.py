@@ -367,6 +367,8 @@ def test_the_print_only_script_builds_what_create_builds(sandbox_factory):
     assert f"dstport 4789 local {VTEP[1]} dev ul0 learning" in script
     scripted.sh("bash", "-s", input=script)
     Host(live).wd("--quiet", *argv)
+    for box in (scripted, live):  # the bridge's carrier follows its VXLAN port a moment later (link watch)
+        wait_carrier(box, NET)
     assert scripted.snapshot() == live.snapshot()
     assert her_entries(scripted) == her_entries(live) == [VTEP[2]]
     Host(live).wd("--quiet", "network", "rm", NET)
