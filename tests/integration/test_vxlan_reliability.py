@@ -295,3 +295,36 @@ def test_more_bad_input_is_one_line_and_changes_nothing(sandbox):
         assert box.state_records() == sorted(["br1.json", f"{NET}.json"]), argv
     ok(box, "--quiet", "network", "rm", NET, "br1")
     assert_nothing_left(box, start)
+
+
+# -- a fault at every changing command of leave ------------------------------------------------------
+def fdb_dump(box: Sandbox) -> list[str]:
+    """Every entry on the VXLAN device (flood, learned, the bridge's), as comparable text."""
+    entries = json.loads(box.sh("bridge", "-j", "fdb", "show", "dev", DEVICE).stdout or "[]")
+    return sorted(json.dumps(e, sort_keys=True) for e in entries)
+
+
+def test_leave_rolls_back_a_fault_at_every_step(sandbox):
+    """The leaving peer's flood entry, and two MACs learned behind it (on the device and on the bridge):
+    a fault at any of the 5 deletes puts back what the earlier ones took."""
+    box = sandbox
+    with_underlay(box)
+    start = box.snapshot()
+    gone = "198.51.100.13"
+    ok(box, "--quiet", *CREATE[:-1], "--peer", gone, NET)
+    for mac in ("02:42:0a:d2:0d:02", "02:42:0a:d2:0d:03"):
+        box.sh("bridge", "fdb", "add", mac, "dev", DEVICE, "dst", gone, "self", "dynamic")
+        box.sh("bridge", "fdb", "add", mac, "dev", DEVICE, "master", "dynamic")
+    before = (picture(box), fdb_dump(box))
+    leave = ("network", "leave", NET, "--host", gone, "--force")
+    for k in range(1, 6):
+        proc = call(box, "--quiet", *leave, env={"WRAPDOCK_FAIL_AT": str(k)})
+        assert f"injected fault at command {k}" in proc.stderr and proc.returncode == 1, details(proc)
+        assert "rollback incomplete" not in proc.stderr, details(proc)
+        assert (picture(box), fdb_dump(box)) == before, f"fault at command {k}"
+    steps = changing_steps(ok(box, "--trail", "json", *leave).stderr)
+    assert [s["argv"][2] for s in steps] == ["del"] * 5, steps
+    assert her_entries(box) == [VTEP[2]] and learned_behind(box, gone) == []
+    assert not [e for e in fdb_dump(box) if "02:42:0a:d2:0d:0" in e]
+    ok(box, "--quiet", "network", "rm", NET)
+    assert_nothing_left(box, start)

@@ -161,9 +161,14 @@ def sync(network: Network, fdb: list[FdbEntry], down: list[str], bridge_macs: fr
     for entry in fdb:
         if entry.mac != ALL_ZEROS and not entry.permanent and entry.dst not in wanted:
             note = f"forget what {vx.device} learned behind {entry.dst}, which is no peer"
+            # undone (a later step failed) as a learned entry again: dynamic, it ages out as before
             plan.add(cmd("bridge", "fdb", "del", entry.mac, "dev", vx.device, "dst", entry.dst, "self", note=note,
-                         only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "self")))
+                         only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "self"),
+                         undo=cmd("bridge", "fdb", "replace", entry.mac, "dev", vx.device, "dst", entry.dst, "self",
+                                  "dynamic", note=note)))
             if entry.mac in bridge_macs:
                 plan.add(cmd("bridge", "fdb", "del", entry.mac, "dev", vx.device, "master", note=note,
-                             only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "master")))
+                             only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "master"),
+                             undo=cmd("bridge", "fdb", "replace", entry.mac, "dev", vx.device, "master", "dynamic",
+                                      note=note)))
     return plan
