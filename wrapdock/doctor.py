@@ -8,6 +8,8 @@ Three layers, so that the analysis can be tested without a host:
   findings(facts, assessment)     pure: one Finding (severity, one-line explanation, fix commands) each
 
 `wrapdock gc` (gc.py) acts on the same Assessment, so what doctor says gc would fix is what gc fixes.
+vxlan networks have checks of their own (FDB against the peers, VTEP, MAC, MTU, other VXLAN devices,
+peer probes) in overlaycheck.py, called from each layer here.
 
 "Provably wrapdock's" is strict: a veth named wd + 10 hex + 1-2 digits; a bridge only when orphaned
 wrapdock rules name it, no other rule does and only wrapdock veths are on it; a network namespace
