@@ -166,7 +166,7 @@ def _sync(session: Session, network: Network) -> Plan:
     if not fdb.ok:
         raise EnvironmentProblem(f"`{' '.join(fdb.argv)}` failed: {fdb.stderr.strip()}")
     down = vxlan_plans.parse_down(links.stdout, vxlan_plans.own_links(network))
-    plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down)
+    plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down, vxlan_plans.parse_bridge_macs(fdb.stdout))
     if plan.steps:
         session.carry_out(plan)
     return plan
