@@ -262,7 +262,7 @@ def _join(session: Session, store: EtcdStore, definition: Definition, view: View
     vxlan = Vxlan(vni=definition.vni, port=definition.port, device=overlayspec.device_name(definition.vni), vtep=vtep,
                   underlay=underlay.name, underlay_mtu=underlay.mtu, mac=mac,
                   host_subnet_size=definition.host_subnet_size, host_range=host_range, peers=peers,
-                  cluster=store.cluster.url, hostname=hostname)
+                  cluster=store.cluster.url, hostname=hostname, names=remote_names(view, vtep))
     network = Network(name=definition.name, id=names.new_id(), driver="vxlan", subnet=definition.subnet,
                       gateway=overlayspec.overlay_gateway(host_range), bridge=names.bridge_name(definition.name, None),
                       mtu=mtu, internal=definition.internal, isolated=definition.isolated,
@@ -400,9 +400,17 @@ def _sync_to(session: Session, network: Network, view: View, first: list[Step] |
         raise OperationFailed(
             f"this host (VTEP {network.vxlan.vtep}) is not registered in cluster network {network.name} any more "
             f"(removed with `leave --host`?): `wrapdock network rm {network.name}`, then join again")
+    from wrapdock import containers
+
     peers = tuple(p for p in view.hosts if p != network.vxlan.vtep)
-    changed = replace(network, vxlan=replace(network.vxlan, peers=peers))
-    return changed, networks.sync_and_record(session, changed, first or [])
+    names_now = remote_names(view, network.vxlan.vtep)
+    changed = replace(network, vxlan=replace(network.vxlan, peers=peers, names=names_now))
+    last: list[Step] = []
+    if names_now != network.vxlan.names:  # the other hosts' containers changed: this host's /etc/hosts
+        records = containers.all_records(session)
+        last = containers._hosts_step(session, {network.name}, records, records,
+                                      remote_after={network.name: names_now})
+    return changed, networks.sync_and_record(session, changed, first or [], last)
 
 
 def _local(session: Session, name: str) -> Network:
@@ -412,6 +420,38 @@ def _local(session: Session, name: str) -> Network:
     if network.vxlan is None or network.vxlan.cluster is None:
         raise UsageError(f"network {name!r} is not a cluster network")
     return network
+
+
+# -- names across hosts -------------------------------------------------------------------------------------
+def _name_value(network: Network, address: str) -> str:
+    assert network.vxlan is not None
+    return cs.encode({"address": address, "host": str(network.vxlan.vtep)})
+
+
+def register_name(network: Network, container: str, address: str) -> Step:
+    """run: the container's name and address for the other hosts (their next sync writes it into their
+    containers' /etc/hosts); a claim, so one name is one container across the cluster."""
+    assert network.vxlan is not None and network.vxlan.cluster is not None
+    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+    return store.claim({cs.name_key(network.name, container): _name_value(network, address)},
+                       f"cluster: register the name {container} ({address}) in network {network.name}")
+
+
+def release_name(network: Network, container: str, address: str) -> Step:
+    assert network.vxlan is not None and network.vxlan.cluster is not None
+    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+    return store.release({cs.name_key(network.name, container): _name_value(network, address)},
+                         f"cluster: release the name {container} in network {network.name}")
+
+
+def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
+    prefix = f"{cs.network_prefix(view.name)}names/"
+    found = []
+    for key, value in view.under("names").items():
+        data = json.loads(value)
+        if data.get("host") != str(vtep):
+            found.append((key[len(prefix):], data["address"]))
+    return tuple(sorted(found))
 
 
 # -- views ------------------------------------------------------------------------------------------------

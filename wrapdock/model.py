@@ -26,6 +26,9 @@ class Vxlan:
     # ranges; `peers` is then what the last sync found there. None: static peers, local state only.
     cluster: str | None = None
     hostname: str = ""  # cluster mode: this host's name as registered (shown; the VTEP is the key)
+    # cluster mode: the other hosts' containers on this network (name -> address), as the last sync
+    # found them in etcd: written into this host's containers' /etc/hosts; a start reads no etcd
+    names: tuple[tuple[str, str], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"vni": self.vni, "port": self.port, "device": self.device, "vtep": str(self.vtep),
@@ -34,6 +37,7 @@ class Vxlan:
                 "peers": [str(p) for p in self.peers]}
         if self.cluster is not None:
             record["cluster"], record["hostname"] = self.cluster, self.hostname
+            record["names"] = dict(self.names)
         return record
 
     @classmethod
@@ -43,7 +47,7 @@ class Vxlan:
                    underlay_mtu=record["underlay_mtu"], mac=record["mac"],
                    host_subnet_size=record["host_subnet_size"], host_range=IPv4Network(record["host_range"]),
                    peers=tuple(IPv4Address(p) for p in record["peers"]), cluster=record.get("cluster"),
-                   hostname=record.get("hostname", ""))
+                   hostname=record.get("hostname", ""), names=tuple(sorted(record.get("names", {}).items())))
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def sync(session: Session, name: str) -> Plan:
         return _sync(session, _overlay(session, name))
 
 
-def _sync(session: Session, network: Network, first: list | None = None) -> Plan:
+def _sync(session: Session, network: Network, first: list | None = None, last: list | None = None) -> Plan:
     from wrapdock.errors import EnvironmentProblem, OperationFailed
     from wrapdock.plans import vxlan as vxlan_plans
 
@@ -200,6 +200,7 @@ def _sync(session: Session, network: Network, first: list | None = None) -> Plan
     down = vxlan_plans.parse_down(links.stdout, vxlan_plans.own_links(network))
     plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down)
     plan.steps[:0] = first or []
+    plan.steps += last or []
     if plan.steps:
         session.carry_out(plan)
     return plan
@@ -276,10 +277,10 @@ def _change_peers(session: Session, network: Network, peers: tuple) -> tuple[Net
     return changed, sync_and_record(session, changed)
 
 
-def sync_and_record(session: Session, changed: Network, first: list | None = None) -> Plan:
+def sync_and_record(session: Session, changed: Network, first: list | None = None, last: list | None = None) -> Plan:
     """Sync the kernel to `changed`'s peers (after the `first` steps, e.g. an etcd release), then
     record them; a failure rolls the whole plan back and records nothing."""
-    plan = _sync(session, changed, first)
+    plan = _sync(session, changed, first, last)
     if session.records_state:
         try:
             session.state.put("network", changed.name, changed.to_record())

@@ -6,7 +6,7 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 4237379875, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
+SCHEMA_CRC32 = {'network': 3710118474, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
 
 NoneType = type(None)
 MISSING = object()
@@ -20,7 +20,7 @@ K6 = re.compile('(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(?:\\.(?:25
 K7 = re.compile('^[A-Za-z0-9_.-]{1,15}$').search
 K8 = (NoneType, int)
 K9 = (NoneType, str)
-K10 = frozenset(['cluster', 'device', 'host_range', 'host_subnet_size', 'hostname', 'mac', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
+K10 = frozenset(['cluster', 'device', 'host_range', 'host_subnet_size', 'hostname', 'mac', 'names', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
 K11 = frozenset(['device', 'host_range', 'host_subnet_size', 'mac', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
 K12 = re.compile('^02(:[0-9a-f]{2}){5}$').search
 K13 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/(9|[12]\\d|30)$').search
@@ -162,6 +162,12 @@ def network(v0):
         if v26 is not MISSING:
             if not isinstance(v26, str): return False
             if len(v26) > 253: return False
+        v27 = v13.get('names', MISSING)
+        if v27 is not MISSING:
+            if not isinstance(v27, dict): return False
+            for v28 in v27.values():
+                if not isinstance(v28, str): return False
+                if not K6(v28): return False
     return True
 
 

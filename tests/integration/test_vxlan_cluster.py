@@ -15,7 +15,7 @@ import pytest
 from tests.integration.containerlab import wait_for
 from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
 from tests.integration.netlab import changing_commands, error_line
-from tests.integration.test_vxlan_static import switched_underlay
+from tests.integration.test_vxlan_static import switched_underlay, wait_carrier
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +126,21 @@ def test_three_hosts_create_join_sync_leave_and_nothing_is_left(lab):
     a, b, c = (h.address(n, NET) for h, n in zip(hosts, "abc", strict=True))
     assert (a.startswith("10.220.11."), b.startswith("10.220.12."), c.startswith("10.220.13.")) == (True,) * 3
     assert one.ping("a", b) and one.ping("a", c) and two.ping("b", c) and three.ping("c", a)
+    # names: run registered each in etcd; a sync writes the other hosts' names into /etc/hosts
+    assert {k.rsplit("/", 1)[1] for k in etcd.dump() if "/names/" in k} == {"a", "b", "c"}
+    for host in hosts:
+        assert "/etc/hosts" in host.wd("network", "sync", NET).stderr
+        assert host.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
+    assert one.hosts("a")["b"] == b and three.hosts("c")["a"] == a
+    assert one.ping("a", "b") and two.ping("b", "c") and three.ping("c", "a")
 
     # host 3 dies; host 1 removes its registration; host 2's sync then removes every trace of it
     three.sandbox.close()
     one.wd("network", "leave", NET, "--host", "host3", "--force")
-    assert not [k for k in etcd.dump() if VTEP[3] in k or "10.220.13.0" in k]
+    assert not [k for k, v in etcd.dump().items() if VTEP[3] in k + v or "10.220.13.0" in k]
     assert her_entries(one.sandbox) == [VTEP[2]]
     two.wd("network", "sync", NET)
-    assert her_entries(two.sandbox) == [VTEP[1]]
+    assert her_entries(two.sandbox) == [VTEP[1]] and "c" not in two.hosts("b")
     assert one.ping("a", b)
 
     # refused: leaving with containers; a live host's own VTEP with --host
@@ -183,6 +190,7 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
         "--cluster", URL, "network", "create", "--driver", "vxlan", "--subnet", "10.220.16.0/20", "--vtep", VTEP[2],
         "other", check=False), 2)
     # etcd gone: sync and leave fail with exit 4 and change nothing; restarted, everything is still there
+    wait_carrier(one.sandbox, NET)
     keys, with_net = etcd.dump(), one.sandbox.snapshot()
     etcd.stop()
     assert "could not be read" in error_line(one.sandbox.wrapdock("network", "sync", NET, check=False), 4)
@@ -230,6 +238,20 @@ def test_a_fault_at_every_changing_command_leaves_host_state_and_etcd_as_before(
     assert "registered in network cov by host 'host2'" in error_line(two.sandbox.wrapdock(*join, check=False), 2)
     etcd.ctl("del", f"/wrapdock/v1/networks/{NET}/hosts/{VTEP[2]}")
     two.sandbox.env["WRAPDOCK_HOSTNAME"] = "host2"
+    # run on the overlay: a fault at the name's claim, or at any command after it, releases the name
+    one.wd("--quiet", "run", "-d", "--name", "r", "--net", NET, *SLEEP)  # (the first run makes the image)
+    one.wd("--quiet", "rm", "-f", "r")
+    steps = changing_commands(one.wd("--trail", "json", "run", "-d", "--name", "r", "--net", NET, *SLEEP).stderr)
+    assert steps[0][-1] == "txn", steps
+    one.wd("--quiet", "rm", "-f", "r")
+    wait_carrier(one.sandbox, NET)
+    keys, with_net = etcd.dump(), one.sandbox.snapshot()
+    for k in sorted({1, 2, len(steps) // 2, len(steps)}):
+        proc = one.sandbox.wrapdock("run", "-d", "--name", "r", "--net", NET, *SLEEP, check=False,
+                                    env={"WRAPDOCK_FAIL_AT": str(k)})
+        assert f"injected fault at command {k}" in error_line(proc, 1)
+        assert etcd.dump() == keys and one.sandbox.snapshot() == with_net, k
+        assert one.sandbox.state_records("containers") == [], k
     # leave: a fault at its last command (the release in etcd) changes neither etcd nor the local state
     with_net = one.sandbox.state_records()
     proc = one.sandbox.wrapdock("--trail", "json", "network", "leave", NET, check=False,
