@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.integration.containerlab import wait_for
 from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
 from tests.integration.netlab import changing_commands, error_line
 from tests.integration.test_vxlan_static import switched_underlay, wait_carrier
+from tests.sandbox import wrapdock_argv
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,7 @@ ETCD_IP = "198.51.100.1"
 URL = f"etcd://{ETCD_IP}:2379"
 VTEP = {i: f"198.51.100.1{i}" for i in (1, 2, 3)}
 CREATE = ("network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI)
+WATCHER = Path(__file__).parents[2] / "templates" / "cluster" / "wrapdock-watch"
 
 
 class Etcd:
@@ -97,6 +100,9 @@ def test_three_hosts_create_join_sync_leave_and_nothing_is_left(lab):
     # every etcd access is an etcdctl command in the trail; the claim is one txn
     assert f"etcdctl --endpoints=http://{ETCD_IP}:2379" in created.stderr
     assert "create(\"/wrapdock/v1/networks/cov/config\") = \"0\"" in created.stderr
+    # host 1 runs the watcher template (etcdctl watch -> network sync), in a process group of its own
+    watcher = one.sandbox.bash(f"WRAPDOCK={shlex.quote(shlex.join(wrapdock_argv()))} setsid bash {WATCHER} {NET} "
+                               ">/run/watch.log 2>&1 & echo $!").stdout.strip()
     for host, i in ((two, 2), (three, 3)):
         host.wd("--cluster", URL, "network", "join", NET, "--vtep", VTEP[i])
     keys = etcd.dump()
@@ -105,10 +111,11 @@ def test_three_hosts_create_join_sync_leave_and_nothing_is_left(lab):
     assert keys["/wrapdock/v1/vnis/4343"] == NET
     assert sorted(k.rsplit("/", 1)[1] for k in keys if "/ranges/" in k) == ["10.220.11.0-24", "10.220.12.0-24",
                                                                              "10.220.13.0-24"]
-    # the joiners know the hosts before them; host 1 learns of them with sync (no --cluster: recorded)
+    # the joiners know the hosts before them; host 1's watcher synced for each join; host 2 has no
+    # watcher: it learns of host 3 with its own sync (no --cluster: the URL is in its record)
     assert her_entries(three.sandbox) == [VTEP[1], VTEP[2]]
-    assert her_entries(one.sandbox) == []
-    assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: 2 change(s)"
+    wait_for(lambda: her_entries(one.sandbox) == [VTEP[2], VTEP[3]], what="host 1's watcher to sync")
+    one.sandbox.sh("kill", "--", f"-{watcher}")
     assert two.wd("network", "sync", NET).stdout.strip() == f"{NET}: 1 change(s)"
     again = one.wd("network", "sync", NET)
     assert again.stdout.strip() == f"{NET}: in sync, nothing to do" and "fdb append" not in again.stderr
