@@ -76,6 +76,7 @@ def join_trials(box: Sandbox) -> list:
     """Seeded kills of `network join` (6 new peers); after each: gc, and the FDB is the recorded peers."""
     rng = random.Random(f"{SEED}-join")
     ok(box, "--quiet", *CREATE)
+    wait_carrier(box, NET, DEVICE)  # the carrier comes a moment after create: snapshots before it differ
     before = picture(box)
     total = calibrate(box, JOIN)
     assert total == len(JOIN_PEERS), total
@@ -269,6 +270,7 @@ def test_more_bad_input_is_one_line_and_changes_nothing(sandbox):
         assert box.snapshot() == start and box.state_records() == [], options
     ok(box, "--quiet", *CREATE)
     ok(box, "--quiet", "network", "create", "--subnet", "10.99.0.0/24", "br1")
+    wait_carrier(box, NET, DEVICE)  # the carrier comes a moment after create: snapshots before it differ
     with_net = (box.snapshot(), box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout, her_entries(box))
     refused = [
         # another overlay, or a bridge network, inside this overlay's subnet
@@ -315,6 +317,7 @@ def test_leave_rolls_back_a_fault_at_every_step(sandbox):
     for mac in ("02:42:0a:d2:0d:02", "02:42:0a:d2:0d:03"):
         box.sh("bridge", "fdb", "add", mac, "dev", DEVICE, "dst", gone, "self", "dynamic")
         box.sh("bridge", "fdb", "add", mac, "dev", DEVICE, "master", "dynamic")
+    wait_carrier(box, NET, DEVICE)  # the carrier comes a moment after create: snapshots before it differ
     before = (picture(box), fdb_dump(box))
     leave = ("network", "leave", NET, "--host", gone, "--force")
     for k in range(1, 6):
