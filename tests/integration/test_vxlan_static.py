@@ -370,3 +370,42 @@ def test_the_print_only_script_builds_what_create_builds(sandbox_factory):
     assert scripted.snapshot() == live.snapshot()
     assert her_entries(scripted) == her_entries(live) == [VTEP[2]]
     Host(live).wd("--quiet", "network", "rm", NET)
+
+
+def test_a_cni_attachment_on_one_host_reaches_a_container_on_the_other_over_the_overlay(hosts):
+    """wrapdock-cni on a vxlan network (called as libcni calls it): the namespace gets an address of this
+    host's range, the overlay MTU on its eth0 (a packet of that size crosses), pings a
+    CLI container on the other host and is pinged back; DEL leaves the host as `network create` left it."""
+    from tests.integration.test_cni import Caller
+
+    one, two = hosts
+    create(one, 1)
+    create(two, 2)
+    start = one.sandbox.snapshot()
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    b = two.address("b", NET)
+    caller = Caller(one.sandbox)
+    one.sandbox.sh("ip", "netns", "add", "pod1")
+    result = caller.add("pod1", name=NET, network=NET)
+    [ip] = result["ips"]
+    address = ip["address"].split("/")[0]
+    assert ip["address"].endswith("/16") and address.startswith("10.210.11.") and ip["gateway"] == "10.210.11.1"
+
+    def pod(*argv: str) -> subprocess.CompletedProcess:
+        return one.sandbox.sh("ip", "netns", "exec", "pod1", *argv, check=False)
+
+    assert pod("cat", "/sys/class/net/eth0/mtu").stdout.strip() == str(OVERLAY_MTU)
+    assert pod("busybox", "ping", "-c1", "-W3", b).returncode == 0
+    assert two.ping("b", address)
+    # a packet of exactly the overlay MTU crosses (with eth0 at the underlay's 1500, a larger one would leave
+    # eth0 whole and be dropped silently where the overlay encapsulates it)
+    assert pod("busybox", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).returncode == 0
+    assert [a["owner"] for a in one.leases(NET)] == ["cni:pod1/eth0"]
+    caller.ok("DEL", "pod1", name=NET, network=NET)
+    caller.ok("DEL", "pod1", name=NET, network=NET)
+    one.sandbox.sh("ip", "netns", "del", "pod1")
+    assert one.leases(NET) == [] and one.network_view(NET)["cni_attachments"] == []
+    assert one.sandbox.snapshot() == start
+    two.wd("--quiet", "rm", "-f", "b")
+    for host in (one, two):
+        host.wd("--quiet", "network", "rm", NET)

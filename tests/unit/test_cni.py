@@ -317,9 +317,11 @@ def test_gc_takes_away_a_cni_attachment_whose_veth_is_gone(tmp_path: Path) -> No
     facts.links[kept["host_ifname"]] = Link(kept["host_ifname"], "veth", master=network.bridge)
     assert checks(facts) == [("cni-attachment-gone", "n1 10.77.0.6")]
     [action] = plans_of(facts)
-    argvs = [step.argv for step in action.plan.steps]
-    assert argvs[0][:2] == ("sh", "-c") and "wrapdock:cni=c2/eth0" in argvs[0]  # its rules, by their tag
-    assert argvs[1] == ("ip", "link", "del", "dev", gone["host_ifname"])  # guarded: only if still there
+    [step] = action.plan.steps  # one script: its rules by their tag, then its veth only if still there
+    assert step.argv == ("sh", "-s") and step.stdin[0] == "set -e"
+    assert step.stdin[1].startswith("sh -c ") and "wrapdock:cni=c2/eth0" in step.stdin[1]
+    assert step.stdin[2] == (f"if ip link show dev {gone['host_ifname']} >/dev/null 2>&1; "
+                             f"then ip link del dev {gone['host_ifname']}; fi")
     assert [(e.kind, e.container, e.addresses) for e in action.edits] == [
         ("release", "cni:c2/eth0", ("10.77.0.6",)), ("forget-cni", "n1+c2+eth0", ())]
 
