@@ -179,6 +179,9 @@ def main() -> int:
         parser.error("needs root (sandbox hosts)")
     if not (REFERENCE / "bridge").exists():
         parser.error("the CNI reference plugins are missing: apt-get install containernetworking-plugins")
+    # byte-compiled, as `pip install` leaves it (bench/run does the same): where PYTHONDONTWRITEBYTECODE is
+    # set, an edited module of an editable checkout would be compiled again on every call
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
     results: dict = {}
     box = Sandbox()
     try:
