@@ -58,7 +58,7 @@ def base_layer() -> list[Member]:
 
 def data_layer(name: str) -> list[Member]:
     """1 MiB that does not compress away, and a few small files."""
-    blob = b"".join(f"{name}:{i:08d}\n".encode() for i in range(LAYER_BYTES // 16))[:LAYER_BYTES]
+    blob = b"".join(f"{name}:{i:08d}\n".encode() for i in range(LAYER_BYTES // 8))[:LAYER_BYTES]
     return [Member(f"data/{name}", "dir", mode=0o755), Member(f"data/{name}/blob", data=blob),
             *(Member(f"data/{name}/note{i}", data=f"{name} {i}\n".encode()) for i in range(8))]
 
@@ -118,6 +118,7 @@ def main() -> int:
     subprocess.run([python, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
     remove_stale_cgroups()
     results: dict = {"reps": args.reps, "errors": {}}
+    results["load_average_start"] = os.getloadavg()  # a busy machine slows Python more than Go
     started: list = []
     with tempfile.TemporaryDirectory(prefix="wdbench-images-") as folder:
         os.chmod(folder, 0o755)
@@ -186,6 +187,7 @@ def main() -> int:
         finally:
             leftovers = [item for peer in reversed(started) for item in peer.close()]
             results["cleanup"] = leftovers or "clean"
+    results["load_average_end"] = os.getloadavg()
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     report(results)
     return 1 if results["errors"] else 0

@@ -118,8 +118,8 @@ def test_unpack_commands_are_gnu_tar_and_the_conversions() -> None:
     assert "mv -T /s/layers/h.partial /s/layers/h" in text
     inside = image_plans.LayerUnpack(layer.diff_id, "/a/x.tar", "blobs/sha256/ab", "", Path("/s/layers/h"),
                                      Path("/s/layers/h.partial"), Path("/s/l/h"), layer.index)
-    prepare, unpack, finish = image_plans.unpack_layer(inside)  # one process each
-    assert unpack.stdin[1].startswith("bash -c ") and finish.undo is not None and prepare.undo is not None
+    unpack, finish = image_plans.unpack_layer(inside)  # one process each
+    assert unpack.stdin[5].startswith("bash -c ") and finish.undo is not None and unpack.undo is not None
 
 
 # -- archives -----------------------------------------------------------------------------------------

@@ -87,7 +87,9 @@ def _tar_command(layer: LayerUnpack) -> tuple[str, ...]:
         return ("bash", "-c", script, "wrapdock-unpack", *layer.generate, str(layer.partial), *options)
     if layer.member is None:
         return ("tar", *options, "--file", layer.host_path, "--directory", str(layer.partial))
-    script = ('set -o pipefail; tar --extract --to-stdout --file "$1" --no-wildcards -- "$2" | '
+    # --occurrence=1: stop reading the archive once the member is out (without it, tar reads to the end:
+    # 5 layers of an archive were 5 whole reads of it)
+    script = ('set -o pipefail; tar --extract --to-stdout --occurrence=1 --file "$1" --no-wildcards -- "$2" | '
               'tar "${@:4}" --file - --directory "$3"')
     return ("bash", "-c", script, "wrapdock-unpack", layer.host_path, layer.member, str(layer.partial), *options)
 
@@ -114,28 +116,26 @@ def _conversions(layer: LayerUnpack) -> list[str]:
 
 
 def unpack_layers(layers: list[LayerUnpack]) -> list[Step]:
-    """Layers into the store in n + 2 processes (one per step; each step is a Python fork, ~5 ms):
-    one script makes every layer's empty `.partial` directory (clearing what an interrupted load left)
-    and the links' directory; one script per layer unpacks it (tar, then the conversions); one script
-    moves them all into place and makes their short links. A failure half-way undoes what ran: the
-    undos remove directories and links and never fail on what is not there."""
+    """Layers into the store in two processes (each step is a fork of wrapdock's Python process, ~5 ms,
+    and a load used to run ~7 per layer): one script makes every layer's empty `.partial` directory
+    (clearing what an interrupted load left) and the links' directory, then unpacks each layer into its
+    own (GNU tar, then the conversions); one script moves them all into place and makes their short
+    links. A failure half-way undoes what ran: the undos remove directories and links and never fail on
+    what is not there."""
     if not layers:
         return []
     partials = " ".join(shlex.quote(str(layer.partial)) for layer in layers)
     what = ", ".join(layer.diff_id[7:19] for layer in layers)
-    prepare_note = f"layers {what}: empty directories to unpack into (and away with what an interrupted load left)"
-    steps = [cmd("sh", "-s", note=prepare_note, partial=True, stdin=[
-        "set -e", f"rm -rf --one-file-system {partials}",
-        f"mkdir -p {partials} {shlex.quote(str(layers[0].link.parent))}"],
-        undo=cmd("rm", "-rf", "--one-file-system", *(str(layer.partial) for layer in layers), note=prepare_note))]
+    unpack_note = f"layers {what}: unpack, each into an empty directory of its own"
+    lines = ["set -e", "# empty directories (and away with what an interrupted load left)",
+             f"rm -rf --one-file-system {partials}", f"mkdir -p {partials} {shlex.quote(str(layers[0].link.parent))}"]
     for layer in layers:
-        note = f"layer {layer.diff_id[:19]}: unpack into {layer.partial}"
-        conversions = _conversions(layer)
-        if conversions:  # tar, then whiteouts, opaque directories and the attributes of implied directories
-            steps.append(cmd("sh", "-s", note=f"{note}, then its whiteouts, opaque directories and implied "
-                             "directories", stdin=["set -e", shlex.join(_tar_command(layer)), *conversions]))
-        else:
-            steps.append(cmd(*_tar_command(layer), note=note))
+        lines.append(f"# layer {layer.diff_id[:19]}: into {layer.partial.name}, then its whiteouts, opaque "
+                     "directories and the attributes of implied directories")
+        lines += [shlex.join(_tar_command(layer)), *_conversions(layer)]
+    steps = [cmd("sh", "-s", note=unpack_note, partial=True, stdin=lines,
+                 undo=cmd("rm", "-rf", "--one-file-system", *(str(layer.partial) for layer in layers),
+                          note=unpack_note))]
     finish_note = f"layers {what}: into place, with their short names for overlay mounts"
     finish = ["set -e"]
     for layer in layers:
