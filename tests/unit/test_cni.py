@@ -178,6 +178,33 @@ def test_version_imports_no_runner_no_schema_checker_no_plans() -> None:
     assert heavy == set()
 
 
+def test_add_and_del_never_load_inspect_nor_openssl() -> None:
+    """inspect (~8 ms: dataclasses wants it only for a dataclass without a docstring, sh only for callbacks)
+    and hashlib's OpenSSL (~4 ms) are not loaded by what an ADD or a DEL imports and builds."""
+    code = """if True:
+        import sys
+        from wrapdock.quickimport import deferring, load_sh
+        with deferring("inspect"):  # as wrapdock.cni.main imports it
+            from wrapdock import cniattach
+        from ipaddress import IPv4Address
+        from wrapdock import ipam, portspec, runner, shell
+        from wrapdock.plans import endpoint
+        from wrapdock.plan import Plan
+        network = cniattach._stub_network("n")
+        att = endpoint.Attachment(network, "eth0", cniattach.host_ifname("c", "eth0"), IPv4Address("10.0.0.2"), True)
+        steps = [cniattach._joined(endpoint.attach(att, "/run/netns/x", "c")),
+                 *cniattach.del_steps(network, "c", "eth0", None)]
+        Plan("t", steps)
+        portspec.PortMapping(None, 80, 80, "tcp")
+        runner.Result(("true",), 0, "", "", 0.0)
+        load_sh()
+        print(sorted(m for m in ("inspect", "_hashlib", "hashlib") if m in sys.modules))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(("env", "stdin", "code"), [
     ({}, config(), INVALID_ENV),
     ({**ENV, "CNI_IFNAME": ""}, config(), INVALID_ENV),
