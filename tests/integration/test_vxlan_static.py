@@ -409,3 +409,32 @@ def test_a_cni_attachment_on_one_host_reaches_a_container_on_the_other_over_the_
     two.wd("--quiet", "rm", "-f", "b")
     for host in (one, two):
         host.wd("--quiet", "network", "rm", NET)
+
+
+def test_podman_runs_a_container_on_a_vxlan_network_that_reaches_the_other_host(hosts, tmp_path):
+    """podman 4.3 (CNI backend) with wrapdock-cni on one host of a vxlan network: its container gets the
+    overlay MTU on eth0 and pings a CLI container on the other host, and that container pings it back."""
+    from tests.integration.test_cni_clients import IMAGE, Podman, missing_tools
+
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    one, two = hosts
+    create(one, 1)
+    create(two, 2)
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    b = two.address("b", NET)
+    podman = Podman(one.sandbox, tmp_path)
+    one.wd("network", "cni-config", NET)
+    podman("run", "-d", "--name", "p1", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sleep", "600")
+    [attached] = one.network_view(NET)["cni_attachments"]
+    assert attached["address"].startswith("10.210.11.")
+    assert podman("exec", "p1", "cat", "/sys/class/net/eth0/mtu").stdout.strip() == str(OVERLAY_MTU)
+    out = podman("exec", "p1", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).stdout
+    assert "1 packets received" in out, out
+    assert two.ping("b", attached["address"])
+    podman("rm", "-f", "-t", "0", "p1")
+    assert one.network_view(NET)["cni_attachments"] == [] and one.leases(NET) == []
+    two.wd("--quiet", "rm", "-f", "b")
+    for host in (one, two):
+        host.wd("--quiet", "network", "rm", NET)
