@@ -179,7 +179,11 @@ def main() -> int:
         parser.error("needs root (sandbox hosts)")
     if not (REFERENCE / "bridge").exists():
         parser.error("the CNI reference plugins are missing: apt-get install containernetworking-plugins")
+    # byte-compiled, as `pip install` leaves it (bench/run does the same): where PYTHONDONTWRITEBYTECODE is
+    # set, an edited module of an editable checkout would be compiled again on every call
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
     results: dict = {}
+    results["load_average_start"] = os.getloadavg()  # a busy machine slows Python more than Go
     box = Sandbox()
     try:
         raw = plugin_round(box, args.reps)
@@ -200,6 +204,7 @@ def main() -> int:
             box.close()
         results["podman_run_rm_ms"] = {peer: 1000 * median(raw[peer]) for peer in ("wd", "ref")}
         results["podman_ratio"] = results["podman_run_rm_ms"]["wd"] / results["podman_run_rm_ms"]["ref"]
+    results["load_average_end"] = os.getloadavg()
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     wd, ref = results["wd"], results["ref"]
     print(f"{'measure (median ms)':32} {'wrapdock-cni':>12} {'reference':>10} {'ratio':>6}")

@@ -277,7 +277,10 @@ def main() -> int:
         stdin = sys.stdin.read()
         version = _caller_version(stdin)
         call = parse(env, stdin)
-        from wrapdock import cniattach  # everything that acts: only now
+        from wrapdock.quickimport import deferring
+
+        with deferring("inspect"):  # dataclasses' (and sh's) inspect: loaded only if used
+            from wrapdock import cniattach  # everything that acts: only now
 
         answer = cniattach.serve(call)
     except CniError as error:

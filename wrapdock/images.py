@@ -205,8 +205,7 @@ def load(session: Session, path: str, rename: str | None) -> list[dict[str, Any]
             layers_of[id(image)] = _checked_layers(session, image.layers, image.config["rootfs"]["diff_ids"],
                                                    f"{path}: image {image.refs[0]}", checked)
         plan = Plan(f"load {', '.join(n for n, _ in targets)} from {path}")
-        for unpack in checked.values():
-            plan.extend(image_plans.unpack_layer(unpack))
+        plan.extend(image_plans.unpack_layers(list(checked.values())))
         records = []
         for name, image in targets:
             records.append({**_record(name, f"load {source}"), "id": image.config_digest.split(":", 1)[1],
@@ -449,8 +448,7 @@ def commit(session: Session, name: str, container: str, base_name: str, upper: P
     diff_id, size, _, _ = _generated_layer(session, "--upper", str(upper), view, checked)
     layers.append({"diff_id": diff_id, "size": size})
     plan = Plan(f"commit container {container} as image {name}")
-    for unpack in checked.values():
-        plan.extend(image_plans.unpack_layer(unpack))
+    plan.extend(image_plans.unpack_layers(list(checked.values())))
     record = _record(name, f"commit {container}", layers=layers)
     if "config" in base:
         record["config"] = base["config"]

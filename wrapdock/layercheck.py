@@ -74,14 +74,16 @@ class CheckedLayer:
 class _Hashing:
     """A read-only stream that hashes and counts what passes through it."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], hashing: bool = True) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
+        self.hashing = hashing  # False: only counts (the bytes are hashed elsewhere already)
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
-        self.sha.update(data)
+        if self.hashing:
+            self.sha.update(data)
         self.size += len(data)
         return data
 
@@ -316,7 +318,8 @@ def check_layer(blob: IO[bytes], lower: View) -> CheckedLayer:
         stream = zstd  # type: ignore[assignment]
     else:
         stream = peeked  # type: ignore[assignment]
-    inner = _Hashing(stream)
+    # an uncompressed blob is its own uncompressed stream: its digest is the diff_id, hashed once
+    inner = _Hashing(stream, hashing=bool(compression))
     checker = _Checker(lower)
     try:
         with tarfile.open(fileobj=inner, mode="r|") as archive:  # type: ignore[call-overload]
@@ -333,8 +336,9 @@ def check_layer(blob: IO[bytes], lower: View) -> CheckedLayer:
             raise UnsafeLayer(f"not a readable zstd layer: {problem}")
     outer.drain()
     index = checker.finish()
-    return CheckedLayer(f"sha256:{inner.sha.hexdigest()}", inner.size, compression,
-                        f"sha256:{outer.sha.hexdigest()}", outer.size, index)
+    blob_digest = f"sha256:{outer.sha.hexdigest()}"
+    return CheckedLayer(f"sha256:{inner.sha.hexdigest()}" if compression else blob_digest, inner.size, compression,
+                        blob_digest, outer.size, index)
 
 
 # -- merged views ---------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ FORMS = "[[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|/udp]"
 
 @dataclass(frozen=True)
 class PortMapping:
+    """One published port: host address and port, container port, protocol."""
+
     host_ip: str | None  # None: every local address
     host_port: int
     container_port: int

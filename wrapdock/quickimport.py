@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -129,7 +131,8 @@ def _metadata_stand_in() -> types.ModuleType:
     return _LazyModule("importlib.metadata", version=_no_version, PackageNotFoundError=LookupError)
 
 
-_SH_RARELY_USED = ("pty", "tty", "termios", "struct", "pwd", "getpass", "traceback")
+# inspect: only for callbacks given as _out/_err (wrapdock gives none); ~8 ms
+_SH_RARELY_USED = ("pty", "tty", "termios", "struct", "pwd", "getpass", "traceback", "inspect")
 
 
 def load_sh() -> types.ModuleType:
@@ -142,3 +145,20 @@ def load_sh() -> types.ModuleType:
 def load_tabulate() -> Any:
     """tabulate.tabulate."""
     return _import_with_stand_ins("tabulate", {"importlib.metadata": _metadata_stand_in()}).tabulate
+
+
+@contextmanager
+def deferring(*names: str) -> Iterator[None]:
+    """While importing under it, `names` are stand-ins (their real module loads on first use): for
+    dataclasses' `inspect` (~8 ms), which it uses only for a dataclass without a docstring. The CNI
+    plugin imports its modules so, once per call (tests/unit/test_quickimport.py checks it holds)."""
+    installed = {name: _LazyModule(name) for name in names if sys.modules.get(name) is None}
+    sys.modules.update(installed)
+    try:
+        yield
+    finally:
+        for name, stand_in in installed.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+
+

@@ -20,6 +20,8 @@ from wrapdock.shell import quote, step_text
 
 @dataclass(frozen=True)
 class Result:
+    """What one command did: its exit code and output (a docstring: dataclasses needs no inspect then)."""
+
     argv: tuple[str, ...]
     exit_code: int
     stdout: str

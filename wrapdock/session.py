@@ -25,6 +25,8 @@ DEFAULT_DATA_DIR = Path("/var/lib/wrapdock")
 
 @dataclass
 class Session:
+    """One operation's context: where state and data live, the runner, the flags of the command."""
+
     state_dir: Path = DEFAULT_STATE_DIR
     data_dir: Path = DEFAULT_DATA_DIR
     trail_mode: str = "text"

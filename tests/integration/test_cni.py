@@ -162,7 +162,8 @@ def test_del_never_fails_and_leaves_nothing(sandbox: Sandbox) -> None:
     assert_cni_gone(sandbox, host, [veth1])
 
     # a failed ADD is rolled back (nothing recorded); the DEL podman sends after it, without prevResult, succeeds
-    code, answer = caller.call("ADD", "pod2", runtime=ports, env={"WRAPDOCK_FAIL_AT": "3"})
+    # (a fault at its second command, the port rules: its first made the veth, address and route)
+    code, answer = caller.call("ADD", "pod2", runtime=ports, env={"WRAPDOCK_FAIL_AT": "2"})
     assert (code, answer["code"]) == (1, 101) and "rolled back" in answer["msg"]
     caller.ok("DEL", "pod2")
     assert_cni_gone(sandbox, host, [])

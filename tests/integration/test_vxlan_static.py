@@ -463,3 +463,71 @@ def test_doctor_finds_what_breaks_an_overlay_silently_and_gc_syncs_the_fdb(hosts
     assert_nothing_left(box, start)
     two.wd("--quiet", "rm", "-f", "b")
     two.wd("--quiet", "network", "rm", NET)
+
+
+def test_a_cni_attachment_on_one_host_reaches_a_container_on_the_other_over_the_overlay(hosts):
+    """wrapdock-cni on a vxlan network (called as libcni calls it): the namespace gets an address of this
+    host's range, the overlay MTU on its eth0 (a packet of that size crosses), pings a
+    CLI container on the other host and is pinged back; DEL leaves the host as `network create` left it."""
+    from tests.integration.test_cni import Caller
+
+    one, two = hosts
+    create(one, 1)
+    create(two, 2)
+    start = one.sandbox.snapshot()
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    b = two.address("b", NET)
+    caller = Caller(one.sandbox)
+    one.sandbox.sh("ip", "netns", "add", "pod1")
+    result = caller.add("pod1", name=NET, network=NET)
+    [ip] = result["ips"]
+    address = ip["address"].split("/")[0]
+    assert ip["address"].endswith("/16") and address.startswith("10.210.11.") and ip["gateway"] == "10.210.11.1"
+
+    def pod(*argv: str) -> subprocess.CompletedProcess:
+        return one.sandbox.sh("ip", "netns", "exec", "pod1", *argv, check=False)
+
+    assert pod("cat", "/sys/class/net/eth0/mtu").stdout.strip() == str(OVERLAY_MTU)
+    assert pod("busybox", "ping", "-c1", "-W3", b).returncode == 0
+    assert two.ping("b", address)
+    # a packet of exactly the overlay MTU crosses (with eth0 at the underlay's 1500, a larger one would leave
+    # eth0 whole and be dropped silently where the overlay encapsulates it)
+    assert pod("busybox", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).returncode == 0
+    assert [a["owner"] for a in one.leases(NET)] == ["cni:pod1/eth0"]
+    caller.ok("DEL", "pod1", name=NET, network=NET)
+    caller.ok("DEL", "pod1", name=NET, network=NET)
+    one.sandbox.sh("ip", "netns", "del", "pod1")
+    assert one.leases(NET) == [] and one.network_view(NET)["cni_attachments"] == []
+    assert one.sandbox.snapshot() == start
+    two.wd("--quiet", "rm", "-f", "b")
+    for host in (one, two):
+        host.wd("--quiet", "network", "rm", NET)
+
+
+def test_podman_runs_a_container_on_a_vxlan_network_that_reaches_the_other_host(hosts, tmp_path):
+    """podman 4.3 (CNI backend) with wrapdock-cni on one host of a vxlan network: its container gets the
+    overlay MTU on eth0 and pings a CLI container on the other host, and that container pings it back."""
+    from tests.integration.test_cni_clients import IMAGE, Podman, missing_tools
+
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    one, two = hosts
+    create(one, 1)
+    create(two, 2)
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    b = two.address("b", NET)
+    podman = Podman(one.sandbox, tmp_path)
+    one.wd("network", "cni-config", NET)
+    podman("run", "-d", "--name", "p1", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sleep", "600")
+    [attached] = one.network_view(NET)["cni_attachments"]
+    assert attached["address"].startswith("10.210.11.")
+    assert podman("exec", "p1", "cat", "/sys/class/net/eth0/mtu").stdout.strip() == str(OVERLAY_MTU)
+    out = podman("exec", "p1", "ping", "-c1", "-W3", "-s", str(OVERLAY_MTU - 28), b).stdout
+    assert "1 packets received" in out, out
+    assert two.ping("b", attached["address"])
+    podman("rm", "-f", "-t", "0", "p1")
+    assert one.network_view(NET)["cni_attachments"] == [] and one.leases(NET) == []
+    two.wd("--quiet", "rm", "-f", "b")
+    for host in (one, two):
+        host.wd("--quiet", "network", "rm", NET)

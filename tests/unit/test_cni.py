@@ -178,6 +178,33 @@ def test_version_imports_no_runner_no_schema_checker_no_plans() -> None:
     assert heavy == set()
 
 
+def test_add_and_del_never_load_inspect_nor_openssl() -> None:
+    """inspect (~8 ms: dataclasses wants it only for a dataclass without a docstring, sh only for callbacks)
+    and hashlib's OpenSSL (~4 ms) are not loaded by what an ADD or a DEL imports and builds."""
+    code = """if True:
+        import sys
+        from wrapdock.quickimport import deferring, load_sh
+        with deferring("inspect"):  # as wrapdock.cni.main imports it
+            from wrapdock import cniattach
+        from ipaddress import IPv4Address
+        from wrapdock import ipam, portspec, runner, shell
+        from wrapdock.plans import endpoint
+        from wrapdock.plan import Plan
+        network = cniattach._stub_network("n")
+        att = endpoint.Attachment(network, "eth0", cniattach.host_ifname("c", "eth0"), IPv4Address("10.0.0.2"), True)
+        steps = [cniattach._joined(endpoint.attach(att, "/run/netns/x", "c")),
+                 *cniattach.del_steps(network, "c", "eth0", None)]
+        Plan("t", steps)
+        portspec.PortMapping(None, 80, 80, "tcp")
+        runner.Result(("true",), 0, "", "", 0.0)
+        load_sh()
+        print(sorted(m for m in ("inspect", "_hashlib", "hashlib") if m in sys.modules))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(("env", "stdin", "code"), [
     ({}, config(), INVALID_ENV),
     ({**ENV, "CNI_IFNAME": ""}, config(), INVALID_ENV),
@@ -317,9 +344,11 @@ def test_gc_takes_away_a_cni_attachment_whose_veth_is_gone(tmp_path: Path) -> No
     facts.links[kept["host_ifname"]] = Link(kept["host_ifname"], "veth", master=network.bridge)
     assert checks(facts) == [("cni-attachment-gone", "n1 10.77.0.6")]
     [action] = plans_of(facts)
-    argvs = [step.argv for step in action.plan.steps]
-    assert argvs[0][:2] == ("sh", "-c") and "wrapdock:cni=c2/eth0" in argvs[0]  # its rules, by their tag
-    assert argvs[1] == ("ip", "link", "del", "dev", gone["host_ifname"])  # guarded: only if still there
+    [step] = action.plan.steps  # one script: its rules by their tag, then its veth only if still there
+    assert step.argv == ("sh", "-s") and step.stdin[0] == "set -e"
+    assert step.stdin[1].startswith("sh -c ") and "wrapdock:cni=c2/eth0" in step.stdin[1]
+    assert step.stdin[2] == (f"if ip link show dev {gone['host_ifname']} >/dev/null 2>&1; "
+                             f"then ip link del dev {gone['host_ifname']}; fi")
     assert [(e.kind, e.container, e.addresses) for e in action.edits] == [
         ("release", "cni:c2/eth0", ("10.77.0.6",)), ("forget-cni", "n1+c2+eth0", ())]
 

@@ -111,14 +111,15 @@ def test_unpack_commands_are_gnu_tar_and_the_conversions() -> None:
                                      Path("/s/layers/h.partial"), Path("/s/l/h"), layer.index)
     text = "\n".join(" ".join(s.argv) + "\n" + "\n".join(s.stdin) for s in image_plans.unpack_layer(unpack))
     assert ("tar --extract --same-permissions --numeric-owner --xattrs --xattrs-include=security.capability "
-            "--exclude=.wh.* --gzip --file /a/blob --directory /s/layers/h.partial") in text
+            "'--exclude=.wh.*' --gzip --file /a/blob --directory /s/layers/h.partial") in text
     assert "chmod 1777 /s/layers/h.partial/tmp" in text
     assert "mknod /s/layers/h.partial/etc/gone c 0 0" in text
     assert "setfattr -h -n trusted.overlay.opaque -v y /s/layers/h.partial/d" in text
     assert "mv -T /s/layers/h.partial /s/layers/h" in text
     inside = image_plans.LayerUnpack(layer.diff_id, "/a/x.tar", "blobs/sha256/ab", "", Path("/s/layers/h"),
                                      Path("/s/layers/h.partial"), Path("/s/l/h"), layer.index)
-    assert image_plans.unpack_layer(inside)[2].argv[:2] == ("bash", "-c")
+    unpack, finish = image_plans.unpack_layer(inside)  # one process each
+    assert unpack.stdin[5].startswith("bash -c ") and finish.undo is not None and unpack.undo is not None
 
 
 # -- archives -----------------------------------------------------------------------------------------

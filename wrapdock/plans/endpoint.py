@@ -20,6 +20,8 @@ from wrapdock.portspec import PortMapping
 
 @dataclass(frozen=True)
 class Attachment:
+    """One interface of a container on a network (a veth: host end on the bridge, inside end in the netns)."""
+
     network: Network
     ifname: str  # inside: eth0, eth1, ...
     host_ifname: str  # on the host, on the bridge
