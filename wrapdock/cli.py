@@ -599,7 +599,8 @@ def lab_up(lab_file: str) -> None:
     if session.print_only:
         _emit_script(session)
     else:
-        click.echo(f"lab {data['name']} is up: {len(data.get('networks', {}))} network(s), "
+        hosts = f"{len(data['hosts'])} host(s), " if "hosts" in data else ""
+        click.echo(f"lab {data['name']} is up: {hosts}{len(data.get('networks', {}))} network(s), "
                    f"{len(data.get('containers', {}))} container(s)")
 
 
@@ -616,7 +617,10 @@ def lab_down(lab_file: str) -> None:
     if session.print_only:
         _emit_script(session)
     else:
-        click.echo(f"lab {data['name']} is down: removed {len(removed)} object(s)")
+        if "hosts" in data:
+            click.echo(f"lab {data['name']} is down: stopped {len(removed)} host(s)")
+        else:
+            click.echo(f"lab {data['name']} is down: removed {len(removed)} object(s)")
 
 
 @lab_group.command("check")

@@ -23,7 +23,7 @@ from wrapdock.checkoutcome import RAN_CODES, Outcome, bash_error_patterns, class
 from wrapdock.errors import EnvironmentProblem, UsageError
 from wrapdock.session import Session
 
-BUNDLED = ("seed", "campus")
+BUNDLED = ("seed", "campus", "overlay")
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -71,6 +71,9 @@ def load(ref: str) -> dict[str, Any]:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise UsageError(f"{where}: {_place(list(first.path))}: {first.message}{more}")
     _check_references(data, where)
+    from wrapdock import labhosts
+
+    labhosts.check_hosts(data, where)
     return data
 
 
@@ -83,6 +86,8 @@ def _check_references(data: dict[str, Any], where: str) -> None:
             if network not in networks:
                 raise UsageError(f"{where}: containers.{name}.networks[{i}]: unknown network {network!r}")
     for i, check in enumerate(data.get("checks", [])):
+        if "hosts" in data:  # multi-host labs: wrapdock.labhosts checks the sources
+            continue
         if check["from"] not in ("host", data.get("outside", "outside")) and check["from"] not in containers:
             raise UsageError(f"{where}: checks[{i}].from: {check['from']!r} is no container of this lab, "
                              "'host' or 'outside'")
@@ -98,7 +103,9 @@ def _network_request(lab: dict[str, Any], name: str):
     return NetworkRequest(name=name, subnet=spec["subnet"], driver=spec.get("driver", "bridge"),
                           gateway=spec.get("gateway"), bridge_name=spec.get("bridge_name"), mtu=spec.get("mtu"),
                           internal=spec.get("internal", False), isolated=spec.get("isolated", False),
-                          lab=lab["name"])
+                          lab=lab["name"], vni=spec.get("vni"), port=spec.get("port"),
+                          host_subnet_size=spec.get("host_subnet_size"), peers=tuple(spec.get("peers", ())),
+                          vtep=spec.get("vtep"))
 
 
 def _attachments(spec: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -131,8 +138,12 @@ def _say(text: str) -> None:
 
 
 def up(session: Session, lab: dict[str, Any]) -> None:
-    """Networks first, then containers (extra networks by connect); on failure, everything made goes."""
-    from wrapdock import containers, networks
+    """Networks first, then containers (extra networks by connect); on failure, everything made goes.
+    A lab with `hosts:` is brought up host by host (wrapdock.labhosts)."""
+    from wrapdock import containers, labhosts, networks
+
+    if labhosts.is_multihost(lab):
+        return labhosts.up(session, lab)
 
     total = len(lab.get("networks", {})) + len(lab.get("containers", {}))
     made: list[tuple[str, str]] = []
@@ -170,6 +181,10 @@ def _remove(session: Session, made: list[tuple[str, str]]) -> None:
 
 def down(session: Session, lab: dict[str, Any]) -> list[tuple[str, str]]:
     """Remove what this lab made (objects carrying its name); what is already gone is skipped."""
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return [("host", name) for name in labhosts.down(session, lab)]
     session.require_root()
     records = {r["name"]: r for r in session.state.all("container")}
     nets = {r["name"]: r for r in session.state.all("network")}
@@ -333,6 +348,10 @@ def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], records
 
 
 def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return labhosts.run_checks(session, lab)
     records = {r["name"]: r for r in session.state.all("container")}
     addresses = _address_map(session)
     netns = {name: r["netns"] for name, r in records.items()}
