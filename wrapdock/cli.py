@@ -656,13 +656,52 @@ def lab_check(lab_file: str, output_format: str) -> None:
 
 @lab_group.command("script")
 @lab_argument
-def lab_script(lab_file: str) -> None:
-    """The whole lab as one standalone bash script (up, check, down)."""
-    from wrapdock import lab
+@click.option("--host", "only", metavar="NAME", help="Multi-host labs: only this host's script (or 'underlay').")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Multi-host labs: write one file per script (underlay.sh, HOST.sh) into this directory.")
+def lab_script(lab_file: str, only: str | None, output_dir: Path | None) -> None:
+    """The whole lab as one standalone bash script (up, check, down); a multi-host lab as one script per
+    host plus `underlay` (the lab namespace, the hosts, their wiring, etcd, the checks from outside)."""
+    from wrapdock import lab, labhosts
 
     session = _session()
     data = lab.load(lab_file)
-    click.echo(lab.script({"data_dir": session.data_dir}, data, session.argv), nl=False)
+    if not labhosts.is_multihost(data):
+        if only or output_dir:
+            raise WrapdockUsage("--host and --output-dir are for labs with hosts: (this one has none)")
+        click.echo(lab.script({"data_dir": session.data_dir}, data, session.argv), nl=False)
+        return
+    if only is not None and only != "underlay" and only not in data["hosts"]:
+        raise WrapdockUsage(f"--host {only}: no such host in lab {data['name']} (hosts: underlay, "
+                            f"{', '.join(data['hosts'])})")
+    texts = labhosts.scripts({"data_dir": session.data_dir, "state_dir": session.state_dir}, data, session.argv)
+    if only is not None:
+        texts = {only: texts[only]}
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (output_dir / f"{name}.sh").write_text(text)
+            click.echo(output_dir / f"{name}.sh")
+        return
+    for i, (name, text) in enumerate(texts.items()):
+        if len(texts) > 1:
+            click.echo(f"{'' if i == 0 else chr(10)}#### {name}.sh " + "#" * 60)
+        click.echo(text, nl=False)
+
+
+@lab_group.command("hosts")
+@lab_argument
+def lab_hosts(lab_file: str) -> None:
+    """A multi-host lab's hosts: addresses, PIDs while it is up, and how to enter each one."""
+    from wrapdock import labhosts
+
+    tabulate = load_tabulate()
+    session = _session()
+    data = __import__("wrapdock.lab", fromlist=["load"]).load(lab_file)
+    if not labhosts.is_multihost(data):
+        raise WrapdockUsage(f"lab {data['name']} has no hosts: (it runs on this host)")
+    click.echo(tabulate(labhosts.host_rows(session, data), headers=["HOST", "UNDERLAY", "UPLINK", "PID", "ENTER"],
+                        tablefmt="plain"))
 
 
 @lab_group.command("graph")

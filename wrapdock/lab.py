@@ -151,12 +151,14 @@ def up(session: Session, lab: dict[str, Any]) -> None:
     try:
         for name in lab.get("networks", {}):
             step += 1
-            _say(f"==> [{step}/{total}] network {name}")
+            if not session.simulate:
+                _say(f"==> [{step}/{total}] network {name}")
             networks.create(session, _network_request(lab, name))
             made.append(("network", name))
         for name, spec in lab.get("containers", {}).items():
             step += 1
-            _say(f"==> [{step}/{total}] container {name}")
+            if not session.simulate:
+                _say(f"==> [{step}/{total}] container {name}")
             containers.run(session, _run_request(lab, name))
             made.append(("container", name))
             for network, ip in _attachments(spec)[1:]:
@@ -370,19 +372,31 @@ def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
 
 
 # -- script ---------------------------------------------------------------------------------------
-def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -> str:
-    """The whole lab as one bash script: `up`, `check` and `down` functions, run by the last argument.
+@dataclass
+class Simulation:
+    """A one-host lab planned over a scratch state: its plans and what it would have made."""
 
-    It is planned over a scratch state, as if each operation had run, so addresses advance exactly as
-    they would live on a host where none of the lab exists yet.
-    """
+    up_plans: list[Any]
+    down_plans: list[Any]
+    addresses: dict[str, str]
+    netns: dict[str, str | None]
+    logs: dict[str, str]
+
+
+def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = None) -> Simulation:
+    """`up` then `down` in print-only mode over a scratch state, as if each operation had run, so
+    addresses advance exactly as they would live on a host where none of the lab exists yet. `execute`
+    answers the host's read-only queries (a lab host that does not exist yet; default: this machine)."""
     from wrapdock import containers
-    from wrapdock.render import comment_text, script_body
 
     with tempfile.TemporaryDirectory(prefix="wrapdock-lab-") as scratch:
         session = Session(**session_args, print_only=True, simulate=True, trail_mode="quiet",
                           image_records_dir=Path(scratch) / "images")
         session.state_dir = Path(scratch) / "state"
+        if execute is not None:
+            from wrapdock.runner import Runner, Trail
+
+            session.__dict__["runner"] = Runner(Trail("quiet"), execute=execute)
         up(session, lab)
         up_plans = list(session.printed)
         addresses = _address_map(session)
@@ -390,7 +404,17 @@ def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -
         logs = {r["name"]: str(containers.paths_of(session, r["id"]).log) for r in session.state.all("container")}
         session.printed.clear()
         down(session, lab)
-        down_plans = list(session.printed)
+        return Simulation(up_plans, list(session.printed), addresses, netns, logs)
+
+
+def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str], execute: Any = None) -> str:
+    """The whole lab as one bash script: `up`, `check` and `down` functions, run by the last argument,
+    planned over a scratch state (see simulate)."""
+    from wrapdock.render import comment_text, script_body
+
+    simulated = simulate(session_args, lab, execute)
+    up_plans, down_plans = simulated.up_plans, simulated.down_plans
+    addresses, netns, logs = simulated.addresses, simulated.netns, simulated.logs
     checks = []
     for i, check in enumerate(lab.get("checks", [])):
         token = f"wrapdock-check-{i + 1}"
@@ -429,11 +453,16 @@ def _indent(text: str) -> str:
 
 # -- graph ----------------------------------------------------------------------------------------
 def _dot_id(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted DOT id; `\\n` (a line break in a label) stays one: names never hold a backslash."""
+    return '"' + text.replace("\\", "\\\\").replace("\\\\n", "\\n").replace('"', '\\"') + '"'
 
 
 def graph(lab: dict[str, Any], addresses: dict[str, dict[str, str]] | None = None) -> str:
     """Graphviz DOT: bridges, containers, interfaces with addresses, published ports."""
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return labhosts.graph(lab)
     addresses = addresses or {}
     lines = [f"graph {_dot_id('lab ' + lab['name'])} {{", "  rankdir=LR;", '  node [fontname="Helvetica"];',
              '  host [shape=box3d, label="host"];']

@@ -28,7 +28,8 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
@@ -232,10 +233,13 @@ def host_enter(pid: str) -> list[str]:
     return ["nsenter", "--target", pid, "--all", "--"]
 
 
-def host_wrapdock(lab_name: str, host: LabHost, pid: str, *args: str, trail: str = "text") -> list[str]:
-    """The host's own wrapdock (its state, data and cgroup parent), with this invocation's trail mode."""
+def host_wrapdock(lab_name: str, host: LabHost, pid: str, *args: str, trail: str = "text",
+                  parents: dict[str, str] | None = None) -> list[str]:
+    """The host's own wrapdock (its state, data and cgroup parent: the one recorded in the lab's state
+    when given), with this invocation's trail mode."""
+    parent = (parents or {}).get(host.name) or cgroup_parent(lab_name, host.name)
     return [*host_enter(pid), "env", f"WRAPDOCK_STATE_DIR={HOST_STATE_DIR}", f"WRAPDOCK_DATA_DIR={HOST_DATA_DIR}",
-            f"WRAPDOCK_CGROUP_PARENT={cgroup_parent(lab_name, host.name)}", *wrapdock_argv(),
+            f"WRAPDOCK_CGROUP_PARENT={parent}", *wrapdock_argv(),
             *(["--trail", trail] if trail != "text" else []), *args]
 
 
@@ -339,14 +343,16 @@ def wire_plan(lab: dict[str, Any], directory: Path, pids: dict[str, int | None])
     if needs_etcd(lab):
         batch.append(f"addr add {LAB_UNDERLAY_ADDRESS}/{UNDERLAY.prefixlen} dev underlay")
     hosts = hosts_of(lab)
-    for host in hosts:
+    lab_ns = ["nsenter", "--target", lab_pid, "--net", "--", "ip"]
+    plan.add(cmd(*lab_ns, "-batch", "-", stdin=batch,
+                 note="the lab namespace: bridges underlay and internet (203.0.113.1)"))
+    for host in hosts:  # one command per pair: the host's PID is a word of its own (a script reads it from a file)
         pid = pid_word(pids.get(host.name), directory / f"{host.name}.pid")
-        batch += [f"link add ul{host.index} type veth peer name eth0 netns {pid}",
-                  f"link set ul{host.index} master underlay up",
-                  f"link add wan{host.index} type veth peer name uplink netns {pid}",
-                  f"link set wan{host.index} master internet up"]
-    plan.add(cmd("nsenter", "--target", lab_pid, "--net", "--", "ip", "-batch", "-", stdin=batch,
-                 note="the lab namespace: bridges underlay and internet (203.0.113.1), a veth pair per host"))
+        note = f"host {host.name}: eth0 on the underlay, uplink on the internet (veth pairs from the lab namespace)"
+        plan.add(cmd(*lab_ns, "link", "add", f"ul{host.index}", "master", "underlay", "up", "type", "veth", "peer",
+                     "name", "eth0", "netns", pid, note=note))
+        plan.add(cmd(*lab_ns, "link", "add", f"wan{host.index}", "master", "internet", "up", "type", "veth", "peer",
+                     "name", "uplink", "netns", pid, note=note))
     for host in hosts:
         pid = pid_word(pids.get(host.name), directory / f"{host.name}.pid")
         plan.add(cmd(*host_enter(pid), "ip", "-batch", "-", note=f"host {host.name}: its underlay and uplink",
@@ -365,16 +371,17 @@ def handover_plan(lab: dict[str, Any], host: LabHost, pid: str, file: str = "lab
             stdin=text.splitlines(), note=f"host {host.name}: its share of the lab ({HOST_RUN_LAB}/{file})")])
 
 
-def cgroup_cleanup_lines(lab: dict[str, Any]) -> list[str]:
+def cgroup_cleanup_lines(lab: dict[str, Any], parents: dict[str, str] | None = None) -> list[str]:
     """Remove the hosts' cgroup parents (and what a killed container left in them), waiting for the
     killed processes to leave them."""
     from wrapdock import cgroups
+    from wrapdock.errors import EnvironmentProblem
 
+    names = [(parents or {}).get(h.name) or cgroup_parent(lab["name"], h.name) for h in hosts_of(lab)]
     try:
-        dirs = [str(d) for h in hosts_of(lab)
-                for d in cgroups.detect(cgroup_parent(lab["name"], h.name)).parent_dirs().values()]
-    except Exception:  # no cgroup hierarchy here (a printed script): the v2 path
-        dirs = [f"/sys/fs/cgroup/{cgroup_parent(lab['name'], h.name)}" for h in hosts_of(lab)]
+        dirs = [str(d) for name in names for d in cgroups.detect(name).parent_dirs().values()]
+    except EnvironmentProblem:  # no cgroup hierarchy here (a printed script): the v2 path
+        dirs = [f"/sys/fs/cgroup/{name}" for name in names]
     if not dirs:
         return []
     return [f"for d in {' '.join(shlex.quote(d) for d in dirs)}; do",
@@ -387,7 +394,8 @@ def cgroup_cleanup_lines(lab: dict[str, Any]) -> list[str]:
             "done"]
 
 
-def stop_plan(lab: dict[str, Any], directory: Path, every: Sequence[str]) -> Plan:
+def stop_plan(lab: dict[str, Any], directory: Path, every: Sequence[str],
+              parents: dict[str, str] | None = None) -> Plan:
     """Kill exactly the lab's processes (PIDs, or placeholders for a script), wait until they are gone
     (or zombies: a parent that does not reap them holds no namespace), remove the cgroups and the directory."""
     plan = Plan(f"stop the hosts of lab {lab['name']}")
@@ -403,7 +411,7 @@ def stop_plan(lab: dict[str, Any], directory: Path, every: Sequence[str]) -> Pla
             "    done",
             "done"]))
     plan.add(cmd("sh", "-s", note="remove the lab's directory and its hosts' cgroup parents",
-                 stdin=["set -e", *cgroup_cleanup_lines(lab), f"rm -rf -- {shlex.quote(str(directory))}"]))
+                 stdin=["set -e", *cgroup_cleanup_lines(lab, parents), f"rm -rf -- {shlex.quote(str(directory))}"]))
     return plan
 
 
@@ -537,6 +545,7 @@ def down(session, lab: dict[str, Any]) -> list[str]:
                 etcd=state.get("etcd"))
     from wrapdock.errors import OperationFailed
 
+    parents = state.get("cgroup_parents") or {}
     stopped = []
     for host in hosts_of(lab):
         pid = (pids.hosts or {}).get(host.name)
@@ -546,10 +555,11 @@ def down(session, lab: dict[str, Any]) -> list[str]:
         note = f"host {host.name}: wrapdock lab down, inside the host"
         try:  # its own trail is not needed: killing the host below ends whatever this leaves
             session.carry_out(Plan(note, [cmd(*host_wrapdock(lab["name"], host, str(pid), "--quiet", "lab", "down",
-                                                              f"{HOST_RUN_LAB}/lab.json"), note=note)]))
+                                                              f"{HOST_RUN_LAB}/lab.json", parents=parents),
+                                              note=note)]))
         except OperationFailed as exc:
             _say(f"==> host {host.name}: {exc.message}; stopping the host ends what is left")
-    session.carry_out(stop_plan(lab, directory, [str(p) for p in pids.all()]))
+    session.carry_out(stop_plan(lab, directory, [str(p) for p in pids.all()], parents))
     return stopped
 
 
@@ -638,7 +648,8 @@ def run_checks(session, lab: dict[str, Any]):
         session.carry_out(handover_plan(lab, host, str(pid), "checks.json",
                                         [rewrite_check(lab, checks[i], host.name, addresses) for i in mine]))
         answer = session.runner.query(host_wrapdock(lab["name"], host, str(pid), "--quiet", "lab", "check",
-                                                    f"{HOST_RUN_LAB}/checks.json", "--format", "json"),
+                                                    f"{HOST_RUN_LAB}/checks.json", "--format", "json",
+                                                    parents=state.get("cgroup_parents")),
                                       f"host {host.name}: its checks, by its own wrapdock")
         try:
             got = json.loads(answer.stdout)
@@ -672,3 +683,158 @@ def run_checks(session, lab: dict[str, Any]):
         results[i] = CheckResult(check.get("name", f"check {i + 1}"), check["from"], target,
                                  check.get("expect", "ok"), outcome.got, time.monotonic() - started, outcome.reason)
     return [r for r in results if r is not None]
+
+
+# -- scripts --------------------------------------------------------------------------------------
+def host_view(host: LabHost):
+    """An executor that answers a host's read-only queries as the lab host would (its eth0 on the
+    underlay, its uplink, the default route), for planning its script before it exists; any other
+    command goes to this machine, as a one-host `lab script` does."""
+    from wrapdock import hostinfo
+    from wrapdock.runner import Result, sh_executor
+
+    links = [{"ifname": "lo", "mtu": 65536, "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
+             {"ifname": "eth0", "mtu": 1500, "addr_info": [{"family": "inet", "local": str(host.address),
+                                                            "prefixlen": UNDERLAY.prefixlen}]},
+             {"ifname": "uplink", "mtu": 1500, "addr_info": [{"family": "inet", "local": str(host.uplink),
+                                                              "prefixlen": INTERNET.prefixlen}]}]
+    routes = [{"dst": "default", "gateway": str(OUTSIDE_ADDRESS), "dev": "uplink"},
+              {"dst": str(UNDERLAY), "dev": "eth0"}, {"dst": str(INTERNET), "dev": "uplink"}]
+    answers = {tuple(hostinfo.ADDR_QUERY): json.dumps(links), tuple(hostinfo.ROUTE_QUERY): json.dumps(routes)}
+
+    def execute(argv: Sequence[str], stdin: str | None) -> Result:
+        answer = answers.get(tuple(argv))
+        if answer is not None:
+            return Result(tuple(argv), 0, answer, "", 0.0)
+        return sh_executor(argv, stdin)
+
+    return execute
+
+
+def scripts(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -> dict[str, str]:
+    """One standalone script per host (its share: networks, containers, the checks that start there),
+    and `underlay`: the lab namespace, the hosts, their wiring, etcd, and the checks from outside."""
+    from wrapdock import lab as lab_module
+    from wrapdock.render import comment_text, script_body
+
+    hosts = hosts_of(lab)
+    addresses: dict[str, str] = {}
+    for host in hosts:
+        with _cgroup_parent_of(lab, host):
+            addresses.update(lab_module.simulate(session_args, share(lab, host), host_view(host)).addresses)
+    checks = lab.get("checks", [])
+    directory = lab_dir(session_args.get("state_dir", Path("/var/run/wrapdock")), lab["name"])
+    out: dict[str, str] = {}
+    plans = [start_plan(lab, directory), wire_plan(lab, directory, {})]
+    if needs_etcd(lab):
+        plans.append(etcd_plan(directory, pid_word(None, directory / "lab.pid")))
+    outside = [{**rewrite_check(lab, c, None, addresses), "from": "host"} for c in checks
+               if source_host(lab, c["from"]) is None]
+    lab_ns = ["nsenter", "--target", pid_word(None, directory / "lab.pid"), "--net", "--"]
+    lines = []
+    for i, check in enumerate(outside):
+        command, _ = lab_module.check_command(lab, check, addresses, {})
+        words = [check.get("name", f"check {i + 1}"), check.get("expect", "ok"), check.get("contains", ""), "",
+                 "", "", "", ""]
+        lines.append(f"    check {shlex.join(words)} {shlex.join([*lab_ns, *command])}")
+    from wrapdock import resources
+    from wrapdock.checkoutcome import RAN_CODES, bash_error_patterns
+
+    enter = {h.name: f'nsenter --target "$(cat {directory / (h.name + ".pid")})" --all --' for h in hosts}
+    header = (f"{lab.get('description', '')}. This script: the lab namespace (underlay, internet 203.0.113.1"
+              f"{', etcd' if needs_etcd(lab) else ''}), the hosts {', '.join(h.name for h in hosts)} and their wiring; "
+              "then run each host's script inside it: " + "; ".join(f"{enter[h.name]} bash {h.name}.sh up"
+                                                                      for h in hosts))
+    out["underlay"] = render_pids(resources.fill(resources.template("lab.sh.tmpl"), {
+        "name": comment_text(f"{lab['name']} (underlay)"),
+        "description": comment_text(header),
+        "command": comment_text(shlex.join(["wrapdock", *argv])),
+        "version": __import__("wrapdock").__version__,
+        "up": lab_module._indent(script_body(plans)),
+        "checks": "\n".join(lines) or "    :",
+        "error_patterns": bash_error_patterns(),
+        "ran_codes": "|".join(str(code) for code in RAN_CODES),
+        "down": lab_module._indent(script_body([_placeholder_stop_plan(lab, directory)])),
+    }))
+    for host in hosts:
+        mine = [rewrite_check(lab, c, host.name, addresses) for c in checks if source_host(lab, c["from"]) == host.name]
+        with _cgroup_parent_of(lab, host):
+            out[host.name] = lab_module.script(session_args, share(lab, host, mine), argv, host_view(host))
+    return out
+
+
+@contextmanager
+def _cgroup_parent_of(lab: dict[str, Any], host: LabHost) -> Iterator[None]:
+    """Plan a host's script with the cgroup parent its wrapdock has live (the underlay's down removes it)."""
+    parent = cgroup_parent(lab["name"], host.name)
+    before = os.environ.get("WRAPDOCK_CGROUP_PARENT")
+    os.environ["WRAPDOCK_CGROUP_PARENT"] = parent
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["WRAPDOCK_CGROUP_PARENT"]
+        else:
+            os.environ["WRAPDOCK_CGROUP_PARENT"] = before
+
+
+# -- graph ----------------------------------------------------------------------------------------
+def graph(lab: dict[str, Any]) -> str:
+    """Graphviz DOT: each host a cluster (its bridges, containers), overlays spanning the clusters,
+    the underlay and the outside."""
+    from wrapdock.lab import _attachments, _dot_id
+    from wrapdock.netspec import parse_subnet
+
+    lines = [f"graph {_dot_id('lab ' + lab['name'])} {{", "  rankdir=LR;", "  compound=true;",
+             '  node [fontname="Helvetica"];',
+             f'  underlay [shape=box, style=rounded, label={_dot_id(f"underlay {UNDERLAY}")}];',
+             f'  outside [shape=cloud, label={_dot_id(f"outside {OUTSIDE_ADDRESS}")}];']
+    networks = lab.get("networks", {})
+    for name, spec in networks.items():
+        if spec.get("driver") == "vxlan":
+            mode = "cluster (etcd)" if spec.get("cluster") else "static peers"
+            label = f"{name} (vxlan, {mode})\\n{parse_subnet(spec['subnet']).network}"
+            lines.append(f"  {_dot_id('net:' + name)} [shape=ellipse, style=filled, fillcolor=lightsalmon, "
+                         f"label={_dot_id(label)}];")
+    for host in hosts_of(lab):
+        lines.append(f"  subgraph {_dot_id('cluster_' + host.name)} {{")
+        lines.append(f"    label={_dot_id(f'{host.name} {host.address}')};")
+        lines.append(f"    {_dot_id('host:' + host.name)} [shape=box3d, label={_dot_id(host.name)}];")
+        for name, spec in networks.items():
+            if spec.get("driver") != "vxlan" and spec.get("host") == host.name:
+                label = f"{name}\\n{parse_subnet(spec['subnet']).network}"
+                lines.append(f"    {_dot_id('net:' + name)} [shape=ellipse, style=filled, fillcolor=lightblue, "
+                             f"label={_dot_id(label)}];")
+                lines.append(f"    {_dot_id('host:' + host.name)} -- {_dot_id('net:' + name)};")
+        for name, spec in lab.get("containers", {}).items():
+            if spec["host"] != host.name:
+                continue
+            ports = spec.get("ports", [])
+            label = name + (("\\n" + "\\n".join(f"-p {p}" for p in ports)) if ports else "")
+            lines.append(f"    {_dot_id('c:' + name)} [shape=box, label={_dot_id(label)}];")
+        lines.append("  }")
+        lines.append(f"  {_dot_id('host:' + host.name)} -- underlay [label={_dot_id(f'eth0 {host.address}')}];")
+        lines.append(f"  {_dot_id('host:' + host.name)} -- outside [style=dashed, "
+                     f"label={_dot_id(f'uplink {host.uplink}')}];")
+        for name, spec in networks.items():
+            if spec.get("driver") == "vxlan" and host.name in network_hosts(spec):
+                lines.append(f"  {_dot_id('host:' + host.name)} -- {_dot_id('net:' + name)} [style=dotted];")
+    for name, spec in lab.get("containers", {}).items():
+        for i, (network, ip) in enumerate(_attachments(spec)):
+            edge = f"eth{i}" + (f" {ip}" if ip else "")
+            lines.append(f"  {_dot_id('c:' + name)} -- {_dot_id('net:' + network)} [label={_dot_id(edge)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def host_rows(session, lab: dict[str, Any]) -> list[list[str]]:
+    """HOST, UNDERLAY, UPLINK, PID (while up), the command that enters it (its wrapdock included)."""
+    state = read_state(lab_dir(session.state_dir, lab["name"])) or {}
+    rows = []
+    for host in hosts_of(lab):
+        pid = (state.get("hosts") or {}).get(host.name)
+        up = _alive(pid)
+        enter = shlex.join(host_wrapdock(lab["name"], host, str(pid), parents=state.get("cgroup_parents"))
+                           [:-len(wrapdock_argv())]) if up else ""
+        rows.append([host.name, str(host.address), str(host.uplink), str(pid) if up else "-", enter])
+    return rows
