@@ -124,6 +124,8 @@ def check_hosts(lab: dict[str, Any], where: str) -> None:
             if host not in hosts:
                 raise UsageError(f"{where}: networks.{name}: unknown host {host!r} (hosts: {', '.join(hosts)})")
         _check_subnet(lab, name, where)
+        if spec.get("driver") == "vxlan" and not spec.get("cluster"):
+            _check_ranges(lab, name, on, where)
     for name, spec in containers.items():
         host = spec.get("host")
         if host is None:
@@ -147,6 +149,22 @@ def check_hosts(lab: dict[str, Any], where: str) -> None:
             if source_host(lab, source) != listener["host"]:
                 raise UsageError(f"{where}: checks[{i}].listener: a udp check's listener must be on the host the "
                                  "check runs from (its log is read there)")
+
+
+def _check_ranges(lab: dict[str, Any], name: str, on: list[str], where: str) -> None:
+    """Static overlays derive each host's range from its address: refuse two hosts that would share one."""
+    from wrapdock import overlayspec
+    from wrapdock.netspec import parse_subnet
+
+    spec = lab["networks"][name]
+    subnet = parse_subnet(spec["subnet"]).network
+    try:
+        size = overlayspec.check_host_subnet_size(subnet, spec.get("host_subnet_size",
+                                                                   overlayspec.DEFAULT_HOST_SUBNET_SIZE))
+        vteps = [IPv4Address(lab["hosts"][h]["address"]) for h in on]
+        overlayspec.host_range(subnet, size, vteps[0], vteps[1:])
+    except UsageError as exc:
+        raise UsageError(f"{where}: networks.{name}: {exc.message}") from None
 
 
 def _check_subnet(lab: dict[str, Any], name: str, where: str) -> None:
