@@ -149,8 +149,10 @@ def up(session: Session, lab: dict[str, Any]) -> None:
     made: list[tuple[str, str]] = []
     step = 0
     try:
-        for name in lab.get("networks", {}):
+        for name, spec in lab.get("networks", {}).items():
             step += 1
+            if spec.get("external"):  # made outside the lab (a cluster network the host joined)
+                continue
             if not session.simulate:
                 _say(f"==> [{step}/{total}] network {name}")
             networks.create(session, _network_request(lab, name))
@@ -191,7 +193,8 @@ def down(session: Session, lab: dict[str, Any]) -> list[tuple[str, str]]:
     records = {r["name"]: r for r in session.state.all("container")}
     nets = {r["name"]: r for r in session.state.all("network")}
     made = [("container", n) for n in lab.get("containers", {}) if records.get(n, {}).get("lab") == lab["name"]]
-    made += [("network", n) for n in lab.get("networks", {}) if nets.get(n, {}).get("lab") == lab["name"]]
+    made += [("network", n) for n, spec in lab.get("networks", {}).items()
+             if nets.get(n, {}).get("lab") == lab["name"] and not spec.get("external")]
     if made:
         _remove(session, made)
     return made

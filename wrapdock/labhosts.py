@@ -118,6 +118,11 @@ def check_hosts(lab: dict[str, Any], where: str) -> None:
                 raise UsageError(f"{where}: networks.{name}.host: a bridge network is on one host: give `host: NAME`")
             if spec.get("cluster"):
                 raise UsageError(f"{where}: networks.{name}.cluster: only a vxlan network can be a cluster network")
+        if spec.get("cluster") and not has_cluster_mode():
+            raise UsageError(f"{where}: networks.{name}.cluster: this wrapdock has no cluster mode (--cluster) yet: "
+                             "use a static vxlan network (leave cluster out)")
+        if spec.get("external"):
+            raise UsageError(f"{where}: networks.{name}.external: a multi-host lab makes all its networks")
         if not on:
             raise UsageError(f"{where}: networks.{name}.hosts: say which hosts the network spans")
         for host in on:
@@ -191,6 +196,36 @@ def cluster_url() -> str:
     return f"etcd://{LAB_UNDERLAY_ADDRESS}:{ETCD_PORT}"
 
 
+def has_cluster_mode() -> bool:
+    """Whether this wrapdock has the global --cluster option (the etcd control plane)."""
+    from wrapdock.cli import cli
+
+    return any(param.name == "cluster" for param in cli.params)
+
+
+def cluster_commands(lab: dict[str, Any], host: LabHost) -> list[list[str]]:
+    """The host's part of the lab's cluster networks, as wrapdock arguments: the first host of a
+    network creates it in etcd (and joins), every other host joins it, each with its own VTEP."""
+    commands = []
+    for name, spec in lab.get("networks", {}).items():
+        on = network_hosts(spec)
+        if not spec.get("cluster") or host.name not in on:
+            continue
+        if host.name == on[0]:
+            options = [f"--{key.replace('_', '-')}={spec[key]}" for key in ("vni", "port", "host_subnet_size", "mtu")
+                       if key in spec]
+            commands.append(["--cluster", cluster_url(), "network", "create", "--driver", "vxlan", "--subnet",
+                             spec["subnet"], "--vtep", str(host.address), *options, name])
+        else:
+            commands.append(["--cluster", cluster_url(), "network", "join", name, "--vtep", str(host.address)])
+    return commands
+
+
+def cluster_networks_of(lab: dict[str, Any], host: LabHost) -> list[str]:
+    return [name for name, spec in lab.get("networks", {}).items()
+            if spec.get("cluster") and host.name in network_hosts(spec)]
+
+
 def needs_etcd(lab: dict[str, Any]) -> bool:
     return any(spec.get("cluster") for spec in lab.get("networks", {}).values())
 
@@ -205,6 +240,9 @@ def share(lab: dict[str, Any], host: LabHost, checks: Sequence[dict[str, Any]] =
         if host.name not in on:
             continue
         mine = {k: v for k, v in spec.items() if k not in ("host", "hosts", "cluster")}
+        if spec.get("cluster"):  # created or joined before the share comes up (cluster_plan_argv)
+            networks[name] = {"driver": "vxlan", "subnet": spec["subnet"], "external": True}
+            continue
         if spec.get("driver") == "vxlan":
             mine["vtep"] = str(host.address)
             if not spec.get("cluster"):
@@ -510,9 +548,19 @@ def up(session, lab: dict[str, Any]) -> None:
             session.printed.append(etcd_plan(directory, pid_word(None, directory / "lab.pid")))
         for host in hosts:
             pid = pid_word(None, directory / f"{host.name}.pid")
+            for args in cluster_commands(lab, host):
+                _in_host(session, host_wrapdock(lab["name"], host, pid, *args),
+                         f"host {host.name}: its part of a cluster network (wrapdock network {args[3]})")
+        for host in hosts:
+            pid = pid_word(None, directory / f"{host.name}.pid")
             session.printed.append(handover_plan(lab, host, pid))
             _in_host(session, host_wrapdock(lab["name"], host, pid, "lab", "up", f"{HOST_RUN_LAB}/lab.json"),
                      f"host {host.name}: its share of the lab, by its own wrapdock")
+        for host in hosts:
+            pid = pid_word(None, directory / f"{host.name}.pid")
+            for name in cluster_networks_of(lab, host):
+                _in_host(session, host_wrapdock(lab["name"], host, pid, "network", "sync", name),
+                         f"host {host.name}: wrapdock network sync {name}")
         return
     _say(f"==> lab {lab['name']}: {len(hosts)} host(s), each a sandbox host of its own")
     completed = session.runner.apply(start_plan(lab, directory))
@@ -524,6 +572,14 @@ def up(session, lab: dict[str, Any]) -> None:
             completed += session.runner.apply(etcd_plan(directory, str(pids["lab"])))
             pids["etcd"] = int((directory / "etcd.pid").read_text().split()[0])
             _write_state(directory, lab, pids)
+        for host in hosts:  # cluster networks first: created on their first host, joined on the others
+            pid = str(pids["hosts"][host.name])
+            for args in cluster_commands(lab, host):
+                code = _in_host(session, host_wrapdock(lab["name"], host, pid, *args, trail=session.trail_mode),
+                                f"host {host.name}: its part of a cluster network (wrapdock network {args[3]})")
+                if code != 0:
+                    raise OperationFailed(f"host {host.name}: `wrapdock {shlex.join(args)}` failed (exit {code}); "
+                                          "the lab's hosts were stopped")
         for host in hosts:
             pid = str(pids["hosts"][host.name])
             completed += session.runner.apply(handover_plan(lab, host, pid))
@@ -534,6 +590,14 @@ def up(session, lab: dict[str, Any]) -> None:
             if code != 0:
                 raise OperationFailed(f"host {host.name}: `wrapdock lab up` failed (exit {code}, its own trail is "
                                       "above); the lab's hosts were stopped")
+        for host in hosts:  # every container is up: each host learns the others' names (and FDB) from etcd
+            pid = str(pids["hosts"][host.name])
+            for name in cluster_networks_of(lab, host):
+                code = _in_host(session, host_wrapdock(lab["name"], host, pid, "network", "sync", name,
+                                                       trail=session.trail_mode),
+                                f"host {host.name}: wrapdock network sync {name}")
+                if code != 0:
+                    raise OperationFailed(f"host {host.name}: `wrapdock network sync {name}` failed (exit {code})")
     except BaseException:
         _say(f"==> lab {lab['name']} failed: stopping its hosts")
         session.runner.rollback(completed)

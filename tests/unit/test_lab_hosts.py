@@ -232,3 +232,50 @@ def test_state_round_trip(tmp_path, plain_cgroups) -> None:
     assert state["hosts"] == {"h1": 2} and state["cgroup_parents"]["h1"] == "wrapdock-lab-overlay-h1"
     assert labhosts.read_state(tmp_path / "nothing") is None
     assert json.loads((tmp_path / "state.json").read_text())["version"] == 1
+
+
+CLUSTER = """
+name: c
+hosts:
+  h1: {address: 198.51.100.11}
+  h2: {address: 198.51.100.12}
+networks:
+  ov: {driver: vxlan, subnet: 10.240.0.0/16, hosts: [h1, h2], cluster: true, vni: 77}
+containers:
+  a: {host: h2, networks: [ov]}
+"""
+
+
+def test_cluster_networks_need_cluster_mode(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(labhosts, "has_cluster_mode", lambda: False)
+    with pytest.raises(UsageError, match=r"networks\.ov\.cluster: this wrapdock has no cluster mode"):
+        lab.load(write(tmp_path, CLUSTER))
+
+
+def test_cluster_networks_are_created_on_the_first_host_and_joined_on_the_others(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(labhosts, "has_cluster_mode", lambda: True)
+    data = lab.load(write(tmp_path, CLUSTER))
+    h1, h2 = labhosts.hosts_of(data)
+    assert labhosts.needs_etcd(data)
+    assert labhosts.cluster_commands(data, h1) == [
+        ["--cluster", "etcd://198.51.100.1:2379", "network", "create", "--driver", "vxlan", "--subnet",
+         "10.240.0.0/16", "--vtep", "198.51.100.11", "--vni=77", "ov"]]
+    assert labhosts.cluster_commands(data, h2) == [
+        ["--cluster", "etcd://198.51.100.1:2379", "network", "join", "ov", "--vtep", "198.51.100.12"]]
+    # the host's share attaches to it and never creates or removes it
+    assert labhosts.share(data, h2)["networks"]["ov"] == {"driver": "vxlan", "subnet": "10.240.0.0/16",
+                                                          "external": True}
+    wire = labhosts.wire_plan(data, LAB_DIR, {"": 1, "h1": 2, "h2": 3})
+    assert "addr add 198.51.100.1/24 dev underlay" in wire.steps[0].stdin
+    etcd = "\n".join(labhosts.etcd_plan(LAB_DIR, "1").steps[0].stdin)
+    assert f"--data-dir {LAB_DIR}/etcd" in etcd and "--listen-client-urls http://198.51.100.1:2379" in etcd
+
+
+def test_external_networks_are_neither_created_nor_removed(tmp_path) -> None:
+    from wrapdock.session import Session
+
+    text = "name: x\nnetworks:\n  ov: {subnet: 10.3.0.0/24, external: true}\n"
+    data = lab.load(write(tmp_path, text))
+    session = Session(state_dir=tmp_path / "state", print_only=True, trail_mode="quiet")
+    lab.up(session, data)
+    assert session.printed == []
