@@ -619,6 +619,8 @@ def down(session, lab: dict[str, Any]) -> list[str]:
     session.require_root()
     directory = lab_dir(session.state_dir, lab["name"])
     state = read_state(directory)
+    if state is None and directory.is_dir():  # an up that died before it wrote its state: the PID files
+        state = _state_from_pid_files(directory, lab)
     if state is None:
         if session.print_only:
             session.printed.append(_placeholder_stop_plan(lab, directory))
@@ -643,6 +645,20 @@ def down(session, lab: dict[str, Any]) -> list[str]:
             _say(f"==> host {host.name}: {exc.message}; stopping the host ends what is left")
     session.carry_out(stop_plan(lab, directory, [str(p) for p in pids.all()], parents))
     return stopped
+
+
+def _state_from_pid_files(directory: Path, lab: dict[str, Any]) -> dict[str, Any]:
+    def read(name: str) -> int | None:
+        try:
+            text = (directory / name).read_text().split()
+        except OSError:
+            return None
+        return int(text[0]) if text and text[0].isdigit() else None
+
+    hosts = hosts_of(lab)
+    return {"lab": read("lab.pid"), "etcd": read("etcd.pid"),
+            "hosts": {h.name: p for h in hosts if (p := read(f"{h.name}.pid")) is not None},
+            "holders": {h.name: p for h in hosts if (p := read(f"{h.name}.holder.pid")) is not None}}
 
 
 def _placeholder_stop_plan(lab: dict[str, Any], directory: Path) -> Plan:

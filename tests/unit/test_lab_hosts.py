@@ -279,3 +279,13 @@ def test_external_networks_are_neither_created_nor_removed(tmp_path) -> None:
     session = Session(state_dir=tmp_path / "state", print_only=True, trail_mode="quiet")
     lab.up(session, data)
     assert session.printed == []
+
+
+def test_a_lab_that_died_before_its_state_is_taken_down_by_its_pid_files(tmp_path) -> None:
+    data = lab.load("overlay")
+    directory = labhosts.lab_dir(tmp_path, "overlay")
+    directory.mkdir(parents=True)
+    (directory / "lab.pid").write_text("4242\n")
+    (directory / "h1.holder.pid").write_text("4243\n")
+    state = labhosts._state_from_pid_files(directory, data)
+    assert state == {"lab": 4242, "etcd": None, "hosts": {}, "holders": {"h1": 4243}}
