@@ -114,3 +114,32 @@ def test_bad_lab_files_change_nothing(sandbox, tmp_path) -> None:
         "(.2 to .254; .1 is the lab's own): labs never use addresses of this machine's networks"]
     assert sandbox.snapshot() == start
     assert sandbox.sh("ls", "-A", LABS, check=False).stdout.strip() == ""
+
+
+def test_the_scripts_build_the_lab_without_wrapdock(sandbox, tmp_path) -> None:
+    """`lab script --output-dir`: the underlay's script, then each host's inside that host, then the checks
+    of each; the underlay's `down` leaves nothing (the hosts' scripts need not run theirs)."""
+    start = sandbox.snapshot()
+    out = tmp_path / "scripts"
+    written = sandbox.wrapdock("--quiet", "lab", "script", "overlay", "--output-dir", str(out)).stdout.split()
+    assert [Path(p).name for p in written] == ["underlay.sh", "h1.sh", "h2.sh", "h3.sh"]
+    sandbox.sh("bash", str(out / "underlay.sh"), "up", timeout=120)
+    state_pids = {h: sandbox.sh("cat", f"{LABS}/overlay/{h}.pid").stdout.strip() for h in ("h1", "h2", "h3")}
+    for host, pid in state_pids.items():
+        sandbox.sh("nsenter", "--target", pid, "--all", "--", "bash", str(out / f"{host}.sh"), "up", timeout=120)
+    passes = []
+    for host, pid in state_pids.items():
+        done = sandbox.sh("nsenter", "--target", pid, "--all", "--", "bash", str(out / f"{host}.sh"), "check",
+                          check=False, timeout=120)
+        assert done.returncode == 0, done.stdout
+        passes += [line for line in done.stdout.splitlines() if line.startswith("PASS")]
+    outside = sandbox.sh("bash", str(out / "underlay.sh"), "check", check=False, timeout=120)
+    assert outside.returncode == 0, outside.stdout
+    passes += [line for line in outside.stdout.splitlines() if line.startswith("PASS")]
+    assert len(passes) == 13, passes
+    pids = sandbox.sh("sh", "-c", f"cat {LABS}/overlay/*.pid").stdout.split()
+    sandbox.sh("bash", str(out / "underlay.sh"), "down", timeout=120)
+    assert sandbox.snapshot() == start
+    assert sandbox.sh("ls", "-A", LABS, check=False).stdout.strip() == ""
+    script = "for p; do grep -qs '^State:[[:space:]]*[A-Y]' /proc/$p/status && echo $p; done; true"
+    assert sandbox.sh("sh", "-c", script, "-", *pids).stdout.split() == []

@@ -289,3 +289,15 @@ def test_a_lab_that_died_before_its_state_is_taken_down_by_its_pid_files(tmp_pat
     (directory / "h1.holder.pid").write_text("4243\n")
     state = labhosts._state_from_pid_files(directory, data)
     assert state == {"lab": 4242, "etcd": None, "hosts": {}, "holders": {"h1": 4243}}
+
+
+@pytest.mark.skipif(__import__("shutil").which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_scripts_pass_shellcheck(tmp_path) -> None:
+    import subprocess
+
+    texts = labhosts.scripts({"state_dir": Path("/var/run/wrapdock")}, lab.load("overlay"), ["lab", "script"])
+    for name, text in texts.items():
+        path = tmp_path / f"{name}.sh"
+        path.write_text(text)
+        done = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{name}.sh:\n{done.stdout}"
