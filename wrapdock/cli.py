@@ -57,10 +57,12 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 def _emit_script(session: Session) -> None:
-    """In print-only mode the result of a changing command is the script, on stdout."""
+    """In print-only mode the result of a changing command is the script, on stdout (a multi-host lab's
+    PIDs, known only when it runs, read from the lab's PID files)."""
+    from wrapdock.labhosts import render_pids
     from wrapdock.render import render_script
 
-    click.echo(render_script(session.printed, session.argv), nl=False)
+    click.echo(render_pids(render_script(session.printed, session.argv)), nl=False)
 
 
 @click.group(cls=AliasGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -361,7 +361,9 @@ def start_plan(lab: dict[str, Any], directory: Path) -> Plan:
     cleanup = cmd("sh", "-s", note="remove the lab's directory and its hosts' cgroup parents",
                   stdin=["set -e", *cgroup_cleanup_lines(lab), f"rm -rf -- {d}"])
     what = "PIDs, logs, etcd data" if needs_etcd(lab) else "PIDs, logs"
-    plan.add(cmd("mkdir", "-p", "--", str(directory), note=f"the lab's directory ({what})", undo=cleanup))
+    plan.add(cmd("mkdir", "-p", "--", str(directory.parent), note=f"the lab's directory ({what})"))
+    # without -p: the claim of the name (a second `lab up` of the same lab fails here, changing nothing)
+    plan.add(cmd("mkdir", "--", str(directory), note=f"the lab's directory ({what})", undo=cleanup))
     lab_pid = directory / "lab.pid"
     plan.add(cmd("sh", "-s", note="the lab namespace: the underlay and the internet (a sleep holds it)", partial=True,
                  stdin=["set -e",
