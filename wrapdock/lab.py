@@ -86,6 +86,10 @@ def _check_references(data: dict[str, Any], where: str) -> None:
             if network not in networks:
                 raise UsageError(f"{where}: containers.{name}.networks[{i}]: unknown network {network!r}")
     for i, check in enumerate(data.get("checks", [])):
+        if check.get("inside") and not ("ping" in check or "http" in check):
+            raise UsageError(f"{where}: checks[{i}].inside: only a ping or http check runs inside its container")
+        if check.get("inside") and check["from"] not in containers:
+            raise UsageError(f"{where}: checks[{i}].inside: the check must start from a container")
         if "hosts" in data:  # multi-host labs: wrapdock.labhosts checks the sources
             continue
         if check["from"] not in ("host", data.get("outside", "outside")) and check["from"] not in containers:
@@ -251,9 +255,12 @@ def _target_host(check: dict[str, Any], addresses: dict[str, str]) -> str:
 
 
 def name_to_resolve(check: dict[str, Any], addresses: dict[str, str]) -> str | None:
-    """The target's host name when it is neither an address nor a container of the lab, else None."""
+    """The target's host name when it is neither an address nor a container of the lab, else None
+    (also None inside a container: the probe itself says `bad address` there)."""
     import ipaddress
 
+    if check.get("inside"):
+        return None
     host = _target_host(check, addresses)
     try:
         ipaddress.ip_address(host)
@@ -283,6 +290,8 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     """(argv that exits 0 when the check passes, what it targets). Runs in the source's netns."""
     source_netns = _source_netns(lab, check, netns)
     prefix = ["ip", "netns", "exec", source_netns] if source_netns else []
+    if check.get("inside"):
+        return inside_command(check, source_netns or "")
     if "ping" in check:
         target = _resolve(check["ping"], addresses)
         return [*prefix, "busybox", "ping", "-c", "1", "-W", "2", target], target
@@ -297,6 +306,19 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     netloc = host + (f":{parts.port}" if parts.port else "")
     url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     return [*prefix, "timeout", "5", "busybox", "wget", "-qO-", url], url
+
+
+INSIDE = ('ns=$1; shift; exec nsenter --target "$(ip netns pids "$ns" | head -n 1)" --mount --uts --net '
+          '--root --wd -- "$@"')
+
+
+def inside_command(check: dict[str, Any], netns: str) -> tuple[list[str], str]:
+    """A probe run inside the source container (entered through a process of its network namespace):
+    the container's own root, tools and /etc/hosts, so the target name is the container's to resolve."""
+    enter = ["sh", "-c", INSIDE, "wrapdock-inside", netns]
+    if "ping" in check:
+        return [*enter, "ping", "-c", "1", "-W", "2", check["ping"]], check["ping"]
+    return [*enter, "timeout", "5", "wget", "-qO-", check["http"]], check["http"]
 
 
 def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any],

@@ -704,6 +704,8 @@ def rewrite_check(lab: dict[str, Any], check: dict[str, Any], here: str | None,
     out = dict(check)
     if check["from"] in lab.get("hosts", {}):
         out["from"] = "host"
+    if check.get("inside"):  # the source container resolves the name itself
+        return out
     if "ping" in check:
         out["ping"] = resolve(check["ping"])
     for key in ("tcp", "udp"):
