@@ -78,17 +78,25 @@ def _emit_script(session: Session) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WRAPDOCK_DATA_DIR",
               default=DEFAULT_DATA_DIR, show_default=True,
               help="Where images and containers' writable layers live.")
+@click.option("--cluster", "cluster_url", envvar="WRAPDOCK_CLUSTER", metavar="etcd://IP:PORT[,IP:PORT...]",
+              help="The etcd cluster of cluster-mode vxlan networks (TLS: etcdctl's ETCDCTL_CACERT, "
+              "ETCDCTL_CERT, ETCDCTL_KEY).")
 @click.pass_context
 def cli(ctx: click.Context, print_only: bool, quiet: bool, trail_mode: str, state_dir: Path,
-        data_dir: Path) -> None:
+        data_dir: Path, cluster_url: str | None) -> None:
     """Build Linux containers and container networks from real commands, and show every step.
 
     Every command that changes the host prints what it runs (the trail, on stderr) and can print it
     as a standalone bash script instead (--print-only).
     """
     invocation = ctx.obj or {}
+    cluster = None
+    if cluster_url:
+        from wrapdock.clusterstore import parse_url
+
+        cluster = parse_url(cluster_url)
     ctx.obj = Session(state_dir=state_dir, data_dir=data_dir, trail_mode="quiet" if quiet else trail_mode,
-                      print_only=print_only, argv=list(invocation.get("argv", sys.argv[1:])))
+                      print_only=print_only, argv=list(invocation.get("argv", sys.argv[1:])), cluster=cluster)
 
 
 # -- network ----------------------------------------------------------------------------------
@@ -100,7 +108,8 @@ def network() -> None:
 @network.command("create")
 @click.argument("name")
 @click.option("--driver", "-d", default="bridge", show_default=True,
-              help="Network driver: bridge (one host) or vxlan (a bridge across hosts, static --peer list).")
+              help="Network driver: bridge (one host) or vxlan (a bridge across hosts: static --peer list, "
+              "or with --cluster defined in etcd and joined by this host).")
 @click.option("--subnet", required=True, help="IPv4 subnet, e.g. 10.20.0.0/24 or 162.16.0.1/24 "
               "(an address with host bits set becomes the gateway).")
 @click.option("--gateway", help="Gateway address (default: the first usable address).")
@@ -189,29 +198,45 @@ def network_rm(names: tuple[str, ...], force: bool) -> None:
 
 @network.command("join")
 @click.argument("name")
-@click.option("--peer", "peers", multiple=True, required=True,
-              help="The VTEP address of a host that joined the network; repeatable.")
+@click.option("--peer", "peers", multiple=True,
+              help="Static vxlan: the VTEP address of a host that joined the network; repeatable.")
+@click.option("--vtep", help="Cluster vxlan: this host's VTEP address or underlay interface (default: the "
+              "default route's interface).")
 @print_only_option
-def network_join(name: str, peers: tuple[str, ...]) -> None:
-    """Static vxlan: add peers (hosts that joined NAME), then sync this host's kernel."""
+def network_join(name: str, peers: tuple[str, ...], vtep: str | None) -> None:
+    """Cluster vxlan: this host joins NAME (claims a range, registers, creates its devices).
+    Static vxlan (--peer): add peers, then sync this host's kernel."""
     from wrapdock import networks
 
     session = _session()
-    _, plan = networks.join(session, name, list(peers))
-    _report_sync(session, name, plan)
+    joined, plan = networks.join(session, name, list(peers), vtep)
+    if peers:
+        _report_sync(session, name, plan)
+    elif session.print_only:
+        _emit_script(session)
+    else:
+        click.echo(joined.name)
 
 
 @network.command("leave")
 @click.argument("name")
-@click.option("--host", "host", help="The VTEP address of the peer that left.")
-@click.option("--force", "-f", is_flag=True, help="The peer is gone for good (dead): drop it anyway.")
+@click.option("--host", "host", help="Another host: its VTEP address (cluster: or host name).")
+@click.option("--force", "-f", is_flag=True, help="With --host: the host is gone for good (dead), drop it anyway; "
+              "without: disconnect this host's containers first.")
 @print_only_option
 def network_leave(name: str, host: str | None, force: bool) -> None:
-    """Static vxlan: drop a peer (--host VTEP), then sync; this host itself leaves with `network rm`."""
+    """Cluster vxlan: this host leaves NAME, or (--host HOST --force) a dead host's registration goes.
+    Static vxlan: drop a peer (--host VTEP), then sync; this host itself leaves with `network rm`."""
     from wrapdock import networks
 
     session = _session()
-    _, plan = networks.leave(session, name, host, force)
+    network, plan = networks.leave(session, name, host, force)
+    if host is None and network is not None and network.scope == "cluster":
+        if session.print_only:
+            _emit_script(session)
+        else:
+            click.echo(name)
+        return
     _report_sync(session, name, plan)
 
 

@@ -163,8 +163,9 @@ def _host_resolv() -> str:
 
 
 def etc_files(session: Session, record: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    remote = remote_records(session, {e["network"] for e in record["endpoints"]})
     return {
-        "hosts": hostsfile.hosts_lines(record, records),
+        "hosts": hostsfile.hosts_lines(record, [*records, *remote]),
         "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
         "hostname": [record["hostname"]],
     }
@@ -177,10 +178,33 @@ def _directories(folder: str) -> set[str]:
         return set()
 
 
+REMOTE = "remote:"  # the id prefix of another host's container (cluster networks: names across hosts)
+
+
+def remote_records(session: Session, network_names: set[str],
+                   override: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[dict[str, Any]]:
+    """Other hosts' containers on these cluster networks, as records /etc/hosts can list (from the
+    network records' cache, which `network sync` fills from etcd: a start reads no etcd)."""
+    found: list[dict[str, Any]] = []
+    for name in sorted(network_names):
+        if override is not None and name in override:
+            pairs = override[name]
+        else:
+            record = session.state.get("network", name)
+            pairs = tuple(sorted((record or {}).get("vxlan", {}).get("names", {}).items()))
+        found += [{"id": f"{REMOTE}{name}:{container}", "name": container, "hostname": container,
+                   "endpoints": [{"network": name, "address": address}]} for container, address in pairs]
+    return found
+
+
 def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
-                before: list[dict[str, Any]], skip: str | None = None) -> list[Step]:
+                before: list[dict[str, Any]], skip: str | None = None,
+                remote_after: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[Step]:
     """The step that rewrites /etc/hosts of every container on these networks to list `after`'s
-    containers (in place: their bind mounts follow); its undo writes back what `before` listed."""
+    containers (in place: their bind mounts follow); its undo writes back what `before` listed.
+    Other hosts' containers on cluster networks are listed too (`remote_after`: what a sync found)."""
+    after = [*after, *remote_records(session, network_names, remote_after)]
+    before = [*before, *remote_records(session, network_names)]
     files_after: list[tuple[str | Path, list[str]]] = []
     files_before: list[tuple[str | Path, list[str]]] = []
     before_by_id = {r["id"]: r for r in before}
@@ -190,7 +214,8 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     containers_dir = os.path.join(session.data_dir, "containers")  # strings, not Paths: n of them
     present = None if session.print_only else _directories(containers_dir)  # one listing, not n stats
     for record in after:
-        if record["id"] == skip or not {e["network"] for e in record["endpoints"]} & network_names:
+        if record["id"] == skip or record["id"].startswith(REMOTE) or not {
+                e["network"] for e in record["endpoints"]} & network_names:
             continue
         if present is not None and record["id"] not in present:
             continue
@@ -210,6 +235,19 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     note = f"/etc/hosts of the {len(files_after)} container(s) on {', '.join(sorted(network_names))}"
     undo = plans.write_files(files_before, note) if files_before else None
     return [plans.write_files(files_after, note, undo=undo)]
+
+
+def _release_names(session: Session, record: dict[str, Any]) -> list[Step]:
+    """The container's names in the cluster networks it is on (registered by run)."""
+    steps = []
+    for endpoint in record["endpoints"]:
+        network_record = session.state.get("network", endpoint["network"])
+        if network_record and network_record.get("vxlan", {}).get("cluster"):
+            from wrapdock import cluster
+
+            steps.append(cluster.release_name(Network.from_record(network_record), record["name"],
+                                              endpoint["address"]))
+    return steps
 
 
 def refresh_hosts(session: Session, network_names: set[str]) -> None:
@@ -365,6 +403,10 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
         plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
                              request.tty)
+        if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
+            from wrapdock import cluster
+
+            plan.steps.insert(0, cluster.register_name(network, config.name, record["endpoints"][0]["address"]))
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
                                  skip=config.id)
         if request.detach:
@@ -465,6 +507,7 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
                                 network_steps, [e["host_ifname"] for e in record["endpoints"]])
             plan.extend(_hosts_step(session, {e["network"] for e in record["endpoints"]}, others,
                                     [*others, record]))
+            plan.extend(_release_names(session, record))
             session.carry_out(plan)
             if session.records_state:
                 _release(session, record)

@@ -8,6 +8,8 @@ Three layers, so that the analysis can be tested without a host:
   findings(facts, assessment)     pure: one Finding (severity, one-line explanation, fix commands) each
 
 `wrapdock gc` (gc.py) acts on the same Assessment, so what doctor says gc would fix is what gc fixes.
+vxlan networks have checks of their own (FDB against the peers, VTEP, MAC, MTU, other VXLAN devices,
+peer probes) in overlaycheck.py, called from each layer here.
 
 "Provably wrapdock's" is strict: a veth named wd + 10 hex + 1-2 digits; a bridge only when orphaned
 wrapdock rules name it, no other rule does and only wrapdock veths are on it; a network namespace
@@ -31,10 +33,12 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from wrapdock import cgroups, names
+from wrapdock import cgroups, names, overlaycheck
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.errors import EnvironmentProblem, StateError
+from wrapdock.findings import ERROR, WARNING, Finding
 from wrapdock.model import Network
+from wrapdock.overlaycheck import OverlayFacts, OverlayIssues, VxlanInfo, parse_vxlan_info
 from wrapdock.plan import Step
 from wrapdock.plans import driver
 from wrapdock.plans import iptables as ipt
@@ -43,8 +47,6 @@ from wrapdock.plans.endpoint import container_comment
 from wrapdock.session import Session
 from wrapdock.shell import quote
 from wrapdock.state import FOLDERS, reference_errors
-
-ERROR, WARNING = "error", "warning"
 
 # tool -> the Debian package that has it
 TOOLS = {
@@ -72,6 +74,9 @@ class Link:
     addresses: tuple[str, ...] = ()  # IPv4 CIDRs, e.g. "10.0.0.1/24"
     netnsid: int | None = None  # the peer's network namespace (veth), as `ip netns list` numbers it
     alias: str = ""  # wrapdock's bridges carry wrapdock:network=NAME
+    mtu: int = 1500
+    mac: str = ""
+    vxlan: VxlanInfo | None = None  # a VXLAN device's VNI, port, local and lower device
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,8 @@ class Facts:
     cni: list[dict[str, Any]] = field(default_factory=list)  # attachments made for CNI callers
     runtime: dict[str, Runtime] = field(default_factory=dict)
     broken_state: list[str] = field(default_factory=list)
+    # vxlan networks: FDB, containers' MTU, peer probes (overlaycheck)
+    overlay: OverlayFacts = field(default_factory=OverlayFacts)
 
 
 # -- parsers (pure) ----------------------------------------------------------------------------------
@@ -189,7 +196,8 @@ def parse_links(text: str) -> dict[str, Link]:
         links[entry["ifname"]] = Link(
             name=entry["ifname"], kind=entry.get("linkinfo", {}).get("info_kind", ""), master=entry.get("master"),
             up="UP" in entry.get("flags", []), addresses=addresses, netnsid=entry.get("link_netnsid"),
-            alias=entry.get("ifalias", ""))
+            alias=entry.get("ifalias", ""), mtu=entry.get("mtu", 1500), mac=entry.get("address", ""),
+            vxlan=parse_vxlan_info(entry))
     return links
 
 
@@ -453,6 +461,7 @@ def gather(session: Session, environment: bool = True) -> Facts:
     facts.mounts = [m for m in parse_mountinfo(_read("/proc/self/mountinfo") or "")
                     if m.source.startswith(MOUNT_PREFIX)]
     _read_runtime(facts)
+    overlaycheck.gather(session, facts, probe=environment)  # doctor probes the peers, gc does not
     return facts
 
 
@@ -491,6 +500,7 @@ class Assessment:
     orphan_bridges: list[Link] = field(default_factory=list)
     orphan_vxlans: list[Link] = field(default_factory=list)  # VXLAN devices of networks that have no record
     overlay_broken: dict[str, list[str]] = field(default_factory=dict)  # vxlan network -> what is wrong
+    overlays: dict[str, OverlayIssues] = field(default_factory=dict)  # vxlan network -> overlaycheck's findings
     orphan_netns: list[str] = field(default_factory=list)
     orphan_cgroups: list[Path] = field(default_factory=list)  # removable (empty, or emptied by a kill)
     busy_cgroups: list[Path] = field(default_factory=list)  # orphaned but still holding processes
@@ -749,23 +759,11 @@ def assess(facts: Facts) -> Assessment:
     _assess_containers(facts, a)
     _assess_iptables(facts, a)
     _assess_orphans(facts, a)
+    a.overlays = overlaycheck.assess(facts)
     return a
 
 
 # -- findings (pure) ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # error | warning
-    check: str  # a stable id, e.g. "orphan-veth"
-    subject: str
-    text: str  # one line: what is wrong and what it breaks
-    fix: tuple[str, ...]  # commands
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, "check": self.check, "subject": self.subject, "finding": self.text,
-                "fix": list(self.fix)}
-
-
 def under(path: str, root: Path) -> bool:
     return Path(path).is_relative_to(root)
 
@@ -987,6 +985,7 @@ def findings(facts: Facts, a: Assessment) -> list[Finding]:
     found = [Finding(ERROR, "state-broken", "state", text, ("fix or remove the file (wrapdock leaves it alone)",))
              for text in facts.broken_state]
     found += _environment(facts) + _host(facts, a) + _networks(facts, a) + _containers(facts, a) + _orphans(facts, a)
+    found += overlaycheck.findings(facts, a.overlays)
     return sorted(found, key=lambda f: f.severity != ERROR)  # errors first, otherwise in the order found
 
 

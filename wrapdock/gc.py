@@ -7,8 +7,11 @@ It acts on doctor's assessment (doctor.assess), under the state lock, in this or
    (process, port rules, veths, netns, cgroups, directory), then their leases and record;
 3. what no record owns but is provably wrapdock's goes: a container process running from an
    unrecorded directory, rules whose owner comment names no record (deleted by that comment), veths
-   wd<10 hex><n>, namespaces holding such a veth, bridges named only by orphaned rules, cgroups and
-   directories named by an unrecorded container id, image layers (and their links) no image names;
+   wd<10 hex><n>, namespaces holding such a veth, bridges named only by orphaned rules, bridges and
+   VXLAN devices whose alias names a network that has no record (with or without FDB entries), cgroups
+   and directories named by an unrecorded container id, image layers (and their links) no image names;
+   the FDB of a vxlan network with static peers goes back to its recorded peers (what `network sync`
+   does: a `join` or `leave` killed half-way);
 4. stopped containers: a missing exit code is recorded (255: unknown); endpoints whose plumbing is
    gone (no netns, no veth, or no network record) are dropped and their leases released;
 5. CNI attachments whose veth is gone (their namespace went without a DEL: `ctr run -d`) are taken away as
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from wrapdock import cniattach, doctor
+from wrapdock import cniattach, doctor, overlaycheck
 from wrapdock.doctor import Assessment, Facts
 from wrapdock.errors import EnvironmentProblem, StateError
 from wrapdock.ipam import Ipam, RecordStore
@@ -122,6 +125,14 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                        gc_plans.orphan_vxlan(v.name)) for v in a.orphan_vxlans]
     actions += [Action(f"delete bridge {b.name}", [f"deleted bridge {b.name}"], gc_plans.orphan_bridge(b.name))
                 for b in a.orphan_bridges]
+    networks_by_name = {n.name: n for n in facts.networks}
+    for name, issues in sorted(a.overlays.items()):  # a join or leave killed half-way, a hand-made entry
+        if issues.fdb_out_of_sync and name in facts.overlay.fdb:
+            plan = overlaycheck.fdb_repair(networks_by_name[name], facts.overlay.fdb[name],
+                                           facts.overlay.bridge_macs.get(name, frozenset()))
+            actions.append(Action(f"sync the FDB of overlay {name}",
+                                  [f"synced the FDB of overlay {name} to its recorded peers ({len(plan.steps)} "
+                                   "change(s))"], plan))
     # a cgroup that still holds processes is tried too: its `rmdir` fails (busy) and gc names it
     actions += [Action(f"remove cgroup {d}", [f"removed cgroup {d}"], gc_plans.orphan_cgroup(d))
                 for d in [*a.orphan_cgroups, *a.busy_cgroups]]
@@ -154,7 +165,6 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                               Plan(f"drop what is left of {record['name']}'s network endpoints", steps) if steps
                               else None, edits))
 
-    networks_by_name = {n.name: n for n in facts.networks}
     for record in a.cni_gone:  # as the DEL that never came: rules by tag, lease, record
         owner = cniattach.lease_owner(record["container_id"], record["ifname"])
         what = f"CNI attachment {owner} on {record['network']}"

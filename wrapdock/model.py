@@ -22,12 +22,23 @@ class Vxlan:
     host_subnet_size: int  # prefix length of each host's range
     host_range: IPv4Network  # this host's share of the subnet: its containers' addresses
     peers: tuple[IPv4Address, ...] = ()
+    # cluster mode: the etcd endpoints (etcd://IP:PORT,...) that hold the network, its hosts and their
+    # ranges; `peers` is then what the last sync found there. None: static peers, local state only.
+    cluster: str | None = None
+    hostname: str = ""  # cluster mode: this host's name as registered (shown; the VTEP is the key)
+    # cluster mode: the other hosts' containers on this network (name -> address), as the last sync
+    # found them in etcd: written into this host's containers' /etc/hosts; a start reads no etcd
+    names: tuple[tuple[str, str], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
-        return {"vni": self.vni, "port": self.port, "device": self.device, "vtep": str(self.vtep),
+        record: dict[str, Any] = {"vni": self.vni, "port": self.port, "device": self.device, "vtep": str(self.vtep),
                 "underlay": self.underlay, "underlay_mtu": self.underlay_mtu, "mac": self.mac,
                 "host_subnet_size": self.host_subnet_size, "host_range": str(self.host_range),
                 "peers": [str(p) for p in self.peers]}
+        if self.cluster is not None:
+            record["cluster"], record["hostname"] = self.cluster, self.hostname
+            record["names"] = dict(self.names)
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Vxlan:
@@ -35,7 +46,8 @@ class Vxlan:
                    vtep=IPv4Address(record["vtep"]), underlay=record["underlay"],
                    underlay_mtu=record["underlay_mtu"], mac=record["mac"],
                    host_subnet_size=record["host_subnet_size"], host_range=IPv4Network(record["host_range"]),
-                   peers=tuple(IPv4Address(p) for p in record["peers"]))
+                   peers=tuple(IPv4Address(p) for p in record["peers"]), cluster=record.get("cluster"),
+                   hostname=record.get("hostname", ""), names=tuple(sorted(record.get("names", {}).items())))
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,8 @@ class Network:
 
     @property
     def scope(self) -> str:
-        """Docker's word: "local" = this host's state alone (no cluster store yet)."""
-        return "local"
+        """Docker's word: "local" = this host's state alone, "cluster" = defined in the cluster store."""
+        return "cluster" if self.vxlan is not None and self.vxlan.cluster is not None else "local"
 
     @property
     def ipam_range(self) -> IPv4Network:

@@ -21,12 +21,16 @@ if TYPE_CHECKING:  # `run` needs only load(): what create and remove use is impo
 
 
 def load(session: Session, name: str) -> Network:
-    """A network by name, or one clear error."""
+    """A network by name, or one clear error (also when --cluster names another cluster than its own)."""
     names.check_object_name("network", name)
     record = session.state.get("network", name)
     if record is None:
         raise UsageError(f"no such network: {name}")
-    return Network.from_record(record)
+    network = Network.from_record(record)
+    recorded = network.vxlan.cluster if network.vxlan is not None else None
+    if session.cluster is not None and recorded is not None and session.cluster.url != recorded:
+        raise UsageError(f"network {name!r} belongs to cluster {recorded}, not {session.cluster.url}")
+    return network
 
 
 def all_networks(session: Session) -> list[Network]:
@@ -37,6 +41,10 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
     from wrapdock import hostinfo, netspec
     from wrapdock.plans import driver
 
+    if request.driver == "vxlan" and session.cluster is not None:
+        from wrapdock import cluster
+
+        return cluster.create(session, request)
     network = netspec.build_network(request)
     session.require_root()
     with session.lock():
@@ -65,8 +73,17 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
 
     session.require_root()
     doomed_names = list(dict.fromkeys(names))
+    clustered: list[Network] = []
     for name in doomed_names:
-        load(session, name)
+        network = load(session, name)
+        if network.scope == "cluster":
+            clustered.append(network)
+    if clustered:  # this host leaves them (their definition goes with the last host)
+        from wrapdock import cluster
+
+        done = [cluster.leave(session, network.name, force) for network in clustered]
+        rest = [name for name in doomed_names if name not in {n.name for n in clustered}]
+        return done + (remove(session, rest, force) if rest else [])
     if force:  # containers first: their veths and leases, through the container operations
         from wrapdock import cniattach, containers
 
@@ -130,7 +147,16 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
 
 
 def inspect(session: Session, names: list[str]) -> list[dict[str, Any]]:
-    return [describe(session, load(session, name)) for name in names]
+    """describe(); a cluster network also with what etcd holds of it (its hosts: one printed etcdctl get)."""
+    views = []
+    for network in [load(session, name) for name in names]:
+        view = describe(session, network)
+        if network.scope == "cluster":
+            from wrapdock import cluster
+
+            view["cluster"] = cluster.describe(session, network)
+        views.append(view)
+    return views
 
 
 # -- multi-host networks: this host's view of its peers ----------------------------------------------
@@ -143,13 +169,19 @@ def _overlay(session: Session, name: str) -> Network:
 
 
 def sync(session: Session, name: str) -> Plan:
-    """Make this host's kernel match the desired state (the static peers): read, diff, run the difference."""
+    """Make this host's kernel match the desired state (the static peers, or the hosts registered in
+    the cluster): read, diff, run the difference."""
     session.require_root()
+    network = _overlay(session, name)
+    if network.scope == "cluster":
+        from wrapdock import cluster
+
+        return cluster.sync(session, network)[1]
     with session.lock():
         return _sync(session, _overlay(session, name))
 
 
-def _sync(session: Session, network: Network) -> Plan:
+def _sync(session: Session, network: Network, first: list | None = None, last: list | None = None) -> Plan:
     from wrapdock.errors import EnvironmentProblem, OperationFailed
     from wrapdock.plans import vxlan as vxlan_plans
 
@@ -166,16 +198,30 @@ def _sync(session: Session, network: Network) -> Plan:
     if not fdb.ok:
         raise EnvironmentProblem(f"`{' '.join(fdb.argv)}` failed: {fdb.stderr.strip()}")
     down = vxlan_plans.parse_down(links.stdout, vxlan_plans.own_links(network))
-    plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down)
+    plan = vxlan_plans.sync(network, vxlan_plans.parse_fdb(fdb.stdout), down,
+                            vxlan_plans.parse_bridge_macs(fdb.stdout))
+    plan.steps[:0] = first or []
+    plan.steps += last or []
     if plan.steps:
         session.carry_out(plan)
     return plan
 
 
-def join(session: Session, name: str, peers: list[str]) -> tuple[Network, Plan]:
-    """Static mode: more hosts joined (their VTEP addresses become peers); then sync."""
+def join(session: Session, name: str, peers: list[str], vtep: str | None = None) -> tuple[Network, Plan]:
+    """Static mode: more hosts joined (their VTEP addresses become peers); then sync. Without peers:
+    this host joins a cluster network (see wrapdock/cluster.py)."""
     from wrapdock import overlayspec
 
+    if not peers:
+        from wrapdock import cluster
+        from wrapdock.plan import Plan
+
+        joined = cluster.join(session, name, vtep)
+        return joined, Plan(f"join {name}", [])
+    if vtep is not None:
+        raise UsageError("--vtep is for joining a cluster network (this host's VTEP is fixed at create)")
+    if session.cluster is not None:
+        raise UsageError("--peer is for static networks: with --cluster the peers are the hosts registered in etcd")
     session.require_root()
     with session.lock():
         network = _overlay(session, name)
@@ -194,10 +240,22 @@ def join(session: Session, name: str, peers: list[str]) -> tuple[Network, Plan]:
         return _change_peers(session, network, all_peers)
 
 
-def leave(session: Session, name: str, host: str | None, force: bool) -> tuple[Network, Plan]:
-    """Static mode: another host left (or died: --force changes nothing here, there is no one to ask)."""
+def leave(session: Session, name: str, host: str | None, force: bool) -> tuple[Network | None, Plan]:
+    """Static mode: another host left (or died: --force changes nothing here, there is no one to ask).
+    Cluster mode: this host leaves (no --host), or a dead host's registration goes (--host --force)."""
     from wrapdock import overlayspec
 
+    names.check_object_name("network", name)
+    record = session.state.get("network", name)
+    if record is None or Network.from_record(record).scope == "cluster":
+        from wrapdock import cluster
+        from wrapdock.plan import Plan
+
+        if host is not None:
+            return cluster.drop_host(session, name, host, force)
+        if record is None:
+            load(session, name)  # "no such network"
+        return cluster.leave(session, name, force), Plan(f"leave {name}", [])
     session.require_root()
     with session.lock():
         network = _overlay(session, name)
@@ -217,7 +275,13 @@ def _change_peers(session: Session, network: Network, peers: tuple) -> tuple[Net
 
     assert network.vxlan is not None
     changed = replace(network, vxlan=replace(network.vxlan, peers=peers))
-    plan = _sync(session, changed)
+    return changed, sync_and_record(session, changed)
+
+
+def sync_and_record(session: Session, changed: Network, first: list | None = None, last: list | None = None) -> Plan:
+    """Sync the kernel to `changed`'s peers (after the `first` steps, e.g. an etcd release), then
+    record them; a failure rolls the whole plan back and records nothing."""
+    plan = _sync(session, changed, first, last)
     if session.records_state:
         try:
             session.state.put("network", changed.name, changed.to_record())
@@ -225,4 +289,4 @@ def _change_peers(session: Session, network: Network, peers: tuple) -> tuple[Net
             if not session.print_only:
                 session.runner.rollback(plan.steps)
             raise
-    return changed, plan
+    return plan

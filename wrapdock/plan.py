@@ -28,6 +28,8 @@ class Step:
     skip_if: tuple[str, ...] | None = None
     only_if: tuple[str, ...] | None = None
     partial: bool = False  # may fail half-way (an `ip -batch`, a script): then its own undo runs too
+    # succeeded only if the first line of its output is this (`etcdctl txn` exits 0 on FAILURE too)
+    answers: str | None = None
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -63,7 +65,8 @@ class Plan:
 
 
 def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = (),
-        skip_if: Iterable[str] | None = None, only_if: Iterable[str] | None = None, partial: bool = False) -> Step:
+        skip_if: Iterable[str] | None = None, only_if: Iterable[str] | None = None, partial: bool = False,
+        answers: str | None = None) -> Step:
     """Shorthand for building a step from argv words."""
     return Step(
         argv=tuple(argv),
@@ -73,6 +76,7 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
         skip_if=tuple(skip_if) if skip_if is not None else None,
         only_if=tuple(only_if) if only_if is not None else None,
         partial=partial,
+        answers=answers,
     )
 
 

@@ -25,10 +25,11 @@ class Result:
     stdout: str
     stderr: str
     seconds: float
+    refused: bool = False  # exited 0 but answered otherwise than the step expects (`etcdctl txn`: FAILURE)
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0
+        return self.exit_code == 0 and not self.refused
 
 
 class Executor(Protocol):
@@ -196,7 +197,13 @@ class Runner:
         elif step.only_if and not self._run(step.only_if, (), "check", step.note).ok:
             self.trail.remark("already gone")
             return None, True
-        return self._run(step.argv, step.stdin, phase, step.note), False
+        result = self._run(step.argv, step.stdin, phase, step.note)
+        if result.ok and step.answers is not None and _first_line(result.stdout) != step.answers:
+            verdict = _first_line(result.stdout) or "nothing"
+            result = Result(result.argv, result.exit_code, result.stdout,
+                            f"it answered {verdict}, not {step.answers}: {_rest(result.stdout)}", result.seconds,
+                            refused=True)
+        return result, False
 
     def apply(self, plan: Plan) -> list[Step]:
         """Carry out a plan, or leave the host as it found it and raise OperationFailed.
@@ -252,6 +259,15 @@ class Runner:
             if not result.ok:
                 errors.append(f"{quote(undo.argv)}: {_last_line(result.stderr)}")
         return len(undos), errors
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0].strip()
+
+
+def _rest(text: str) -> str:
+    """What followed the verdict line (a txn's failure branch: who holds the key), on one line."""
+    return " ".join(text.split("\n", 1)[1].split()) if "\n" in text else ""
 
 
 def _last_line(text: str) -> str:

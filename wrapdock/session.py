@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from wrapdock.state import DEFAULT_STATE_DIR, StateStore
 
 if TYPE_CHECKING:  # read-only commands (ps, inspect, logs) never import the runner
+    from wrapdock.clusterstore import Cluster
     from wrapdock.plan import Plan
     from wrapdock.runner import Runner
 
@@ -34,6 +35,7 @@ class Session:
     # operations (a whole lab) plans as if each had run - IPs advance, names resolve
     simulate: bool = False
     image_records_dir: Path | None = None
+    cluster: Cluster | None = None  # --cluster / WRAPDOCK_CLUSTER: where cluster-mode networks live
 
     @property
     def records_state(self) -> bool:

@@ -25,11 +25,14 @@ def probe_text(argv: Sequence[str]) -> str:
 def step_text(step: Step) -> str:
     """The shell text of a step: exactly what the runner does, in a form bash runs the same way."""
     line = quote(step.argv)
+    # the verdict is the first output line, not the exit code (`etcdctl txn` exits 0 on FAILURE)
+    verdict = f" | head -n 1 | grep -qx {quote([step.answers])}" if step.answers is not None else ""
     if step.stdin:
         body = "\n".join(step.stdin)
         if HEREDOC_END in body.split("\n"):
             raise ValueError(f"batch input may not contain the line {HEREDOC_END}")
-        return f"{line} <<'{HEREDOC_END}'\n{body}\n{HEREDOC_END}"
+        return f"{line} <<'{HEREDOC_END}'{verdict}\n{body}\n{HEREDOC_END}"
+    line += verdict
     if step.skip_if:
         return f"{probe_text(step.skip_if)} || {line}"
     if step.only_if:

@@ -6,7 +6,7 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 1882463632, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
+SCHEMA_CRC32 = {'network': 3710118474, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
 
 NoneType = type(None)
 MISSING = object()
@@ -20,37 +20,39 @@ K6 = re.compile('(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(?:\\.(?:25
 K7 = re.compile('^[A-Za-z0-9_.-]{1,15}$').search
 K8 = (NoneType, int)
 K9 = (NoneType, str)
-K10 = frozenset(['device', 'host_range', 'host_subnet_size', 'mac', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
-K11 = re.compile('^02(:[0-9a-f]{2}){5}$').search
-K12 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/(9|[12]\\d|30)$').search
-K13 = frozenset(['allocations', 'gateway', 'last_reserved', 'network', 'subnet', 'version'])
-K14 = frozenset(['owner', 'time'])
-K15 = frozenset(['owner'])
-K16 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'user', 'version', 'volumes', 'workdir'])
-K17 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
-K18 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
-K19 = re.compile('^/').search
-K20 = frozenset(['readonly', 'source', 'target'])
-K21 = re.compile('^/.').search
-K22 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
-K23 = (NoneType, float, int)
-K24 = re.compile('^[a-z_]+$').search
-K25 = ['creating', 'ready']
-K26 = ['none', 'bridge', 'host']
-K27 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
-K28 = re.compile('^eth[0-9]+$').search
-K29 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
-K30 = ['tcp', 'udp']
-K31 = re.compile('^[^:]+:.+$').search
-K32 = re.compile('^([0-9]+:[0-9]+)?$').search
-K33 = frozenset(['config', 'created', 'id', 'layers', 'name', 'rootfs_of', 'source', 'version'])
-K34 = frozenset(['created', 'id', 'name', 'source', 'version'])
-K35 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.:/-]*$').search
-K36 = frozenset(['diff_id', 'size'])
-K37 = re.compile('^sha256:[0-9a-f]{64}$').search
-K38 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
-K39 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
-K40 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
+K10 = frozenset(['cluster', 'device', 'host_range', 'host_subnet_size', 'hostname', 'mac', 'names', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
+K11 = frozenset(['device', 'host_range', 'host_subnet_size', 'mac', 'peers', 'port', 'underlay', 'underlay_mtu', 'vni', 'vtep'])
+K12 = re.compile('^02(:[0-9a-f]{2}){5}$').search
+K13 = re.compile('^(\\d{1,3}\\.){3}\\d{1,3}/(9|[12]\\d|30)$').search
+K14 = re.compile('^etcd://[0-9.:,]+$').search
+K15 = frozenset(['allocations', 'gateway', 'last_reserved', 'network', 'subnet', 'version'])
+K16 = frozenset(['owner', 'time'])
+K17 = frozenset(['owner'])
+K18 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'user', 'version', 'volumes', 'workdir'])
+K19 = frozenset(['add_hosts', 'auto_remove', 'caps', 'command', 'created', 'detach', 'dns', 'endpoints', 'env', 'hostname', 'id', 'image', 'lab', 'limits', 'name', 'net_mode', 'netns', 'owner_pid', 'phase', 'ports', 'privileged', 'tty', 'version', 'volumes', 'workdir'])
+K20 = re.compile('^[A-Za-z_][A-Za-z0-9_]*=').search
+K21 = re.compile('^/').search
+K22 = frozenset(['readonly', 'source', 'target'])
+K23 = re.compile('^/.').search
+K24 = frozenset(['cpu_shares', 'cpus', 'cpuset_cpus', 'memory', 'pids'])
+K25 = (NoneType, float, int)
+K26 = re.compile('^[a-z_]+$').search
+K27 = ['creating', 'ready']
+K28 = ['none', 'bridge', 'host']
+K29 = frozenset(['address', 'host_ifname', 'ifname', 'network'])
+K30 = re.compile('^eth[0-9]+$').search
+K31 = frozenset(['container_port', 'host_ip', 'host_port', 'proto'])
+K32 = ['tcp', 'udp']
+K33 = re.compile('^[^:]+:.+$').search
+K34 = re.compile('^([0-9]+:[0-9]+)?$').search
+K35 = frozenset(['config', 'created', 'id', 'layers', 'name', 'rootfs_of', 'source', 'version'])
+K36 = frozenset(['created', 'id', 'name', 'source', 'version'])
+K37 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.:/-]*$').search
+K38 = frozenset(['diff_id', 'size'])
+K39 = re.compile('^sha256:[0-9a-f]{64}$').search
+K40 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
+K41 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
+K42 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
 
 
 def network(v0):
@@ -104,7 +106,7 @@ def network(v0):
     v13 = v0.get('vxlan', MISSING)
     if v13 is not MISSING:
         if not isinstance(v13, dict): return False
-        if not v13.keys() >= K10: return False
+        if not v13.keys() >= K11: return False
         if not v13.keys() <= K10: return False
         v14 = v13.get('vni', MISSING)
         if v14 is not MISSING:
@@ -136,7 +138,7 @@ def network(v0):
         v20 = v13.get('mac', MISSING)
         if v20 is not MISSING:
             if not isinstance(v20, str): return False
-            if not K11(v20): return False
+            if not K12(v20): return False
         v21 = v13.get('host_subnet_size', MISSING)
         if v21 is not MISSING:
             if not isinstance(v21, int) or v21.__class__ is bool: return False
@@ -145,20 +147,34 @@ def network(v0):
         v22 = v13.get('host_range', MISSING)
         if v22 is not MISSING:
             if not isinstance(v22, str): return False
-            if not K12(v22): return False
+            if not K13(v22): return False
         v23 = v13.get('peers', MISSING)
         if v23 is not MISSING:
             if not isinstance(v23, list): return False
             for v24 in v23:
                 if not isinstance(v24, str): return False
                 if not K6(v24): return False
+        v25 = v13.get('cluster', MISSING)
+        if v25 is not MISSING:
+            if not isinstance(v25, str): return False
+            if not K14(v25): return False
+        v26 = v13.get('hostname', MISSING)
+        if v26 is not MISSING:
+            if not isinstance(v26, str): return False
+            if len(v26) > 253: return False
+        v27 = v13.get('names', MISSING)
+        if v27 is not MISSING:
+            if not isinstance(v27, dict): return False
+            for v28 in v27.values():
+                if not isinstance(v28, str): return False
+                if not K6(v28): return False
     return True
 
 
 def ipam(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K13: return False
-    if not v0.keys() <= K13: return False
+    if not v0.keys() >= K15: return False
+    if not v0.keys() <= K15: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
@@ -187,8 +203,8 @@ def ipam(v0):
                 if not K6(v7): return False
         for v8 in v6.values():
             if not isinstance(v8, dict): return False
-            if not v8.keys() >= K15: return False
-            if not v8.keys() <= K14: return False
+            if not v8.keys() >= K17: return False
+            if not v8.keys() <= K16: return False
             v9 = v8.get('owner', MISSING)
             if v9 is not MISSING:
                 if not isinstance(v9, str): return False
@@ -201,8 +217,8 @@ def ipam(v0):
 
 def container(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K17: return False
-    if not v0.keys() <= K16: return False
+    if not v0.keys() >= K19: return False
+    if not v0.keys() <= K18: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
@@ -229,7 +245,7 @@ def container(v0):
         if not isinstance(v7, list): return False
         for v8 in v7:
             if not isinstance(v8, str): return False
-            if not K18(v8): return False
+            if not K20(v8): return False
     v9 = v0.get('hostname', MISSING)
     if v9 is not MISSING:
         if not isinstance(v9, str): return False
@@ -238,36 +254,36 @@ def container(v0):
     v10 = v0.get('workdir', MISSING)
     if v10 is not MISSING:
         if not isinstance(v10, str): return False
-        if not K19(v10): return False
+        if not K21(v10): return False
     v11 = v0.get('volumes', MISSING)
     if v11 is not MISSING:
         if not isinstance(v11, list): return False
         for v12 in v11:
             if not isinstance(v12, dict): return False
-            if not v12.keys() >= K20: return False
-            if not v12.keys() <= K20: return False
+            if not v12.keys() >= K22: return False
+            if not v12.keys() <= K22: return False
             v13 = v12.get('source', MISSING)
             if v13 is not MISSING:
                 if not isinstance(v13, str): return False
-                if not K19(v13): return False
+                if not K21(v13): return False
             v14 = v12.get('target', MISSING)
             if v14 is not MISSING:
                 if not isinstance(v14, str): return False
-                if not K21(v14): return False
+                if not K23(v14): return False
             v15 = v12.get('readonly', MISSING)
             if v15 is not MISSING:
                 if not isinstance(v15, bool): return False
     v16 = v0.get('limits', MISSING)
     if v16 is not MISSING:
         if not isinstance(v16, dict): return False
-        if not v16.keys() >= K22: return False
-        if not v16.keys() <= K22: return False
+        if not v16.keys() >= K24: return False
+        if not v16.keys() <= K24: return False
         v17 = v16.get('memory', MISSING)
         if v17 is not MISSING:
             if not isinstance(v17, K8) or v17.__class__ is bool: return False
         v18 = v16.get('cpus', MISSING)
         if v18 is not MISSING:
-            if not isinstance(v18, K23) or v18.__class__ is bool: return False
+            if not isinstance(v18, K25) or v18.__class__ is bool: return False
             if isinstance(v18, int | float) and not isinstance(v18, bool):
                 if v18 <= 0: return False
         v19 = v16.get('cpu_shares', MISSING)
@@ -284,7 +300,7 @@ def container(v0):
         if not isinstance(v22, list): return False
         for v23 in v22:
             if not isinstance(v23, str): return False
-            if not K24(v23): return False
+            if not K26(v23): return False
     v24 = v0.get('privileged', MISSING)
     if v24 is not MISSING:
         if not isinstance(v24, bool): return False
@@ -307,27 +323,27 @@ def container(v0):
         if not isinstance(v29, bool): return False
     v30 = v0.get('phase', MISSING)
     if v30 is not MISSING:
-        if v30 not in K25: return False
+        if v30 not in K27: return False
     v31 = v0.get('owner_pid', MISSING)
     if v31 is not MISSING:
         if not isinstance(v31, K8) or v31.__class__ is bool: return False
     v32 = v0.get('net_mode', MISSING)
     if v32 is not MISSING:
-        if v32 not in K26: return False
+        if v32 not in K28: return False
     v33 = v0.get('endpoints', MISSING)
     if v33 is not MISSING:
         if not isinstance(v33, list): return False
         for v34 in v33:
             if not isinstance(v34, dict): return False
-            if not v34.keys() >= K27: return False
-            if not v34.keys() <= K27: return False
+            if not v34.keys() >= K29: return False
+            if not v34.keys() <= K29: return False
             v35 = v34.get('network', MISSING)
             if v35 is not MISSING:
                 if not isinstance(v35, str): return False
             v36 = v34.get('ifname', MISSING)
             if v36 is not MISSING:
                 if not isinstance(v36, str): return False
-                if not K28(v36): return False
+                if not K30(v36): return False
             v37 = v34.get('host_ifname', MISSING)
             if v37 is not MISSING:
                 if not isinstance(v37, str): return False
@@ -341,8 +357,8 @@ def container(v0):
         if not isinstance(v39, list): return False
         for v40 in v39:
             if not isinstance(v40, dict): return False
-            if not v40.keys() >= K29: return False
-            if not v40.keys() <= K29: return False
+            if not v40.keys() >= K31: return False
+            if not v40.keys() <= K31: return False
             v41 = v40.get('host_ip', MISSING)
             if v41 is not MISSING:
                 if not isinstance(v41, K9): return False
@@ -360,7 +376,7 @@ def container(v0):
                 if v43 > 65535: return False
             v44 = v40.get('proto', MISSING)
             if v44 is not MISSING:
-                if v44 not in K30: return False
+                if v44 not in K32: return False
     v45 = v0.get('dns', MISSING)
     if v45 is not MISSING:
         if not isinstance(v45, list): return False
@@ -372,11 +388,11 @@ def container(v0):
         if not isinstance(v47, list): return False
         for v48 in v47:
             if not isinstance(v48, str): return False
-            if not K31(v48): return False
+            if not K33(v48): return False
     v49 = v0.get('user', MISSING)
     if v49 is not MISSING:
         if not isinstance(v49, str): return False
-        if not K32(v49): return False
+        if not K34(v49): return False
     v50 = v0.get('lab', MISSING)
     if v50 is not MISSING:
         if not isinstance(v50, K9): return False
@@ -385,15 +401,15 @@ def container(v0):
 
 def image(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K34: return False
-    if not v0.keys() <= K33: return False
+    if not v0.keys() >= K36: return False
+    if not v0.keys() <= K35: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
     v2 = v0.get('name', MISSING)
     if v2 is not MISSING:
         if not isinstance(v2, str): return False
-        if not K35(v2): return False
+        if not K37(v2): return False
         if len(v2) < 1: return False
         if len(v2) > 255: return False
     v3 = v0.get('id', MISSING)
@@ -415,12 +431,12 @@ def image(v0):
         if not isinstance(v7, list): return False
         for v8 in v7:
             if not isinstance(v8, dict): return False
-            if not v8.keys() >= K36: return False
-            if not v8.keys() <= K36: return False
+            if not v8.keys() >= K38: return False
+            if not v8.keys() <= K38: return False
             v9 = v8.get('diff_id', MISSING)
             if v9 is not MISSING:
                 if not isinstance(v9, str): return False
-                if not K37(v9): return False
+                if not K39(v9): return False
             v10 = v8.get('size', MISSING)
             if v10 is not MISSING:
                 if not isinstance(v10, int) or v10.__class__ is bool: return False
@@ -433,8 +449,8 @@ def image(v0):
 
 def cni(v0):
     if not isinstance(v0, dict): return False
-    if not v0.keys() >= K38: return False
-    if not v0.keys() <= K38: return False
+    if not v0.keys() >= K40: return False
+    if not v0.keys() <= K40: return False
     v1 = v0.get('version', MISSING)
     if v1 is not MISSING:
         if v1 != 1: return False
@@ -449,7 +465,7 @@ def cni(v0):
     v4 = v0.get('container_id', MISSING)
     if v4 is not MISSING:
         if not isinstance(v4, str): return False
-        if not K39(v4): return False
+        if not K41(v4): return False
     v5 = v0.get('ifname', MISSING)
     if v5 is not MISSING:
         if not isinstance(v5, str): return False
@@ -457,7 +473,7 @@ def cni(v0):
     v6 = v0.get('netns', MISSING)
     if v6 is not MISSING:
         if not isinstance(v6, str): return False
-        if not K19(v6): return False
+        if not K21(v6): return False
     v7 = v0.get('host_ifname', MISSING)
     if v7 is not MISSING:
         if not isinstance(v7, str): return False
@@ -469,7 +485,7 @@ def cni(v0):
     v9 = v0.get('mac', MISSING)
     if v9 is not MISSING:
         if not isinstance(v9, str): return False
-        if not K40(v9): return False
+        if not K42(v9): return False
     v10 = v0.get('primary', MISSING)
     if v10 is not MISSING:
         if not isinstance(v10, bool): return False
@@ -478,8 +494,8 @@ def cni(v0):
         if not isinstance(v11, list): return False
         for v12 in v11:
             if not isinstance(v12, dict): return False
-            if not v12.keys() >= K29: return False
-            if not v12.keys() <= K29: return False
+            if not v12.keys() >= K31: return False
+            if not v12.keys() <= K31: return False
             v13 = v12.get('host_ip', MISSING)
             if v13 is not MISSING:
                 if not isinstance(v13, K9): return False
@@ -497,7 +513,7 @@ def cni(v0):
                 if v15 > 65535: return False
             v16 = v12.get('proto', MISSING)
             if v16 is not MISSING:
-                if v16 not in K30: return False
+                if v16 not in K32: return False
     v17 = v0.get('created', MISSING)
     if v17 is not MISSING:
         if not isinstance(v17, str): return False

@@ -367,6 +367,99 @@ def test_the_print_only_script_builds_what_create_builds(sandbox_factory):
     assert f"dstport 4789 local {VTEP[1]} dev ul0 learning" in script
     scripted.sh("bash", "-s", input=script)
     Host(live).wd("--quiet", *argv)
+    for box in (scripted, live):  # the bridge's carrier follows its VXLAN port a moment later (link watch)
+        wait_carrier(box, NET)
     assert scripted.snapshot() == live.snapshot()
     assert her_entries(scripted) == her_entries(live) == [VTEP[2]]
     Host(live).wd("--quiet", "network", "rm", NET)
+
+
+def overlay_findings(box) -> dict[str, dict]:
+    """doctor's findings by check (exit 1 when there are any), each with its one-line text and its fixes."""
+    proc = box.wrapdock("doctor", "--format", "json", check=False)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    found = json.loads(proc.stdout)
+    assert (proc.returncode == 1) == bool(found), proc.stdout
+    return {f["check"]: f for f in found}
+
+
+def test_doctor_finds_what_breaks_an_overlay_silently_and_gc_syncs_the_fdb(hosts):
+    """Each planted problem is found with its repair; gc brings the flood list back; a network whose
+    record is gone leaves nothing behind gc."""
+    one, two = hosts
+    box = one.sandbox
+    start = box.snapshot()
+    create(one, 1)
+    create(two, 2)
+    one.run("--name", "a", "--net", NET, *SLEEP)
+    two.run("--name", "b", "--net", NET, *SLEEP)
+    assert one.ping("a", two.address("b", NET))
+    assert overlay_findings(box) == {}  # the peer answers, the FDB, MACs and MTUs are right
+
+    # the FDB: the peer's flood entry gone, one to a host that is no peer, a MAC learned behind it
+    box.sh("bridge", "fdb", "del", "00:00:00:00:00:00", "dev", DEVICE, "dst", VTEP[2], "self")
+    box.sh("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", DEVICE, "dst", "198.51.100.99")
+    box.sh("bridge", "fdb", "add", "02:42:0a:d2:63:05", "dev", DEVICE, "dst", "198.51.100.99", "self", "dynamic")
+    # the device's MAC, the underlay's MTU shrunk under the overlay, two other VXLAN devices on its port
+    box.sh("ip", "link", "set", "dev", DEVICE, "address", "02:aa:bb:cc:dd:ee")
+    box.sh("ip", "link", "set", "dev", "ul0", "mtu", "1400")
+    box.sh("ip", "link", "add", "vxother", "type", "vxlan", "id", VNI, "dstport", "4789", "gbp", "dev", "ul0")
+    box.sh("ip", "link", "add", "vxmeta", "type", "vxlan", "external", "dstport", "4789")
+    # the peer stops answering
+    two.sandbox.sh("ip", "addr", "del", f"{VTEP[2]}/24", "dev", "ul0")
+    found = overlay_findings(box)
+    assert set(found) == {"overlay-fdb-missing", "overlay-fdb-stale", "overlay-mac-changed", "overlay-mtu",
+                          "overlay-vni-clash", "overlay-port-shared", "overlay-peer-silent"}, found
+    assert VTEP[2] in found["overlay-fdb-missing"]["finding"]
+    assert found["overlay-fdb-missing"]["fix"][0] == f"wrapdock network sync {NET}"
+    assert "198.51.100.99" in found["overlay-fdb-stale"]["finding"]
+    assert "1 learned MAC(s)" in found["overlay-fdb-stale"]["finding"]
+    assert found["overlay-mac-changed"]["fix"] == [f"ip link set dev {DEVICE} address 02:ff:c6:33:64:0b"]
+    mtu = found["overlay-mtu"]
+    assert "1400 - 50 = 1350" in mtu["finding"], mtu
+    for what in (f"VXLAN device {DEVICE}", f"bridge {NET}", "container a's eth0"):
+        assert what in mtu["finding"], mtu
+    assert f"ip link set dev {DEVICE} mtu 1350" in mtu["fix"] and f"ip link set dev {NET} mtu 1350" in mtu["fix"]
+    assert any(f.startswith("ip -n ") and f.endswith("link set dev eth0 mtu 1350") for f in mtu["fix"]), mtu
+    assert "vxother" in found["overlay-vni-clash"]["finding"]
+    assert "vxmeta" in found["overlay-port-shared"]["finding"]
+    assert VTEP[2] in found["overlay-peer-silent"]["finding"]
+
+    # gc puts the flood list back to the recorded peers, exactly as `network sync` would
+    collected = one.wd("gc").stdout
+    assert f"synced the FDB of overlay {NET} to its recorded peers (3 change(s))" in collected, collected
+    assert her_entries(box) == [VTEP[2]] and learned_behind(box, "198.51.100.99") == []
+    assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
+    # the repairs doctor names, run as printed, clear their findings
+    box.bash(found["overlay-mac-changed"]["fix"][0])
+    box.sh("ip", "link", "set", "dev", "ul0", "mtu", "1500")
+    box.sh("ip", "link", "del", "vxother")
+    box.sh("ip", "link", "del", "vxmeta")
+    two.sandbox.sh("ip", "addr", "add", f"{VTEP[2]}/24", "dev", "ul0")
+    assert overlay_findings(box) == {}
+    assert one.ping("a", two.address("b", NET))
+
+    # this host's VTEP address gone: the packets cannot leave; the peers are not probed (nothing to ask from)
+    box.sh("ip", "addr", "del", f"{VTEP[1]}/24", "dev", "ul0")
+    found = overlay_findings(box)
+    assert set(found) == {"overlay-vtep-changed"}, found
+    assert f"VTEP address {VTEP[1]} is no longer on ul0" in found["overlay-vtep-changed"]["finding"]
+    box.sh("ip", "addr", "add", f"{VTEP[1]}/24", "dev", "ul0")
+    # a probe that cannot run (no route to the peer) is an error, not a pass
+    box.sh("ip", "route", "add", "blackhole", f"{VTEP[2]}/32")
+    found = overlay_findings(box)
+    assert set(found) == {"overlay-probe-failed"}, found
+    assert f"could not probe peer {VTEP[2]}" in found["overlay-probe-failed"]["finding"]
+    box.sh("ip", "route", "del", "blackhole", f"{VTEP[2]}/32")
+    assert overlay_findings(box) == {}
+
+    # the network's records gone (a lost /run/wrapdock): gc removes its bridge, its VXLAN device (with
+    # its FDB entries and learned MACs), its rules and the container left over
+    one.wd("--quiet", "rm", "-f", "a")
+    box.sh("rm", f"/run/wrapdock/networks/{NET}.json", f"/run/wrapdock/ipam/{NET}.json")
+    collected = one.wd("gc").stdout
+    assert f"deleted VXLAN device {DEVICE}" in collected and f"deleted bridge {NET}" in collected, collected
+    assert one.wd("gc").stdout.strip() == "nothing to do: the state and the host agree"
+    assert_nothing_left(box, start)
+    two.wd("--quiet", "rm", "-f", "b")
+    two.wd("--quiet", "network", "rm", NET)

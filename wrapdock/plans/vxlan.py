@@ -125,17 +125,25 @@ def parse_fdb(text: str) -> list[FdbEntry]:
             for e in json.loads(text or "[]") if "dst" in e]
 
 
+def parse_bridge_macs(text: str) -> frozenset[str]:
+    """MACs the bridge itself learned on the VXLAN port (`master` entries, not permanent): after a host
+    leaves, those of its containers would otherwise keep pointing into the VXLAN port for 300 s."""
+    return frozenset(e["mac"] for e in json.loads(text or "[]") if "master" in e and e.get("state") != "permanent")
+
+
 def parse_down(text: str, wanted: tuple[str, ...]) -> list[str]:
     """Which of `wanted` are not administratively up (from `ip -j link show`)."""
     flags = {link["ifname"]: link.get("flags", []) for link in json.loads(text or "[]")}
     return [name for name in wanted if name in flags and "UP" not in flags[name]]
 
 
-def sync(network: Network, fdb: list[FdbEntry], down: list[str]) -> Plan:
+def sync(network: Network, fdb: list[FdbEntry], down: list[str], bridge_macs: frozenset[str] = frozenset()) -> Plan:
     """The difference between the desired peers and the kernel, as steps; empty when in sync.
 
     Learned entries pointing at a VTEP that is no peer any more are deleted one by one (otherwise they
-    would stay for the 300 s ageing time), the learned entries of the remaining peers are kept.
+    would stay for the 300 s ageing time), with the bridge's own entry for the same MAC on the VXLAN
+    port (`bridge_macs`); the learned entries of the remaining peers are kept. Learned entries may
+    age out between the read and the delete: each delete is guarded by a `bridge fdb get`.
     """
     vx = _vxlan(network)
     wanted = {str(p) for p in vx.peers}
@@ -152,6 +160,15 @@ def sync(network: Network, fdb: list[FdbEntry], down: list[str]) -> Plan:
         plan.add(Step(step.argv, step.note, undo=_her_add(vx, address, step.note)))
     for entry in fdb:
         if entry.mac != ALL_ZEROS and not entry.permanent and entry.dst not in wanted:
-            plan.add(cmd("bridge", "fdb", "del", entry.mac, "dev", vx.device, "dst", entry.dst, "self",
-                         note=f"forget what {vx.device} learned behind {entry.dst}, which is no peer"))
+            note = f"forget what {vx.device} learned behind {entry.dst}, which is no peer"
+            # undone (a later step failed) as a learned entry again: dynamic, it ages out as before
+            plan.add(cmd("bridge", "fdb", "del", entry.mac, "dev", vx.device, "dst", entry.dst, "self", note=note,
+                         only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "self"),
+                         undo=cmd("bridge", "fdb", "replace", entry.mac, "dev", vx.device, "dst", entry.dst, "self",
+                                  "dynamic", note=note)))
+            if entry.mac in bridge_macs:
+                plan.add(cmd("bridge", "fdb", "del", entry.mac, "dev", vx.device, "master", note=note,
+                             only_if=("bridge", "fdb", "get", entry.mac, "dev", vx.device, "master"),
+                             undo=cmd("bridge", "fdb", "replace", entry.mac, "dev", vx.device, "master", "dynamic",
+                                      note=note)))
     return plan

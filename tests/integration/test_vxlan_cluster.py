@@ -1,0 +1,275 @@
+"""Cluster-mode vxlan networks: a real etcd, three sandbox hosts, real VXLAN packets.
+
+A "switch" sandbox holds the underlay bridge (198.51.100.0/24) and etcd, bound to 198.51.100.1 with
+its data directory in tmp_path; hosts 1-3 hang off the bridge (198.51.100.11-13). Every etcd read
+and write wrapdock makes is an `etcdctl` command in its trail; the tests read etcd back with etcdctl.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.integration.containerlab import wait_for
+from tests.integration.ctnet import SLEEP, Host, assert_nothing_left
+from tests.integration.netlab import changing_commands, error_line
+from tests.integration.test_vxlan_static import switched_underlay, wait_carrier
+from tests.sandbox import wrapdock_argv
+
+pytestmark = pytest.mark.integration
+
+NET, SUBNET, VNI = "cov", "10.220.0.0/16", "4343"
+DEVICE = f"wdvx{VNI}"
+ETCD_IP = "198.51.100.1"
+URL = f"etcd://{ETCD_IP}:2379"
+VTEP = {i: f"198.51.100.1{i}" for i in (1, 2, 3)}
+CREATE = ("network", "create", "--driver", "vxlan", "--subnet", SUBNET, "--vni", VNI)
+WATCHER = Path(__file__).parents[2] / "templates" / "cluster" / "wrapdock-watch"
+
+
+class Etcd:
+    """etcd inside the switch sandbox; stopped by its PID, restartable with the same data dir."""
+
+    def __init__(self, switch, data_dir) -> None:
+        self.switch, self.data_dir, self.pid = switch, data_dir, None
+        # a MAC of its own: a bridge otherwise takes its ports' lowest, which changes when a host goes
+        switch.sh("ip", "link", "set", "dev", "ul", "address", "02:00:c6:33:64:01")
+        switch.sh("ip", "addr", "add", f"{ETCD_IP}/24", "dev", "ul")
+        self.start()
+
+    def start(self) -> None:
+        self.pid = self.switch.bash(
+            f"etcd --name wdtest --data-dir {shlex.quote(str(self.data_dir))} "
+            f"--listen-client-urls http://{ETCD_IP}:2379 --advertise-client-urls http://{ETCD_IP}:2379 "
+            "--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 "
+            "--initial-cluster wdtest=http://127.0.0.1:2380 "
+            f">>{shlex.quote(str(self.data_dir))}.log 2>&1 & echo $!").stdout.strip()
+        wait_for(lambda: self.ctl("endpoint", "health", check=False).returncode == 0, what="etcd")
+
+    def stop(self) -> None:
+        if self.pid:
+            self.switch.sh("kill", self.pid)
+            wait_for(self._gone, what="etcd's end")
+            self.pid = None
+
+    def _gone(self) -> bool:
+        """Ended: no process, or a zombie (the sandbox's PID 1 is a `sleep`, which reaps nobody)."""
+        stat = self.switch.sh("cat", f"/proc/{self.pid}/stat", check=False)
+        return stat.returncode != 0 or stat.stdout.rsplit(")", 1)[1].split()[0] == "Z"
+
+    def ctl(self, *args: str, check: bool = True):
+        return self.switch.sh("etcdctl", f"--endpoints=http://{ETCD_IP}:2379", "--dial-timeout=2s", *args,
+                              check=check)
+
+    def dump(self) -> dict[str, str]:
+        """Every key under /wrapdock/ with its value (what the tests compare before and after)."""
+        lines = self.ctl("get", "--prefix", "/wrapdock/").stdout.splitlines()
+        return dict(zip(lines[0::2], lines[1::2], strict=True))
+
+
+@pytest.fixture
+def lab(sandbox_factory, tmp_path):
+    switch, *boxes = (sandbox_factory() for _ in range(4))
+    switched_underlay(switch, boxes)
+    for i, box in enumerate(boxes, start=1):  # (sandbox.sh does not enter the UTS namespace: no `hostname`)
+        box.env["WRAPDOCK_HOSTNAME"] = f"host{i}"
+    etcd = Etcd(switch, tmp_path / "etcd")
+    try:
+        yield etcd, [Host(box) for box in boxes]
+    finally:
+        etcd.stop()
+
+
+def wd(host: Host, *args: str):
+    return host.wd("--cluster", URL, *args)
+
+
+def her_entries(box) -> list[str]:
+    entries = json.loads(box.sh("bridge", "-j", "fdb", "show", "dev", DEVICE).stdout or "[]")
+    return sorted(e["dst"] for e in entries if e["mac"] == "00:00:00:00:00:00")
+
+
+def test_three_hosts_create_join_sync_leave_and_nothing_is_left(lab):
+    etcd, hosts = lab
+    one, two, three = hosts
+    starts = [h.sandbox.snapshot() for h in hosts]
+    created = wd(one, *CREATE, "--vtep", VTEP[1], NET)
+    # every etcd access is an etcdctl command in the trail; the claim is one txn
+    assert f"etcdctl --endpoints=http://{ETCD_IP}:2379" in created.stderr
+    assert "create(\"/wrapdock/v1/networks/cov/config\") = \"0\"" in created.stderr
+    # host 1 runs the watcher template (etcdctl watch -> network sync), in a process group of its own
+    watcher = one.sandbox.bash(f"WRAPDOCK={shlex.quote(shlex.join(wrapdock_argv()))} setsid bash {WATCHER} {NET} "
+                               ">/run/watch.log 2>&1 & echo $!").stdout.strip()
+    for host, i in ((two, 2), (three, 3)):
+        host.wd("--cluster", URL, "network", "join", NET, "--vtep", VTEP[i])
+    keys = etcd.dump()
+    assert sorted(k for k in keys if "/hosts/" in k) == [f"/wrapdock/v1/networks/cov/hosts/{VTEP[i]}"
+                                                         for i in (1, 2, 3)]
+    assert keys["/wrapdock/v1/vnis/4343"] == NET
+    assert sorted(k.rsplit("/", 1)[1] for k in keys if "/ranges/" in k) == ["10.220.11.0-24", "10.220.12.0-24",
+                                                                             "10.220.13.0-24"]
+    # the joiners know the hosts before them; host 1's watcher synced for each join; host 2 has no
+    # watcher: it learns of host 3 with its own sync (no --cluster: the URL is in its record)
+    assert her_entries(three.sandbox) == [VTEP[1], VTEP[2]]
+    wait_for(lambda: her_entries(one.sandbox) == [VTEP[2], VTEP[3]], what="host 1's watcher to sync")
+    one.sandbox.sh("kill", "--", f"-{watcher}")
+    assert two.wd("network", "sync", NET).stdout.strip() == f"{NET}: 1 change(s)"
+    again = one.wd("network", "sync", NET)
+    assert again.stdout.strip() == f"{NET}: in sync, nothing to do" and "fdb append" not in again.stderr
+    assert her_entries(one.sandbox) == [VTEP[2], VTEP[3]]
+
+    view = one.network_view(NET)
+    assert (view["scope"], view["vxlan"]["cluster"], view["vxlan"]["host_range"]) == ("cluster", URL, "10.220.11.0/24")
+    assert [h["vtep"] for h in view["cluster"]["hosts"]] == [VTEP[1], VTEP[2], VTEP[3]]
+    assert [h["hostname"] for h in view["cluster"]["hosts"]] == ["host1", "host2", "host3"]
+    listing = one.wd("network", "ls").stdout
+    assert "cluster" in listing
+
+    for host, name in zip(hosts, "abc", strict=True):
+        host.run("--name", name, "--net", NET, *SLEEP)
+    a, b, c = (h.address(n, NET) for h, n in zip(hosts, "abc", strict=True))
+    assert (a.startswith("10.220.11."), b.startswith("10.220.12."), c.startswith("10.220.13.")) == (True,) * 3
+    assert one.ping("a", b) and one.ping("a", c) and two.ping("b", c) and three.ping("c", a)
+    # names: run registered each in etcd; a sync writes the other hosts' names into /etc/hosts
+    assert {k.rsplit("/", 1)[1] for k in etcd.dump() if "/names/" in k} == {"a", "b", "c"}
+    for host in hosts:
+        assert "/etc/hosts" in host.wd("network", "sync", NET).stderr
+        assert host.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
+    assert one.hosts("a")["b"] == b and three.hosts("c")["a"] == a
+    assert one.ping("a", "b") and two.ping("b", "c") and three.ping("c", "a")
+
+    # host 3 dies; host 1 removes its registration; host 2's sync then removes every trace of it
+    three.sandbox.close()
+    one.wd("network", "leave", NET, "--host", "host3", "--force")
+    assert not [k for k, v in etcd.dump().items() if VTEP[3] in k + v or "10.220.13.0" in k]
+    assert her_entries(one.sandbox) == [VTEP[2]]
+    two.wd("network", "sync", NET)
+    assert her_entries(two.sandbox) == [VTEP[1]] and "c" not in two.hosts("b")
+    assert one.ping("a", b)
+
+    # refused: leaving with containers; a live host's own VTEP with --host
+    assert "attached container" in error_line(one.sandbox.wrapdock("network", "leave", NET, check=False), 2)
+    assert "this host" in error_line(one.sandbox.wrapdock("network", "leave", NET, "--host", VTEP[1], "--force",
+                                                          check=False), 2)
+    one.wd("--quiet", "rm", "-f", "a")
+    one.wd("network", "leave", NET)
+    assert_nothing_left(one.sandbox, starts[0])
+    assert [k for k in etcd.dump() if VTEP[1] in k] == []
+    two.wd("network", "rm", "-f", NET)  # rm = leave (-f: b disconnected); the last host takes the definition
+    two.wd("--quiet", "rm", "-f", "b")
+    assert_nothing_left(two.sandbox, starts[1])
+    assert etcd.dump() == {}
+
+
+def test_unreachable_etcd_and_bad_input_change_nothing(lab):
+    etcd, (one, two, _three) = lab
+    start = one.sandbox.snapshot()
+    down = one.sandbox.wrapdock("--cluster", "etcd://198.51.100.99:2379", *CREATE, "--vtep", VTEP[1], NET,
+                                check=False)
+    line = error_line(down, 4)
+    assert "etcd at etcd://198.51.100.99:2379 could not be read" in line and "nothing was changed" in line
+    assert one.sandbox.snapshot() == start and one.sandbox.state_records() == []
+    for bad in ("198.51.100.1:2379", "http://198.51.100.1:2379", "etcd://", "etcd://host:2379",
+                "etcd://198.51.100.1:99999", "etcd://198.51.100.1:2379;reboot"):
+        proc = one.sandbox.wrapdock("--cluster", bad, *CREATE, NET, check=False)
+        assert "invalid --cluster" in error_line(proc, 2), bad
+    for name in ("c;reboot", "$(reboot)", "a b"):
+        assert "invalid network name" in error_line(one.sandbox.wrapdock("--cluster", URL, *CREATE, "--vtep", VTEP[1],
+                                                                          name, check=False), 2)
+        assert "invalid network name" in error_line(one.sandbox.wrapdock("--cluster", URL, "network", "join", name,
+                                                                          check=False), 2)
+    assert "has no network" in error_line(two.sandbox.wrapdock("--cluster", URL, "network", "join", NET,
+                                                                check=False), 2)
+    assert one.sandbox.snapshot() == start and etcd.dump() == {}
+    wd(one, *CREATE, "--vtep", VTEP[1], NET)
+    # another cluster for a recorded network, other parameters, a taken VNI, an overlapping subnet
+    assert "belongs to cluster" in error_line(one.sandbox.wrapdock("--cluster", "etcd://198.51.100.2:2379",
+                                                                    "network", "sync", NET, check=False), 2)
+    assert "exists with other parameters" in error_line(two.sandbox.wrapdock(
+        "--cluster", URL, "network", "create", "--driver", "vxlan", "--subnet", "10.221.0.0/16", "--vtep", VTEP[2],
+        NET, check=False), 2)
+    assert "VNI 4343 is already used" in error_line(two.sandbox.wrapdock(
+        "--cluster", URL, *CREATE[:-2], "--vni", VNI, "--vtep", VTEP[2], "other", check=False), 2)
+    assert "overlaps subnet" in error_line(two.sandbox.wrapdock(
+        "--cluster", URL, "network", "create", "--driver", "vxlan", "--subnet", "10.220.16.0/20", "--vtep", VTEP[2],
+        "other", check=False), 2)
+    # etcd gone: sync and leave fail with exit 4 and change nothing; restarted, everything is still there
+    wait_carrier(one.sandbox, NET)
+    keys, with_net = etcd.dump(), one.sandbox.snapshot()
+    etcd.stop()
+    assert "could not be read" in error_line(one.sandbox.wrapdock("network", "sync", NET, check=False), 4)
+    assert "could not be read" in error_line(one.sandbox.wrapdock("network", "leave", NET, check=False), 4)
+    assert one.sandbox.snapshot() == with_net and one.sandbox.state_records() == [f"{NET}.json"]
+    etcd.start()
+    assert etcd.dump() == keys
+    assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
+    one.wd("network", "leave", NET)
+    assert etcd.dump() == {} and one.sandbox.snapshot() == start
+
+
+def test_a_fault_at_every_changing_command_leaves_host_state_and_etcd_as_before(lab):
+    etcd, (one, two, _three) = lab
+    create = ("--cluster", URL, *CREATE, "--vtep", VTEP[1], NET)
+    join = ("--cluster", URL, "network", "join", NET, "--vtep", VTEP[2])
+    start = one.sandbox.snapshot()
+    forward = one.sandbox.sh("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
+    steps = changing_commands(one.wd("--trail", "json", *create).stderr)
+    assert steps[0][:3] == ["timeout", "15", "etcdctl"] and steps[0][-1] == "txn", steps  # the claim first
+    one.wd("network", "leave", NET)
+    one.sandbox.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward}")  # leave keeps forwarding on, as rm does
+    assert one.sandbox.snapshot() == start and etcd.dump() == {}
+    for k in range(1, len(steps) + 1):
+        line = error_line(one.sandbox.wrapdock(*create, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert one.sandbox.snapshot() == start, k
+        assert one.sandbox.state_records() == [] and etcd.dump() == {}, k
+    one.wd(*create)
+    keys, two_start = etcd.dump(), two.sandbox.snapshot()
+    steps = changing_commands(two.wd("--trail", "json", *join).stderr)
+    two.wd("network", "leave", NET)
+    two.sandbox.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward}")
+    assert etcd.dump() == keys and two.sandbox.snapshot() == two_start
+    for k in range(1, len(steps) + 1):
+        line = error_line(two.sandbox.wrapdock(*join, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert two.sandbox.snapshot() == two_start and two.sandbox.state_records() == [], k
+        assert etcd.dump() == keys, k
+    # a claim that loses (the range was taken between read and claim is the race; a VTEP registered by
+    # another host name is refused before anything runs)
+    two.sandbox.env["WRAPDOCK_HOSTNAME"] = "impostor"
+    etcd.ctl("put", f"/wrapdock/v1/networks/{NET}/hosts/{VTEP[2]}",
+             json.dumps({"vtep": VTEP[2], "mac": "02:ff:c6:33:64:0c", "hostname": "host2", "range": "10.220.12.0/24"}))
+    assert "registered in network cov by host 'host2'" in error_line(two.sandbox.wrapdock(*join, check=False), 2)
+    etcd.ctl("del", f"/wrapdock/v1/networks/{NET}/hosts/{VTEP[2]}")
+    two.sandbox.env["WRAPDOCK_HOSTNAME"] = "host2"
+    # run on the overlay: a fault at the name's claim, or at any command after it, releases the name
+    one.wd("--quiet", "run", "-d", "--name", "r", "--net", NET, *SLEEP)  # (the first run makes the image)
+    one.wd("--quiet", "rm", "-f", "r")
+    steps = changing_commands(one.wd("--trail", "json", "run", "-d", "--name", "r", "--net", NET, *SLEEP).stderr)
+    assert steps[0][-1] == "txn", steps
+    one.wd("--quiet", "rm", "-f", "r")
+    wait_carrier(one.sandbox, NET)
+    keys, with_net = etcd.dump(), one.sandbox.snapshot()
+    for k in sorted({1, 2, len(steps) // 2, len(steps)}):
+        proc = one.sandbox.wrapdock("run", "-d", "--name", "r", "--net", NET, *SLEEP, check=False,
+                                    env={"WRAPDOCK_FAIL_AT": str(k)})
+        assert f"injected fault at command {k}" in error_line(proc, 1)
+        assert etcd.dump() == keys and one.sandbox.snapshot() == with_net, k
+        assert one.sandbox.state_records("containers") == [], k
+    # leave: a fault at its last command (the release in etcd) changes neither etcd nor the local state
+    with_net = one.sandbox.state_records()
+    proc = one.sandbox.wrapdock("--trail", "json", "network", "leave", NET, check=False,
+                                env={"WRAPDOCK_FAIL_AT": "999"})
+    assert proc.returncode == 0, proc.stderr
+    total = len(changing_commands(proc.stderr))
+    one.wd(*create)
+    keys = etcd.dump()
+    line = error_line(one.sandbox.wrapdock("network", "leave", NET, check=False,
+                                           env={"WRAPDOCK_FAIL_AT": str(total)}), 1)
+    assert "etcdctl" in line, line
+    assert etcd.dump() == keys and one.sandbox.state_records() == with_net
+    one.wd("network", "leave", NET)  # a second run finishes what the first left
+    assert one.sandbox.snapshot() == start and etcd.dump() == {}

@@ -1,0 +1,464 @@
+"""Cluster-mode vxlan networks: the network, its hosts and their ranges live in etcd.
+
+The operations read first (this host's links with `ip -j`, the cluster with `etcdctl get`), plan
+purely, then run one plan through the runner: etcd writes are Steps like any other (an atomic
+`etcdctl txn` claim, undone by a delete), so a failure half-way releases what was claimed.
+
+A host's identity is its VTEP address (like flannel's leases): the key of its registration, which
+also holds its VTEP MAC, host name and address range. A host that registered before (its local state
+is gone, /run is a tmpfs) gets its own registration and range back when it joins again.
+
+Data plane as in static mode (wrapdock/plans/vxlan.py): the peers are the hosts registered in etcd.
+A container start reads and writes nothing in etcd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from wrapdock import clusterstore as cs
+from wrapdock import names, netspec, overlayspec
+from wrapdock.clusterstore import Cluster, EtcdStore
+from wrapdock.errors import EnvironmentProblem, OperationFailed, UsageError
+from wrapdock.model import Network, Vxlan
+from wrapdock.plan import Plan, Step
+from wrapdock.session import Session
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What every host of a cluster network must agree on (the `config` key)."""
+
+    name: str
+    subnet: IPv4Network
+    vni: int
+    port: int
+    host_subnet_size: int
+    mtu: int | None  # as requested (None: each host's underlay MTU - 50)
+    internal: bool = False
+    isolated: bool = False
+
+    def to_value(self) -> str:
+        return cs.encode({"name": self.name, "subnet": str(self.subnet), "vni": self.vni, "port": self.port,
+                          "host_subnet_size": self.host_subnet_size, "mtu": self.mtu, "internal": self.internal,
+                          "isolated": self.isolated})
+
+    @classmethod
+    def from_value(cls, text: str) -> Definition:
+        data = json.loads(text)
+        return cls(data["name"], IPv4Network(data["subnet"]), data["vni"], data["port"], data["host_subnet_size"],
+                   data.get("mtu"), data.get("internal", False), data.get("isolated", False))
+
+    def describe(self) -> str:
+        mtu = f", MTU {self.mtu}" if self.mtu else ""
+        return (f"subnet {self.subnet}, VNI {self.vni}, port {self.port}, host subnet size /{self.host_subnet_size}"
+                f"{mtu}{', internal' if self.internal else ''}{', isolated' if self.isolated else ''}")
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    vtep: IPv4Address
+    mac: str
+    hostname: str
+    host_range: IPv4Network
+
+    def to_value(self) -> str:
+        return cs.encode({"vtep": str(self.vtep), "mac": self.mac, "hostname": self.hostname,
+                          "range": str(self.host_range)})
+
+    @classmethod
+    def from_value(cls, text: str) -> HostRecord:
+        data = json.loads(text)
+        return cls(IPv4Address(data["vtep"]), data["mac"], data.get("hostname", ""), IPv4Network(data["range"]))
+
+
+@dataclass(frozen=True)
+class View:
+    """What etcd holds of one network (one `etcdctl get --prefix`)."""
+
+    name: str
+    values: dict[str, str]
+    vni_holder: str | None = None  # the value of the definition's VNI claim (the network's name)
+
+    @property
+    def definition(self) -> Definition | None:
+        text = self.values.get(cs.config_key(self.name))
+        return Definition.from_value(text) if text is not None else None
+
+    @property
+    def hosts(self) -> dict[IPv4Address, HostRecord]:
+        start = cs.host_key(self.name, "")
+        found = [HostRecord.from_value(v) for k, v in self.values.items() if k.startswith(start)]
+        return {h.vtep: h for h in sorted(found, key=lambda h: h.vtep)}
+
+    def under(self, folder: str) -> dict[str, str]:
+        start = f"{cs.network_prefix(self.name)}{folder}/"
+        return {k: v for k, v in self.values.items() if k.startswith(start)}
+
+    def owned_by(self, vtep: IPv4Address) -> dict[str, str]:
+        """Every key this host holds: its registration, its range claim(s), the names of its containers."""
+        owned = {k: v for k, v in self.under("ranges").items() if v == str(vtep)}
+        owned.update({k: v for k, v in self.under("names").items() if json.loads(v).get("host") == str(vtep)})
+        key = cs.host_key(self.name, vtep)
+        if key in self.values:
+            owned[key] = self.values[key]
+        return owned
+
+    def definition_keys(self) -> dict[str, str]:
+        """The network's own keys, deleted with its last host: its config and its VNI claim."""
+        keys = {cs.config_key(self.name): self.values[cs.config_key(self.name)]} if self.definition else {}
+        if self.definition is not None and self.vni_holder == self.name:
+            keys[cs.vni_key(self.definition.vni)] = self.name
+        return keys
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+def cluster_for(session: Session, network: Network | None = None) -> Cluster:
+    """The cluster of a network (recorded when it was made) or --cluster/WRAPDOCK_CLUSTER; never two."""
+    recorded = network.vxlan.cluster if network is not None and network.vxlan is not None else None
+    given = session.cluster
+    if recorded is not None:
+        if given is not None and given.url != recorded:
+            raise UsageError(f"network {network.name!r} belongs to cluster {recorded}, not {given.url}")  # type: ignore[union-attr]
+        return cs.parse_url(recorded)
+    if given is None:
+        raise UsageError(f"this needs the cluster: give --cluster {cs.URL_FORM} (or WRAPDOCK_CLUSTER)")
+    return given
+
+
+def _read(session: Session, store: EtcdStore, prefix: str, note: str) -> dict[str, str]:
+    result = session.runner.query(store.list_query(prefix), note)
+    if not result.ok:
+        lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+        raise EnvironmentProblem(f"etcd at {store.cluster.url} could not be read "
+                                 f"(etcdctl exit {result.exit_code}: {lines[-1] if lines else 'no error output'}); "
+                                 "nothing was changed")
+    try:
+        return store.parse_list(result.stdout)
+    except (ValueError, KeyError) as exc:
+        raise EnvironmentProblem(f"etcd at {store.cluster.url}: unexpected answer from etcdctl ({exc})") from None
+
+
+def read_view(session: Session, store: EtcdStore, name: str) -> View:
+    values = _read(session, store, cs.network_prefix(name), f"read network {name} from the cluster")
+    definition = values.get(cs.config_key(name))
+    holder = None
+    if definition is not None:  # who holds its VNI: one more key, read with the same kind of command
+        vni = Definition.from_value(definition).vni
+        holder = _read(session, store, cs.vni_key(vni), f"read network {name} from the cluster").get(cs.vni_key(vni))
+    return View(name, values, holder)
+
+
+def read_definitions(session: Session, store: EtcdStore) -> tuple[dict[str, Definition], dict[int, str]]:
+    """Every cluster network's definition and every VNI claim (for create's checks)."""
+    values = _read(session, store, cs.PREFIX + "/", "read the cluster's networks and VNIs")
+    definitions = {v_name: Definition.from_value(v) for k, v in values.items()
+                   if k.startswith(cs.NETWORKS_PREFIX) and k.endswith("/config")
+                   for v_name in [k[len(cs.NETWORKS_PREFIX):-len("/config")]]}
+    vnis = {int(k[len(cs.VNIS_PREFIX):]): v for k, v in values.items() if k.startswith(cs.VNIS_PREFIX)}
+    return definitions, vnis
+
+
+# -- create and join --------------------------------------------------------------------------------------
+def definition_of(request: netspec.NetworkRequest, subnet: IPv4Network) -> Definition:
+    return Definition(request.name, subnet,
+                      request.vni if request.vni is not None else overlayspec.default_vni(request.name),
+                      request.port or overlayspec.DEFAULT_PORT,
+                      request.host_subnet_size or overlayspec.DEFAULT_HOST_SUBNET_SIZE,
+                      request.mtu, request.internal, request.isolated)
+
+
+def create(session: Session, request: netspec.NetworkRequest) -> Network:
+    """Define the network in etcd (refused if it exists otherwise, its VNI or subnet is taken) and join."""
+    from wrapdock import networks
+
+    if request.peers:
+        raise UsageError("--peer is for static networks: with --cluster the peers are the hosts registered in etcd")
+    if request.host_range is not None:
+        raise UsageError("--host-range is for static networks: with --cluster each host claims a free range")
+    checked = netspec.build_network(request)
+    definition = definition_of(request, checked.subnet)
+    cluster = cluster_for(session)
+    session.require_root()
+    with session.lock():
+        netspec.check_against_networks(checked, networks.all_networks(session))
+        from wrapdock import hostinfo
+
+        host = hostinfo.read(session.runner)
+        store = EtcdStore(cluster)
+        definitions, vnis = read_definitions(session, store)
+        existing = definitions.get(request.name)
+        if existing is not None and existing != definition:
+            raise UsageError(f"cluster network {request.name!r} exists with other parameters ({existing.describe()}): "
+                             f"join it with `wrapdock network join {request.name}`")
+        if existing is None:
+            if definition.vni in vnis:
+                raise UsageError(f"VNI {definition.vni} is already used by cluster network {vnis[definition.vni]!r}")
+            for other in definitions.values():
+                if other.subnet.overlaps(definition.subnet):
+                    raise UsageError(f"subnet {definition.subnet} overlaps subnet {other.subnet} of cluster "
+                                     f"network {other.name!r}")
+        view = read_view(session, store, request.name)
+        return _join(session, store, definition, view, host, request.vtep, new=existing is None)
+
+
+def join(session: Session, name: str, vtep: str | None) -> Network:
+    """This host joins a network defined in etcd: claims a free range, registers, creates its devices."""
+    from wrapdock import hostinfo, networks
+
+    names.check_object_name("network", name)
+    cluster = cluster_for(session)
+    session.require_root()
+    with session.lock():
+        if session.state.get("network", name) is not None:
+            raise UsageError(f"this host is already in network {name!r} (`wrapdock network sync {name}` "
+                             "brings it up to date)")
+        host = hostinfo.read(session.runner)
+        store = EtcdStore(cluster)
+        view = read_view(session, store, name)
+        if view.definition is None:
+            raise UsageError(f"cluster {cluster.url} has no network {name!r}: create it with "
+                             f"`wrapdock --cluster {cluster.url} network create --driver vxlan --subnet ... {name}`")
+        networks.all_networks(session)  # a broken state file is reported before anything runs
+        return _join(session, store, view.definition, view, host, vtep, new=False)
+
+
+def free_range(definition: Definition, taken: set[IPv4Network], vtep: IPv4Address) -> IPv4Network:
+    """The block derived from the VTEP address if free (as static mode would pick), else the first free."""
+    size = definition.host_subnet_size
+    preferred = overlayspec.derived_range(definition.subnet, size, vtep)
+    if preferred not in taken:
+        return preferred
+    for block in definition.subnet.subnets(new_prefix=size):
+        if block not in taken:
+            return block
+    raise UsageError(f"network {definition.name}: every /{size} range of {definition.subnet} is claimed by a host")
+
+
+def _join(session: Session, store: EtcdStore, definition: Definition, view: View, host: Any, vtep_option: str | None,
+          new: bool) -> Network:
+    from wrapdock import networks
+    from wrapdock.ipam import RecordStore
+    from wrapdock.plans import vxlan as vxlan_plans
+
+    underlay, vtep = overlayspec.pick_underlay(vtep_option, host.interfaces, host.default_dev)
+    mtu = overlayspec.overlay_mtu(definition.mtu, underlay)
+    hostname = this_hostname()
+    registered = view.hosts.get(vtep)
+    if registered is not None and registered.hostname != hostname:
+        raise UsageError(f"VTEP {vtep} is registered in network {definition.name} by host {registered.hostname!r}: "
+                         f"if that host is gone, `wrapdock network leave {definition.name} --host {vtep} --force`")
+    taken = {IPv4Network(k.rsplit("/", 1)[1].replace("-", "/")) for k in view.under("ranges")}
+    host_range = registered.host_range if registered else free_range(definition, taken, vtep)
+    mac = overlayspec.vtep_mac(vtep)
+    peers = tuple(p for p in view.hosts if p != vtep)
+    vxlan = Vxlan(vni=definition.vni, port=definition.port, device=overlayspec.device_name(definition.vni), vtep=vtep,
+                  underlay=underlay.name, underlay_mtu=underlay.mtu, mac=mac,
+                  host_subnet_size=definition.host_subnet_size, host_range=host_range, peers=peers,
+                  cluster=store.cluster.url, hostname=hostname, names=remote_names(view, vtep))
+    network = Network(name=definition.name, id=names.new_id(), driver="vxlan", subnet=definition.subnet,
+                      gateway=overlayspec.overlay_gateway(host_range), bridge=names.bridge_name(definition.name, None),
+                      mtu=mtu, internal=definition.internal, isolated=definition.isolated,
+                      created=datetime.now(UTC).isoformat(timespec="seconds"), vxlan=vxlan)
+    netspec.check_against_networks(network, networks.all_networks(session))
+    netspec.check_against_host(network, host.links, host.prefixes)
+    plan = vxlan_plans.create(network)
+    me = HostRecord(vtep, mac, hostname, host_range)
+    claims = {cs.range_key(definition.name, str(host_range)): str(vtep),
+              cs.host_key(definition.name, vtep): me.to_value()}
+    if new:
+        claims = {cs.config_key(definition.name): definition.to_value(), cs.vni_key(definition.vni): definition.name,
+                  **claims}
+    if registered is None:  # a host that registered before gets its own registration back: nothing to claim
+        note = (f"cluster: define network {definition.name} and register this host (VTEP {vtep}, range {host_range})"
+                if new else f"cluster: claim range {host_range} and register this host (VTEP {vtep}) in "
+                f"network {definition.name}")
+        require = () if new else (cs.config_key(definition.name),)
+        plan.steps.insert(0, store.claim(claims, note, require=require))
+    plan.title = f"{'create' if new else 'join'} cluster {plan.title.removeprefix('create ')}"
+    completed = session.carry_out(plan)
+    if not session.records_state:
+        return network
+    try:
+        session.state.put("network", network.name, network.to_record())
+        session.state.put("ipam", network.name,
+                          RecordStore.new_record(network.name, network.ipam_range, network.gateway))
+    except BaseException:
+        session.runner.rollback(completed)
+        networks._forget(session, network.name)
+        raise
+    return network
+
+
+def this_hostname() -> str:
+    """The name this host registers under: WRAPDOCK_HOSTNAME (hosts that share one UTS namespace, such
+    as test sandboxes), else its host name. Shown only: the VTEP address is the key."""
+    name = os.environ.get("WRAPDOCK_HOSTNAME") or socket.gethostname()
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:63]  # safe in a txn line and a table
+
+
+# -- leave ------------------------------------------------------------------------------------------------
+def leave(session: Session, name: str, force: bool) -> Network:
+    """This host leaves: its devices and rules go, then its registration, range and names in etcd; with
+    the last host the network's definition and VNI claim go too. Refused while it has containers unless -f."""
+    from wrapdock import networks
+    from wrapdock.plans import vxlan as vxlan_plans
+
+    session.require_root()
+    network = _local(session, name)
+    store = EtcdStore(cluster_for(session, network))
+    if force:
+        from wrapdock import cniattach, containers
+
+        read_view(session, store, name)  # unreachable: exit 4 before a container is touched
+        for record in containers.attached_to(session, name):
+            containers.disconnect(session, name, record["id"], force=True)
+        cniattach.remove_all(session, name)
+    with session.lock():
+        network = _local(session, name)
+        assert network.vxlan is not None
+        view = read_view(session, store, name)
+        holders = sorted(set(networks.allocations(session, name).values()))
+        if holders and (session.records_state or not force):
+            raise UsageError(f"network {name!r} still has {len(holders)} attached container(s) on this host: "
+                             "remove them first or use -f")
+        survivors = {n.name for n in networks.all_networks(session)} - {name}
+        plan = vxlan_plans.remove(network, last=not survivors)
+        plan.title = f"leave cluster {plan.title.removeprefix('remove ')}"
+        release = view.owned_by(network.vxlan.vtep)
+        if not set(view.hosts) - {network.vxlan.vtep}:
+            release.update(view.definition_keys())
+        if release:
+            plan.add(store.release(release, _release_note(name, network.vxlan.vtep, release)))
+        session.carry_out(plan)
+        if session.records_state:
+            networks._forget(session, name)
+    return network
+
+
+def _release_note(name: str, vtep: IPv4Address | str, keys: dict[str, str]) -> str:
+    last = " and the network's definition (its last host)" if cs.config_key(name) in keys else ""
+    return f"cluster: release {vtep}'s registration, range and names in network {name}{last}"
+
+
+def drop_host(session: Session, name: str, host: str, force: bool) -> tuple[Network | None, Plan]:
+    """From any host: a dead host's registration and claims go from etcd; this host (if in the network)
+    syncs at once, the others with their next `network sync`."""
+    session.require_root()
+    names.check_object_name("network", name)
+    if not force:
+        raise UsageError(f"--host {host} removes another host's registration: give --force too (only for a host "
+                         "that is gone for good; a live host leaves with `network leave NAME` on itself)")
+    with session.lock():
+        record = session.state.get("network", name)
+        network = Network.from_record(record) if record is not None else None
+        if network is not None and (network.vxlan is None or network.vxlan.cluster is None):
+            raise UsageError(f"network {name!r} is not a cluster network")
+        store = EtcdStore(cluster_for(session, network))
+        view = read_view(session, store, name)
+        if view.definition is None:
+            raise UsageError(f"cluster {store.cluster.url} has no network {name!r}")
+        target = next((h for h in view.hosts.values() if host in (str(h.vtep), h.hostname)), None)
+        if target is None:
+            raise UsageError(f"no host {host!r} (VTEP address or host name) is registered in network {name}")
+        if network is not None and network.vxlan is not None and target.vtep == network.vxlan.vtep:
+            raise UsageError(f"{host} is this host: it leaves with `wrapdock network leave {name}`")
+        release = view.owned_by(target.vtep)
+        if not set(view.hosts) - {target.vtep}:
+            release.update(view.definition_keys())
+        step = store.release(release, _release_note(name, target.vtep, release))
+        if network is None:
+            plan = Plan(f"remove host {target.vtep} ({target.hostname}) from cluster network {name}", [step])
+            session.carry_out(plan)
+            return None, plan
+        remaining = View(name, {k: v for k, v in view.values.items() if k not in release}, view.vni_holder)
+        return _sync_to(session, network, remaining, first=[step])
+
+
+# -- sync -------------------------------------------------------------------------------------------------
+def sync(session: Session, network: Network) -> tuple[Network, Plan]:
+    """Read the hosts from etcd, diff them against the kernel's flood list, run only the difference."""
+    session.require_root()
+    with session.lock():
+        store = EtcdStore(cluster_for(session, network))
+        return _sync_to(session, network, read_view(session, store, network.name))
+
+
+def _sync_to(session: Session, network: Network, view: View, first: list[Step] | None = None
+             ) -> tuple[Network, Plan]:
+    from wrapdock import networks
+
+    assert network.vxlan is not None
+    if view.definition is None or network.vxlan.vtep not in view.hosts:
+        raise OperationFailed(
+            f"this host (VTEP {network.vxlan.vtep}) is not registered in cluster network {network.name} any more "
+            f"(removed with `leave --host`?): `wrapdock network rm {network.name}`, then join again")
+    from wrapdock import containers
+
+    peers = tuple(p for p in view.hosts if p != network.vxlan.vtep)
+    names_now = remote_names(view, network.vxlan.vtep)
+    changed = replace(network, vxlan=replace(network.vxlan, peers=peers, names=names_now))
+    last: list[Step] = []
+    if names_now != network.vxlan.names:  # the other hosts' containers changed: this host's /etc/hosts
+        records = containers.all_records(session)
+        last = containers._hosts_step(session, {network.name}, records, records,
+                                      remote_after={network.name: names_now})
+    return changed, networks.sync_and_record(session, changed, first or [], last)
+
+
+def _local(session: Session, name: str) -> Network:
+    from wrapdock import networks
+
+    network = networks.load(session, name)
+    if network.vxlan is None or network.vxlan.cluster is None:
+        raise UsageError(f"network {name!r} is not a cluster network")
+    return network
+
+
+# -- names across hosts -------------------------------------------------------------------------------------
+def _name_value(network: Network, address: str) -> str:
+    assert network.vxlan is not None
+    return cs.encode({"address": address, "host": str(network.vxlan.vtep)})
+
+
+def register_name(network: Network, container: str, address: str) -> Step:
+    """run: the container's name and address for the other hosts (their next sync writes it into their
+    containers' /etc/hosts); a claim, so one name is one container across the cluster."""
+    assert network.vxlan is not None and network.vxlan.cluster is not None
+    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+    return store.claim({cs.name_key(network.name, container): _name_value(network, address)},
+                       f"cluster: register the name {container} ({address}) in network {network.name}")
+
+
+def release_name(network: Network, container: str, address: str) -> Step:
+    assert network.vxlan is not None and network.vxlan.cluster is not None
+    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+    return store.release({cs.name_key(network.name, container): _name_value(network, address)},
+                         f"cluster: release the name {container} in network {network.name}")
+
+
+def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
+    prefix = f"{cs.network_prefix(view.name)}names/"
+    found = []
+    for key, value in view.under("names").items():
+        data = json.loads(value)
+        if data.get("host") != str(vtep):
+            found.append((key[len(prefix):], data["address"]))
+    return tuple(sorted(found))
+
+
+# -- views ------------------------------------------------------------------------------------------------
+def describe(session: Session, network: Network) -> dict[str, Any]:
+    """inspect's cluster part, read from etcd (a printed query)."""
+    view = read_view(session, EtcdStore(cluster_for(session, network)), network.name)
+    return {"url": network.vxlan.cluster if network.vxlan else None,
+            "definition": json.loads(view.definition.to_value()) if view.definition else None,
+            "hosts": [{"vtep": str(h.vtep), "mac": h.mac, "hostname": h.hostname, "range": str(h.host_range)}
+                      for h in view.hosts.values()]}

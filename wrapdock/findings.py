@@ -1,0 +1,25 @@
+"""What `wrapdock doctor` reports: one finding per problem, each with the commands that fix it.
+
+A module of its own so that the checks of each kind of object (doctor.py; overlaycheck.py for vxlan
+networks) can make findings without importing one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning
+    check: str  # a stable id, e.g. "orphan-veth"
+    subject: str
+    text: str  # one line: what is wrong and what it breaks
+    fix: tuple[str, ...]  # commands
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "check": self.check, "subject": self.subject, "finding": self.text,
+                "fix": list(self.fix)}
