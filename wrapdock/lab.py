@@ -408,10 +408,12 @@ class Simulation:
     logs: dict[str, str]
 
 
-def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = None) -> Simulation:
+def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = None,
+             standins: set[str] | frozenset[str] = frozenset()) -> Simulation:
     """`up` then `down` in print-only mode over a scratch state, as if each operation had run, so
     addresses advance exactly as they would live on a host where none of the lab exists yet. `execute`
-    answers the host's read-only queries (a lab host that does not exist yet; default: this machine)."""
+    answers the host's read-only queries (a lab host that does not exist yet; default: this machine).
+    `standins`: vxlan networks planned only for their containers' sake (their own plans are left out)."""
     from wrapdock import containers
 
     with tempfile.TemporaryDirectory(prefix="wrapdock-lab-") as scratch:
@@ -423,21 +425,29 @@ def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = N
 
             session.__dict__["runner"] = Runner(Trail("quiet"), execute=execute)
         up(session, lab)
-        up_plans = list(session.printed)
+        up_plans = [p for p in session.printed if not _standin_plan(p.title, standins)]
         addresses = _address_map(session)
         netns = {r["name"]: r["netns"] for r in session.state.all("container")}
         logs = {r["name"]: str(containers.paths_of(session, r["id"]).log) for r in session.state.all("container")}
         session.printed.clear()
         down(session, lab)
-        return Simulation(up_plans, list(session.printed), addresses, netns, logs)
+        down_plans = [p for p in session.printed if not _standin_plan(p.title, standins)]
+        return Simulation(up_plans, down_plans, addresses, netns, logs)
 
 
-def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str], execute: Any = None) -> str:
+def _standin_plan(title: str, standins: set[str] | frozenset[str]) -> bool:
+    return any(title.startswith((f"create vxlan network {n} (", f"remove vxlan network {n} (")) for n in standins)
+
+
+def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str], execute: Any = None,
+           before: list[Any] | None = None, after: list[Any] | None = None,
+           standins: set[str] | frozenset[str] = frozenset()) -> str:
     """The whole lab as one bash script: `up`, `check` and `down` functions, run by the last argument,
-    planned over a scratch state (see simulate)."""
+    planned over a scratch state (see simulate). `before` and `after` are plans `up` runs around the
+    lab's own (a multi-host lab's cluster networks: wrapdock's own commands)."""
     from wrapdock.render import comment_text, script_body
 
-    simulated = simulate(session_args, lab, execute)
+    simulated = simulate(session_args, lab, execute, standins)
     up_plans, down_plans = simulated.up_plans, simulated.down_plans
     addresses, netns, logs = simulated.addresses, simulated.netns, simulated.logs
     checks = []
@@ -455,7 +465,7 @@ def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str], e
         "description": comment_text(lab.get("description", "")),
         "command": comment_text(shlex.join(["wrapdock", *argv])),
         "version": __import__("wrapdock").__version__,
-        "up": _indent(script_body(up_plans)),
+        "up": _indent(script_body([*(before or []), *up_plans, *(after or [])])),
         "checks": "\n".join(checks) or "    :",
         "error_patterns": bash_error_patterns(),
         "ran_codes": "|".join(str(code) for code in RAN_CODES),

@@ -200,7 +200,7 @@ def has_cluster_mode() -> bool:
     """Whether this wrapdock has the global --cluster option (the etcd control plane)."""
     from wrapdock.cli import cli
 
-    return any(param.name == "cluster" for param in cli.params)
+    return any("--cluster" in param.opts for param in cli.params)
 
 
 def cluster_commands(lab: dict[str, Any], host: LabHost) -> list[list[str]]:
@@ -230,7 +230,8 @@ def needs_etcd(lab: dict[str, Any]) -> bool:
     return any(spec.get("cluster") for spec in lab.get("networks", {}).values())
 
 
-def share(lab: dict[str, Any], host: LabHost, checks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def share(lab: dict[str, Any], host: LabHost, checks: Sequence[dict[str, Any]] = (),
+          standin: bool = False) -> dict[str, Any]:
     """The one-host lab a host's wrapdock brings up: its networks (vxlan ones with its VTEP and its peers'
     addresses) and its containers, under the lab's own name (so `lab down` there removes exactly them)."""
     addresses = {h.name: str(h.address) for h in hosts_of(lab)}
@@ -240,7 +241,7 @@ def share(lab: dict[str, Any], host: LabHost, checks: Sequence[dict[str, Any]] =
         if host.name not in on:
             continue
         mine = {k: v for k, v in spec.items() if k not in ("host", "hosts", "cluster")}
-        if spec.get("cluster"):  # created or joined before the share comes up (cluster_plan_argv)
+        if spec.get("cluster") and not standin:  # created or joined before the share comes up (cluster_commands)
             networks[name] = {"driver": "vxlan", "subnet": spec["subnet"], "external": True}
             continue
         if spec.get("driver") == "vxlan":
@@ -821,9 +822,13 @@ def scripts(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) 
 
     hosts = hosts_of(lab)
     addresses: dict[str, str] = {}
+    # a cluster network is planned as a static stand-in (the same bridge, the range etcd gives a fresh lab:
+    # the one derived from the host's address), whose own plans are left out: wrapdock makes the real one
+    standins = {name for name, spec in lab.get("networks", {}).items() if spec.get("cluster")}
     for host in hosts:
         with _cgroup_parent_of(lab, host):
-            addresses.update(lab_module.simulate(session_args, share(lab, host), host_view(host)).addresses)
+            addresses.update(lab_module.simulate(session_args, share(lab, host, standin=True), host_view(host),
+                                                 standins).addresses)
     checks = lab.get("checks", [])
     directory = lab_dir(session_args.get("state_dir", Path("/var/run/wrapdock")), lab["name"])
     out: dict[str, str] = {}
@@ -860,8 +865,16 @@ def scripts(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) 
     }))
     for host in hosts:
         mine = [rewrite_check(lab, c, host.name, addresses) for c in checks if source_host(lab, c["from"]) == host.name]
+        # cluster networks live in etcd: wrapdock itself creates or joins them, and syncs after the containers
+        before = [Plan(f"host {host.name}: its part of cluster network {args[-1] if args[3] == 'create' else args[4]}",
+                       [cmd(*wrapdock_argv(), *args, note="cluster networks need wrapdock (their state is in etcd)")])
+                  for args in cluster_commands(lab, host)]
+        after = [Plan(f"host {host.name}: names and peers of cluster network {name} (run it again once every "
+                      "host is up)", [cmd(*wrapdock_argv(), "network", "sync", name, note="wrapdock network sync")])
+                 for name in cluster_networks_of(lab, host)]
         with _cgroup_parent_of(lab, host):
-            out[host.name] = lab_module.script(session_args, share(lab, host, mine), argv, host_view(host))
+            out[host.name] = lab_module.script(session_args, share(lab, host, mine, standin=True), argv,
+                                               host_view(host), before, after, standins)
     return out
 
 

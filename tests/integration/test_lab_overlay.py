@@ -20,7 +20,8 @@ def lab_state(sandbox, name: str) -> dict:
 def lab_processes_alive(sandbox, state: dict) -> list[int]:
     """The lab's PIDs (numbers in the sandbox's PID namespace) that are still running (zombies are not:
     the sandbox's PID 1 does not reap, and a zombie holds no namespace)."""
-    pids = [state["lab"], *state["hosts"].values(), *state["holders"].values()]
+    pids = [state["lab"], *state["hosts"].values(), *state["holders"].values(), *([state["etcd"]] if state.get("etcd")
+                                                                                 else [])]
     script = "for p; do grep -qs '^State:[[:space:]]*[A-Y]' /proc/$p/status && echo $p; done; true"
     return [int(p) for p in sandbox.sh("sh", "-c", script, "-", *map(str, pids)).stdout.split()]
 
@@ -47,15 +48,20 @@ def test_overlay_lab_up_check_down_leaves_nothing(sandbox) -> None:
     assert "type veth peer name eth0 netns" in up.stderr
     assert "type vxlan id" in up.stderr and "local 198.51.100.12 dev eth0" in up.stderr
     state = lab_state(sandbox, "overlay")
-    assert sorted(state["hosts"]) == ["h1", "h2", "h3"] and len(lab_processes_alive(sandbox, state)) == 7
+    assert sorted(state["hosts"]) == ["h1", "h2", "h3"] and len(lab_processes_alive(sandbox, state)) == 8
+    # the cluster network green: created on h2, joined on h3, in the lab's etcd (bound to the underlay)
+    assert "--cluster etcd://198.51.100.1:2379 network create --driver vxlan --subnet 10.220.0.0/16" in up.stderr
+    assert "--cluster etcd://198.51.100.1:2379 network join green --vtep 198.51.100.13" in up.stderr
+    assert f"--data-dir {LABS}/overlay/etcd" in up.stderr.replace("/var/run/", "/run/")
     # the machine (here: the sandbox) got no link, address, route or rule: they are all in the lab's namespaces
     assert sandbox.snapshot() == start
 
     checked = sandbox.wrapdock("--quiet", "lab", "check", "overlay", "--format", "json", check=False, timeout=300)
     results = json.loads(checked.stdout)
     assert checked.returncode == 0, checked.stdout
-    assert len(results) == 13 and all(r["agrees"] for r in results), [r for r in results if not r["agrees"]]
-    assert [r["got"] for r in results] == ["ok"] * 9 + ["fail"] * 4
+    assert len(results) == 14 and all(r["agrees"] for r in results), [r for r in results if not r["agrees"]]
+    assert [r["got"] for r in results] == ["ok"] * 10 + ["fail"] * 4
+    assert results[4]["target"] == "g2"  # resolved by g3 itself, from the names `network sync` wrote
     assert results[0]["target"] == "10.210.12.10" and results[2]["target"] == "10.210.12.10"  # web, on h2
     hosts = sandbox.wrapdock("lab", "hosts", "overlay").stdout
     assert f"h2      198.51.100.12  203.0.113.12   {state['hosts']['h2']:>4}  nsenter --target" in hosts
@@ -117,8 +123,11 @@ def test_bad_lab_files_change_nothing(sandbox, tmp_path) -> None:
 
 
 def test_the_scripts_build_the_lab_without_wrapdock(sandbox, tmp_path) -> None:
-    """`lab script --output-dir`: the underlay's script, then each host's inside that host, then the checks
-    of each; the underlay's `down` leaves nothing (the hosts' scripts need not run theirs)."""
+    """`lab script --output-dir`: the underlay's script (with etcd), then each host's inside that host (its
+    part of the cluster network by wrapdock itself), a sync on each once all are up, then the checks of
+    each; the underlay's `down` leaves nothing (the hosts' scripts need not run theirs). The containers a
+    script starts are not in wrapdock's state, so `network sync` writes no names for them: the check that
+    needs a synced name errs (and says so), every other one passes."""
     start = sandbox.snapshot()
     out = tmp_path / "scripts"
     written = sandbox.wrapdock("--quiet", "lab", "script", "overlay", "--output-dir", str(out)).stdout.split()
@@ -127,16 +136,22 @@ def test_the_scripts_build_the_lab_without_wrapdock(sandbox, tmp_path) -> None:
     state_pids = {h: sandbox.sh("cat", f"{LABS}/overlay/{h}.pid").stdout.strip() for h in ("h1", "h2", "h3")}
     for host, pid in state_pids.items():
         sandbox.sh("nsenter", "--target", pid, "--all", "--", "bash", str(out / f"{host}.sh"), "up", timeout=120)
-    passes = []
+    from tests.sandbox import wrapdock_argv
+
+    for host in ("h2", "h3"):  # h2 created green before h3 joined: each learns of the others by a sync
+        sandbox.sh("nsenter", "--target", state_pids[host], "--all", "--", *wrapdock_argv(), "--quiet", "network",
+                   "sync", "green")
+    passes, errors = [], []
     for host, pid in state_pids.items():
         done = sandbox.sh("nsenter", "--target", pid, "--all", "--", "bash", str(out / f"{host}.sh"), "check",
                           check=False, timeout=120)
-        assert done.returncode == 0, done.stdout
         passes += [line for line in done.stdout.splitlines() if line.startswith("PASS")]
+        errors += [line for line in done.stdout.splitlines() if line.startswith(("FAIL", "ERROR"))]
     outside = sandbox.sh("bash", str(out / "underlay.sh"), "check", check=False, timeout=120)
     assert outside.returncode == 0, outside.stdout
     passes += [line for line in outside.stdout.splitlines() if line.startswith("PASS")]
-    assert len(passes) == 13, passes
+    assert len(passes) == 13, (passes, errors)
+    assert len(errors) == 1 and "by name as g3 resolves it" in errors[0] and "bad address 'g2'" in errors[0], errors
     pids = sandbox.sh("sh", "-c", f"cat {LABS}/overlay/*.pid").stdout.split()
     sandbox.sh("bash", str(out / "underlay.sh"), "down", timeout=120)
     assert sandbox.snapshot() == start
