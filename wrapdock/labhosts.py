@@ -904,6 +904,9 @@ def graph(lab: dict[str, Any]) -> str:
              '  node [fontname="Helvetica"];',
              f'  underlay [shape=box, style=rounded, label={_dot_id(f"underlay {UNDERLAY}")}];',
              f'  outside [shape=cloud, label={_dot_id(f"outside {OUTSIDE_ADDRESS}")}];']
+    if needs_etcd(lab):
+        lines.append(f'  etcd [shape=cylinder, label={_dot_id(f"etcd {LAB_UNDERLAY_ADDRESS}:{ETCD_PORT}")}];')
+        lines.append("  etcd -- underlay;")
     networks = lab.get("networks", {})
     for name, spec in networks.items():
         if spec.get("driver") == "vxlan":

@@ -212,6 +212,7 @@ def test_graph_draws_hosts_as_clusters() -> None:
         assert f'subgraph "cluster_{host}"' in dot
     assert '"net:blue" [shape=ellipse' in dot and "vxlan, static peers" in dot
     assert '"host:h1" -- underlay [label="eth0 198.51.100.11"]' in dot
+    assert 'etcd [shape=cylinder, label="etcd 198.51.100.1:2379"]' in dot and "cluster (etcd)" in dot
 
 
 def test_scripts_one_per_host_plus_the_underlay() -> None:
