@@ -57,10 +57,12 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 def _emit_script(session: Session) -> None:
-    """In print-only mode the result of a changing command is the script, on stdout."""
+    """In print-only mode the result of a changing command is the script, on stdout (a multi-host lab's
+    PIDs, known only when it runs, read from the lab's PID files)."""
+    from wrapdock.labhosts import render_pids
     from wrapdock.render import render_script
 
-    click.echo(render_script(session.printed, session.argv), nl=False)
+    click.echo(render_pids(render_script(session.printed, session.argv)), nl=False)
 
 
 @click.group(cls=AliasGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -624,7 +626,8 @@ def lab_up(lab_file: str) -> None:
     if session.print_only:
         _emit_script(session)
     else:
-        click.echo(f"lab {data['name']} is up: {len(data.get('networks', {}))} network(s), "
+        hosts = f"{len(data['hosts'])} host(s), " if "hosts" in data else ""
+        click.echo(f"lab {data['name']} is up: {hosts}{len(data.get('networks', {}))} network(s), "
                    f"{len(data.get('containers', {}))} container(s)")
 
 
@@ -641,7 +644,10 @@ def lab_down(lab_file: str) -> None:
     if session.print_only:
         _emit_script(session)
     else:
-        click.echo(f"lab {data['name']} is down: removed {len(removed)} object(s)")
+        if "hosts" in data:
+            click.echo(f"lab {data['name']} is down: stopped {len(removed)} host(s)")
+        else:
+            click.echo(f"lab {data['name']} is down: removed {len(removed)} object(s)")
 
 
 @lab_group.command("check")
@@ -677,13 +683,52 @@ def lab_check(lab_file: str, output_format: str) -> None:
 
 @lab_group.command("script")
 @lab_argument
-def lab_script(lab_file: str) -> None:
-    """The whole lab as one standalone bash script (up, check, down)."""
-    from wrapdock import lab
+@click.option("--host", "only", metavar="NAME", help="Multi-host labs: only this host's script (or 'underlay').")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Multi-host labs: write one file per script (underlay.sh, HOST.sh) into this directory.")
+def lab_script(lab_file: str, only: str | None, output_dir: Path | None) -> None:
+    """The whole lab as one standalone bash script (up, check, down); a multi-host lab as one script per
+    host plus `underlay` (the lab namespace, the hosts, their wiring, etcd, the checks from outside)."""
+    from wrapdock import lab, labhosts
 
     session = _session()
     data = lab.load(lab_file)
-    click.echo(lab.script({"data_dir": session.data_dir}, data, session.argv), nl=False)
+    if not labhosts.is_multihost(data):
+        if only or output_dir:
+            raise WrapdockUsage("--host and --output-dir are for labs with hosts: (this one has none)")
+        click.echo(lab.script({"data_dir": session.data_dir}, data, session.argv), nl=False)
+        return
+    if only is not None and only != "underlay" and only not in data["hosts"]:
+        raise WrapdockUsage(f"--host {only}: no such host in lab {data['name']} (hosts: underlay, "
+                            f"{', '.join(data['hosts'])})")
+    texts = labhosts.scripts({"data_dir": session.data_dir, "state_dir": session.state_dir}, data, session.argv)
+    if only is not None:
+        texts = {only: texts[only]}
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (output_dir / f"{name}.sh").write_text(text)
+            click.echo(output_dir / f"{name}.sh")
+        return
+    for i, (name, text) in enumerate(texts.items()):
+        if len(texts) > 1:
+            click.echo(f"{'' if i == 0 else chr(10)}#### {name}.sh " + "#" * 60)
+        click.echo(text, nl=False)
+
+
+@lab_group.command("hosts")
+@lab_argument
+def lab_hosts(lab_file: str) -> None:
+    """A multi-host lab's hosts: addresses, PIDs while it is up, and how to enter each one."""
+    from wrapdock import labhosts
+
+    tabulate = load_tabulate()
+    session = _session()
+    data = __import__("wrapdock.lab", fromlist=["load"]).load(lab_file)
+    if not labhosts.is_multihost(data):
+        raise WrapdockUsage(f"lab {data['name']} has no hosts: (it runs on this host)")
+    click.echo(tabulate(labhosts.host_rows(session, data), headers=["HOST", "UNDERLAY", "UPLINK", "PID", "ENTER"],
+                        tablefmt="plain"))
 
 
 @lab_group.command("graph")

@@ -23,7 +23,7 @@ from wrapdock.checkoutcome import RAN_CODES, Outcome, bash_error_patterns, class
 from wrapdock.errors import EnvironmentProblem, UsageError
 from wrapdock.session import Session
 
-BUNDLED = ("seed", "campus")
+BUNDLED = ("seed", "campus", "overlay")
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -71,6 +71,9 @@ def load(ref: str) -> dict[str, Any]:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise UsageError(f"{where}: {_place(list(first.path))}: {first.message}{more}")
     _check_references(data, where)
+    from wrapdock import labhosts
+
+    labhosts.check_hosts(data, where)
     return data
 
 
@@ -83,6 +86,12 @@ def _check_references(data: dict[str, Any], where: str) -> None:
             if network not in networks:
                 raise UsageError(f"{where}: containers.{name}.networks[{i}]: unknown network {network!r}")
     for i, check in enumerate(data.get("checks", [])):
+        if check.get("inside") and not ("ping" in check or "http" in check):
+            raise UsageError(f"{where}: checks[{i}].inside: only a ping or http check runs inside its container")
+        if check.get("inside") and check["from"] not in containers:
+            raise UsageError(f"{where}: checks[{i}].inside: the check must start from a container")
+        if "hosts" in data:  # multi-host labs: wrapdock.labhosts checks the sources
+            continue
         if check["from"] not in ("host", data.get("outside", "outside")) and check["from"] not in containers:
             raise UsageError(f"{where}: checks[{i}].from: {check['from']!r} is no container of this lab, "
                              "'host' or 'outside'")
@@ -98,7 +107,9 @@ def _network_request(lab: dict[str, Any], name: str):
     return NetworkRequest(name=name, subnet=spec["subnet"], driver=spec.get("driver", "bridge"),
                           gateway=spec.get("gateway"), bridge_name=spec.get("bridge_name"), mtu=spec.get("mtu"),
                           internal=spec.get("internal", False), isolated=spec.get("isolated", False),
-                          lab=lab["name"])
+                          lab=lab["name"], vni=spec.get("vni"), port=spec.get("port"),
+                          host_subnet_size=spec.get("host_subnet_size"), peers=tuple(spec.get("peers", ())),
+                          vtep=spec.get("vtep"))
 
 
 def _attachments(spec: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -131,21 +142,29 @@ def _say(text: str) -> None:
 
 
 def up(session: Session, lab: dict[str, Any]) -> None:
-    """Networks first, then containers (extra networks by connect); on failure, everything made goes."""
-    from wrapdock import containers, networks
+    """Networks first, then containers (extra networks by connect); on failure, everything made goes.
+    A lab with `hosts:` is brought up host by host (wrapdock.labhosts)."""
+    from wrapdock import containers, labhosts, networks
+
+    if labhosts.is_multihost(lab):
+        return labhosts.up(session, lab)
 
     total = len(lab.get("networks", {})) + len(lab.get("containers", {}))
     made: list[tuple[str, str]] = []
     step = 0
     try:
-        for name in lab.get("networks", {}):
+        for name, spec in lab.get("networks", {}).items():
             step += 1
-            _say(f"==> [{step}/{total}] network {name}")
+            if spec.get("external"):  # made outside the lab (a cluster network the host joined)
+                continue
+            if not session.simulate:
+                _say(f"==> [{step}/{total}] network {name}")
             networks.create(session, _network_request(lab, name))
             made.append(("network", name))
         for name, spec in lab.get("containers", {}).items():
             step += 1
-            _say(f"==> [{step}/{total}] container {name}")
+            if not session.simulate:
+                _say(f"==> [{step}/{total}] container {name}")
             containers.run(session, _run_request(lab, name))
             made.append(("container", name))
             for network, ip in _attachments(spec)[1:]:
@@ -170,11 +189,16 @@ def _remove(session: Session, made: list[tuple[str, str]]) -> None:
 
 def down(session: Session, lab: dict[str, Any]) -> list[tuple[str, str]]:
     """Remove what this lab made (objects carrying its name); what is already gone is skipped."""
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return [("host", name) for name in labhosts.down(session, lab)]
     session.require_root()
     records = {r["name"]: r for r in session.state.all("container")}
     nets = {r["name"]: r for r in session.state.all("network")}
     made = [("container", n) for n in lab.get("containers", {}) if records.get(n, {}).get("lab") == lab["name"]]
-    made += [("network", n) for n in lab.get("networks", {}) if nets.get(n, {}).get("lab") == lab["name"]]
+    made += [("network", n) for n, spec in lab.get("networks", {}).items()
+             if nets.get(n, {}).get("lab") == lab["name"] and not spec.get("external")]
     if made:
         _remove(session, made)
     return made
@@ -231,9 +255,12 @@ def _target_host(check: dict[str, Any], addresses: dict[str, str]) -> str:
 
 
 def name_to_resolve(check: dict[str, Any], addresses: dict[str, str]) -> str | None:
-    """The target's host name when it is neither an address nor a container of the lab, else None."""
+    """The target's host name when it is neither an address nor a container of the lab, else None
+    (also None inside a container: the probe itself says `bad address` there)."""
     import ipaddress
 
+    if check.get("inside"):
+        return None
     host = _target_host(check, addresses)
     try:
         ipaddress.ip_address(host)
@@ -263,6 +290,8 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     """(argv that exits 0 when the check passes, what it targets). Runs in the source's netns."""
     source_netns = _source_netns(lab, check, netns)
     prefix = ["ip", "netns", "exec", source_netns] if source_netns else []
+    if check.get("inside"):
+        return inside_command(check, source_netns or "")
     if "ping" in check:
         target = _resolve(check["ping"], addresses)
         return [*prefix, "busybox", "ping", "-c", "1", "-W", "2", target], target
@@ -277,6 +306,19 @@ def check_command(lab: dict[str, Any], check: dict[str, Any], addresses: dict[st
     netloc = host + (f":{parts.port}" if parts.port else "")
     url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     return [*prefix, "timeout", "5", "busybox", "wget", "-qO-", url], url
+
+
+INSIDE = ('ns=$1; shift; exec nsenter --target "$(ip netns pids "$ns" | head -n 1)" --mount --uts --net '
+          '--root --wd -- "$@"')
+
+
+def inside_command(check: dict[str, Any], netns: str) -> tuple[list[str], str]:
+    """A probe run inside the source container (entered through a process of its network namespace):
+    the container's own root, tools and /etc/hosts, so the target name is the container's to resolve."""
+    enter = ["sh", "-c", INSIDE, "wrapdock-inside", netns]
+    if "ping" in check:
+        return [*enter, "ping", "-c", "1", "-W", "2", check["ping"]], check["ping"]
+    return [*enter, "timeout", "5", "wget", "-qO-", check["http"]], check["http"]
 
 
 def _source_problem(session: Session, lab: dict[str, Any], check: dict[str, Any],
@@ -333,6 +375,10 @@ def _probe(session: Session, lab: dict[str, Any], check: dict[str, Any], records
 
 
 def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return labhosts.run_checks(session, lab)
     records = {r["name"]: r for r in session.state.all("container")}
     addresses = _address_map(session)
     netns = {name: r["netns"] for name, r in records.items()}
@@ -351,27 +397,59 @@ def run_checks(session: Session, lab: dict[str, Any]) -> list[CheckResult]:
 
 
 # -- script ---------------------------------------------------------------------------------------
-def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -> str:
-    """The whole lab as one bash script: `up`, `check` and `down` functions, run by the last argument.
+@dataclass
+class Simulation:
+    """A one-host lab planned over a scratch state: its plans and what it would have made."""
 
-    It is planned over a scratch state, as if each operation had run, so addresses advance exactly as
-    they would live on a host where none of the lab exists yet.
-    """
+    up_plans: list[Any]
+    down_plans: list[Any]
+    addresses: dict[str, str]
+    netns: dict[str, str | None]
+    logs: dict[str, str]
+
+
+def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = None,
+             standins: set[str] | frozenset[str] = frozenset()) -> Simulation:
+    """`up` then `down` in print-only mode over a scratch state, as if each operation had run, so
+    addresses advance exactly as they would live on a host where none of the lab exists yet. `execute`
+    answers the host's read-only queries (a lab host that does not exist yet; default: this machine).
+    `standins`: vxlan networks planned only for their containers' sake (their own plans are left out)."""
     from wrapdock import containers
-    from wrapdock.render import comment_text, script_body
 
     with tempfile.TemporaryDirectory(prefix="wrapdock-lab-") as scratch:
         session = Session(**session_args, print_only=True, simulate=True, trail_mode="quiet",
                           image_records_dir=Path(scratch) / "images")
         session.state_dir = Path(scratch) / "state"
+        if execute is not None:
+            from wrapdock.runner import Runner, Trail
+
+            session.__dict__["runner"] = Runner(Trail("quiet"), execute=execute)
         up(session, lab)
-        up_plans = list(session.printed)
+        up_plans = [p for p in session.printed if not _standin_plan(p.title, standins)]
         addresses = _address_map(session)
         netns = {r["name"]: r["netns"] for r in session.state.all("container")}
         logs = {r["name"]: str(containers.paths_of(session, r["id"]).log) for r in session.state.all("container")}
         session.printed.clear()
         down(session, lab)
-        down_plans = list(session.printed)
+        down_plans = [p for p in session.printed if not _standin_plan(p.title, standins)]
+        return Simulation(up_plans, down_plans, addresses, netns, logs)
+
+
+def _standin_plan(title: str, standins: set[str] | frozenset[str]) -> bool:
+    return any(title.startswith((f"create vxlan network {n} (", f"remove vxlan network {n} (")) for n in standins)
+
+
+def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str], execute: Any = None,
+           before: list[Any] | None = None, after: list[Any] | None = None,
+           standins: set[str] | frozenset[str] = frozenset()) -> str:
+    """The whole lab as one bash script: `up`, `check` and `down` functions, run by the last argument,
+    planned over a scratch state (see simulate). `before` and `after` are plans `up` runs around the
+    lab's own (a multi-host lab's cluster networks: wrapdock's own commands)."""
+    from wrapdock.render import comment_text, script_body
+
+    simulated = simulate(session_args, lab, execute, standins)
+    up_plans, down_plans = simulated.up_plans, simulated.down_plans
+    addresses, netns, logs = simulated.addresses, simulated.netns, simulated.logs
     checks = []
     for i, check in enumerate(lab.get("checks", [])):
         token = f"wrapdock-check-{i + 1}"
@@ -387,7 +465,7 @@ def script(session_args: dict[str, Any], lab: dict[str, Any], argv: list[str]) -
         "description": comment_text(lab.get("description", "")),
         "command": comment_text(shlex.join(["wrapdock", *argv])),
         "version": __import__("wrapdock").__version__,
-        "up": _indent(script_body(up_plans)),
+        "up": _indent(script_body([*(before or []), *up_plans, *(after or [])])),
         "checks": "\n".join(checks) or "    :",
         "error_patterns": bash_error_patterns(),
         "ran_codes": "|".join(str(code) for code in RAN_CODES),
@@ -410,11 +488,16 @@ def _indent(text: str) -> str:
 
 # -- graph ----------------------------------------------------------------------------------------
 def _dot_id(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted DOT id; `\\n` (a line break in a label) stays one: names never hold a backslash."""
+    return '"' + text.replace("\\", "\\\\").replace("\\\\n", "\\n").replace('"', '\\"') + '"'
 
 
 def graph(lab: dict[str, Any], addresses: dict[str, dict[str, str]] | None = None) -> str:
     """Graphviz DOT: bridges, containers, interfaces with addresses, published ports."""
+    from wrapdock import labhosts
+
+    if labhosts.is_multihost(lab):
+        return labhosts.graph(lab)
     addresses = addresses or {}
     lines = [f"graph {_dot_id('lab ' + lab['name'])} {{", "  rankdir=LR;", '  node [fontname="Helvetica"];',
              '  host [shape=box3d, label="host"];']

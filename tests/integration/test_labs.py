@@ -272,3 +272,34 @@ checks:
     box.sh(*env, "down", timeout=120)
     assert box.snapshot() == start
     assert box.cgroup_dirs() == []
+
+
+def test_inside_checks_resolve_names_as_the_container_does(sandbox, tmp_path) -> None:
+    """`inside: true`: the probe runs in the container's root, so its /etc/hosts answers (a name it does not
+    know is an error, never a pass), and the lab's own script judges the same."""
+    lab_file = tmp_path / "inside.yaml"
+    lab_file.write_text("""
+name: inside
+networks:
+  lan: {subnet: 10.45.0.0/24}
+containers:
+  a: {command: [sleep, "600"], networks: [lan]}
+  b: {command: [sh, -c, "mkdir -p /www && echo hi from b > /www/index.html && exec httpd -f -p 80 -h /www"],
+      networks: [lan]}
+checks:
+  - {name: "a -> b by its own /etc/hosts", from: a, ping: b, inside: true}
+  - {name: "a -> b's web server, by name, inside", from: a, http: "http://b/", contains: hi from b, inside: true}
+  - {name: "a -> a name it does not know", from: a, ping: nosuch, inside: true, expect: fail}
+""")
+    start = sandbox.snapshot()
+    script = sandbox.wrapdock("--quiet", "lab", "script", str(lab_file)).stdout  # planned before the lab is up
+    sandbox.wrapdock("--quiet", "lab", "up", str(lab_file))
+    checked = sandbox.wrapdock("--quiet", "lab", "check", str(lab_file), "--format", "json", check=False)
+    results = json.loads(checked.stdout)
+    assert [r["got"] for r in results] == ["ok", "ok", "error"], results
+    assert "bad address" in results[2]["detail"]
+    ran = sandbox.sh("bash", "-s", "check", input=script, check=False).stdout  # the same containers, by the script
+    assert "PASS  ok    a -> b by its own /etc/hosts" in ran and "PASS  ok    a -> b's web server" in ran, ran
+    assert "ERROR error a -> a name it does not know (expected fail): could not run:" in ran, ran
+    sandbox.wrapdock("--quiet", "lab", "down", str(lab_file))
+    assert_nothing_left(sandbox, start)

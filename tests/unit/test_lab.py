@@ -275,3 +275,28 @@ def _with_missing_tool(real):
         argv, target = real(data, check, addresses, netns, token)
         return (["missing-tool", *argv[1:]] if "tcp" in check else argv), target
     return check_command
+
+
+def test_inside_checks_run_in_the_container_and_keep_the_name() -> None:
+    data = {"name": "t", "checks": []}
+    check = {"from": "robin", "ping": "bird", "inside": True}
+    argv, target = lab.check_command(data, check, {"bird": "10.0.0.2"}, {"robin": "robin"})
+    assert target == "bird" and argv[:5] == ["sh", "-c", lab.INSIDE, "wrapdock-inside", "robin"]
+    assert argv[5:] == ["ping", "-c", "1", "-W", "2", "bird"]
+    assert lab.name_to_resolve(check, {}) is None
+    http = {"from": "robin", "http": "http://bird/", "inside": True}
+    assert lab.check_command(data, http, {}, {"robin": "robin"})[0][5:] == ["timeout", "5", "wget", "-qO-",
+                                                                            "http://bird/"]
+
+
+@pytest.mark.parametrize("check,message", [
+    ("{from: a, tcp: 'b:80', inside: true}", "checks[0].inside: only a ping or http check runs inside"),
+    ("{from: host, ping: b, inside: true}", "checks[0].inside: the check must start from a container"),
+])
+def test_inside_needs_a_container_and_ping_or_http(tmp_path, check, message) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: t\nnetworks:\n  n: {subnet: 10.1.0.0/24}\ncontainers:\n  a: {networks: [n]}\n"
+                    f"  b: {{networks: [n]}}\nchecks:\n  - {check}\n")
+    with pytest.raises(UsageError) as caught:
+        lab.load(str(path))
+    assert message in caught.value.message
