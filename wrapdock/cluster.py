@@ -205,8 +205,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
                 if other.subnet.overlaps(definition.subnet):
                     raise UsageError(f"subnet {definition.subnet} overlaps subnet {other.subnet} of cluster "
                                      f"network {other.name!r}")
-        view = read_view(session, store, request.name)
-        return _join(session, store, definition, view, host, request.vtep, new=existing is None)
+        return _claiming(session, store, definition, host, request.vtep, new=existing is None)
 
 
 def join(session: Session, name: str, vtep: str | None) -> Network:
@@ -227,7 +226,30 @@ def join(session: Session, name: str, vtep: str | None) -> Network:
             raise UsageError(f"cluster {cluster.url} has no network {name!r}: create it with "
                              f"`wrapdock --cluster {cluster.url} network create --driver vxlan --subnet ... {name}`")
         networks.all_networks(session)  # a broken state file is reported before anything runs
-        return _join(session, store, view.definition, view, host, vtep, new=False)
+        return _claiming(session, store, view.definition, host, vtep, new=False, view=view)
+
+
+CLAIM_ATTEMPTS = 3
+
+
+def _claiming(session: Session, store: EtcdStore, definition: Definition, host: Any, vtep: str | None, new: bool,
+              view: View | None = None) -> Network:
+    """Read, plan, run; a claim that lost a race (another host took the range first: the txn answered
+    FAILURE, nothing else ran) is planned again from a fresh read, up to CLAIM_ATTEMPTS times."""
+    from wrapdock.runner import CommandFailed
+
+    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+        view = view or read_view(session, store, definition.name)
+        try:
+            return _join(session, store, definition, view, host, vtep, new)
+        except CommandFailed as failed:
+            if not failed.result.refused or failed.result.argv[-1] != "txn" or attempt == CLAIM_ATTEMPTS:
+                raise
+            if new:  # the definition itself was claimed meanwhile: check it as a create would
+                raise UsageError(f"cluster network {definition.name!r} (or VNI {definition.vni}) was just created by "
+                                 "another host: run the command again to join it") from None
+            view = None
+    raise AssertionError("unreachable")
 
 
 def free_range(definition: Definition, taken: set[IPv4Network], vtep: IPv4Address) -> IPv4Network:
