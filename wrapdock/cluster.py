@@ -476,6 +476,73 @@ def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(found))
 
 
+# -- doctor and gc ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """A doctor finding about a cluster network (doctor turns it into its Finding)."""
+
+    severity: str  # error | warning
+    check: str
+    subject: str
+    text: str
+    fix: tuple[str, ...]
+
+
+def problems(session: Session, local: list[Network]) -> list[Problem]:
+    """doctor: each cluster network's etcd answers (error: a check that could not run is no pass), this
+    host is registered, and the kernel's flood list and the cached names match etcd (else: sync)."""
+    from wrapdock.plans import vxlan as vxlan_plans
+
+    found: list[Problem] = []
+    for network in local:
+        if network.vxlan is None or network.vxlan.cluster is None:
+            continue
+        store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+        try:
+            view = read_view(session, store, network.name)
+        except EnvironmentProblem as exc:
+            found.append(Problem("error", "cluster-unreachable", network.name, exc.message.replace(
+                "; nothing was changed", "") + ": the network's hosts, ranges and names cannot be checked or synced",
+                (f"etcdctl --endpoints={store.cluster.etcdctl()[1].split('=', 1)[1]} endpoint health",)))
+            continue
+        if network.vxlan.vtep not in view.hosts:
+            found.append(Problem("error", "cluster-host-gone", network.name,
+                                 f"cluster network {network.name}: this host (VTEP {network.vxlan.vtep}) is not "
+                                 "registered in etcd any more (removed with leave --host?)",
+                                 (f"wrapdock network rm -f {network.name}", f"wrapdock --cluster "
+                                  f"{store.cluster.url} network join {network.name}")))
+            continue
+        fdb = session.runner.query(vxlan_plans.fdb_query(network), f"doctor: {network.name}'s flood list")
+        flood = {e.dst for e in vxlan_plans.parse_fdb(fdb.stdout) if e.mac == vxlan_plans.ALL_ZEROS} if fdb.ok else None
+        wanted = {str(p) for p in view.hosts if p != network.vxlan.vtep}
+        if flood != wanted or remote_names(view, network.vxlan.vtep) != network.vxlan.names:
+            found.append(Problem("warning", "cluster-out-of-sync", network.name,
+                                 f"cluster network {network.name}: this host's flood list or names differ from etcd's "
+                                 f"hosts and names (a host joined or left, a container started elsewhere)",
+                                 (f"wrapdock network sync {network.name}",)))
+    return found
+
+
+def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]]) -> list[tuple[str, Plan]]:
+    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); each
+    as (task, plan). An unreachable etcd is a task that fails (gc goes on with the rest)."""
+    names_here = {r["name"] for r in containers}
+    found: list[tuple[str, Plan]] = []
+    for network in local:
+        if network.vxlan is None or network.vxlan.cluster is None:
+            continue
+        store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+        view = read_view(session, store, network.name)
+        prefix = f"{cs.network_prefix(network.name)}names/"
+        stale = {k: v for k, v in view.owned_by(network.vxlan.vtep).items()
+                 if k.startswith(prefix) and k[len(prefix):] not in names_here}
+        if stale:
+            task = f"release the names {', '.join(k[len(prefix):] for k in sorted(stale))} in cluster network " \
+                   f"{network.name} (no such container on this host)"
+            found.append((task, Plan(task, [store.release(stale, f"cluster: {task}")])))
+    return found
+
+
 # -- views ------------------------------------------------------------------------------------------------
 def describe(session: Session, network: Network) -> dict[str, Any]:
     """inspect's cluster part, read from etcd (a printed query)."""

@@ -266,6 +266,22 @@ def _carry_out(session: Session, action: Action) -> str | None:
     return None
 
 
+def _release_stale_claims(session: Session, facts: Facts, outcome: Outcome) -> None:
+    """Cluster-mode networks: this host's names in etcd whose container is gone (wrapdock/cluster.py)."""
+    if not any(n.scope == "cluster" for n in facts.networks):
+        return
+    from wrapdock import cluster
+
+    try:
+        repairs = cluster.stale_claims(session, facts.networks, facts.containers)
+    except EnvironmentProblem as exc:
+        outcome.failed.append(f"check this host's claims in etcd: {exc.message}")
+        return
+    for task, plan in repairs:
+        failed = _carry_out(session, Action(task, [task], plan))
+        (outcome.failed if failed else outcome.done).append(failed or task)
+
+
 def reconcile(session: Session) -> Outcome:
     """Carry out (or, with --print-only, collect) what gc decides, each repair on its own."""
     session.require_root()
@@ -293,6 +309,7 @@ def reconcile(session: Session) -> Outcome:
                 if edit.kind == "drop-endpoints":
                     changed_networks.update(edit.networks)
             outcome.done.extend(action.summary)
+        _release_stale_claims(session, facts, outcome)
         changed_networks &= {n.name for n in facts.networks}
         if changed_networks and not session.print_only:
             try:

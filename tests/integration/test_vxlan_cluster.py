@@ -196,6 +196,13 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "overlaps subnet" in error_line(two.sandbox.wrapdock(
         "--cluster", URL, "network", "create", "--driver", "vxlan", "--subnet", "10.220.16.0/20", "--vtep", VTEP[2],
         "other", check=False), 2)
+    # doctor: healthy (it reads etcd: a printed etcdctl get)
+    assert one.wd("doctor").stdout.strip() == "no problems found"
+    # gc releases a name this host registered for a container it no longer has (a killed run)
+    ghost = f"/wrapdock/v1/networks/{NET}/names/ghost"
+    etcd.ctl("put", ghost, json.dumps({"address": "10.220.11.9", "host": VTEP[1]}))
+    assert "release the names ghost" in one.wd("gc").stdout
+    assert ghost not in etcd.dump()
     # etcd gone: sync and leave fail with exit 4 and change nothing; restarted, everything is still there
     wait_carrier(one.sandbox, NET)
     keys, with_net = etcd.dump(), one.sandbox.snapshot()
@@ -203,6 +210,8 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "could not be read" in error_line(one.sandbox.wrapdock("network", "sync", NET, check=False), 4)
     assert "could not be read" in error_line(one.sandbox.wrapdock("network", "leave", NET, check=False), 4)
     assert one.sandbox.snapshot() == with_net and one.sandbox.state_records() == [f"{NET}.json"]
+    doctor = one.sandbox.wrapdock("doctor", "--format", "json", check=False)
+    assert doctor.returncode == 1 and [f["check"] for f in json.loads(doctor.stdout)] == ["cluster-unreachable"]
     etcd.start()
     assert etcd.dump() == keys
     assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
