@@ -184,6 +184,11 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "has no network" in error_line(two.sandbox.wrapdock("--cluster", URL, "network", "join", NET,
                                                                 check=False), 2)
     assert one.sandbox.snapshot() == start and etcd.dump() == {}
+    # --print-only reads (host, etcd) and prints the claim with its verdict check; it changes nothing
+    script = one.wd("--quiet", "--cluster", URL, "--print-only", *CREATE, "--vtep", VTEP[1], NET).stdout
+    assert "etcdctl --endpoints=http://198.51.100.1:2379 --dial-timeout=4s --command-timeout=8s txn " \
+           "<<'WRAPDOCK_EOF' | head -n 1 | grep -qx SUCCESS" in script
+    assert one.sandbox.snapshot() == start and etcd.dump() == {} and one.sandbox.state_records() == []
     wd(one, *CREATE, "--vtep", VTEP[1], NET)
     # another cluster for a recorded network, other parameters, a taken VNI, an overlapping subnet
     assert "belongs to cluster" in error_line(one.sandbox.wrapdock("--cluster", "etcd://198.51.100.2:2379",

@@ -117,3 +117,13 @@ def test_views_and_ranges() -> None:
     small = Definition("s", IPv4Network("10.9.0.0/30"), 1, 4789, 30, None)
     with pytest.raises(UsageError, match="every /30 range"):
         free_range(small, {IPv4Network("10.9.0.0/30")}, me.vtep)
+
+
+def test_the_cli_refuses_a_malformed_cluster_url_in_one_line(capsys, monkeypatch) -> None:
+    from wrapdock.cli import main
+
+    monkeypatch.setenv("WRAPDOCK_CLUSTER", "etcd://198.51.100.1:2379;reboot")
+    assert main(["network", "ls"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "wrapdock: error: invalid --cluster 'etcd://198.51.100.1:2379;reboot': '198.51.100.1:2379;reboot' is not "
+        "IP:PORT (expected etcd://IP:PORT[,IP:PORT...])"]
