@@ -6,7 +6,8 @@ command in the trail and in `--print-only` scripts (Debian's etcdctl 3.4, v3 API
 
 Facts this relies on (etcdctl 3.4.23, measured):
 - `etcdctl txn` exits 0 when the transaction FAILS too: a claim is a Step that `answers` SUCCESS (the
-  runner reads the first output line; the script pipes it through `grep -qx SUCCESS`).
+  runner reads the first output line; the script pipes it through `sed -n 1p | grep -x SUCCESS`, readers
+  that take the whole output: the script runs with pipefail, an early exit would SIGPIPE etcdctl).
 - `etcdctl txn` ignores --command-timeout (it waits forever for an unreachable cluster), so it runs
   under coreutils' `timeout`; `get` honours --dial-timeout/--command-timeout and exits 1 when etcd
   cannot be reached.

@@ -187,8 +187,20 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     # --print-only reads (host, etcd) and prints the claim with its verdict check; it changes nothing
     script = one.wd("--quiet", "--cluster", URL, "--print-only", *CREATE, "--vtep", VTEP[1], NET).stdout
     assert "etcdctl --endpoints=http://198.51.100.1:2379 --dial-timeout=4s --command-timeout=8s txn " \
-           "<<'WRAPDOCK_EOF' | head -n 1 | grep -qx SUCCESS" in script
+           "<<'WRAPDOCK_EOF' | sed -n 1p | grep -x SUCCESS >/dev/null" in script
     assert one.sandbox.snapshot() == start and etcd.dump() == {} and one.sandbox.state_records() == []
+    # ... and bash runs that script (set -euo pipefail): the claim lands in etcd, the devices on the host
+    other = two.wd("--quiet", "--cluster", URL, "--print-only", "network", "create", "--driver", "vxlan", "--subnet",
+                   "10.230.0.0/16", "--vni", "4545", "--vtep", VTEP[2], "scripted").stdout
+    two.sandbox.sh("bash", "-s", input=other)
+    assert sorted(etcd.dump()) == ["/wrapdock/v1/networks/scripted/config",
+                                   f"/wrapdock/v1/networks/scripted/hosts/{VTEP[2]}",
+                                   "/wrapdock/v1/networks/scripted/ranges/10.230.12.0-24", "/wrapdock/v1/vnis/4545"]
+    assert two.sandbox.sh("ip", "link", "show", "dev", "wdvx4545", check=False).returncode == 0
+    scripted = two.sandbox.snapshot()
+    again = two.sandbox.sh("bash", "-s", input=other, check=False)  # the claim is taken now: the script stops
+    assert again.returncode != 0 and two.sandbox.snapshot() == scripted
+    etcd.ctl("del", "--prefix", "/wrapdock/v1/")
     wd(one, *CREATE, "--vtep", VTEP[1], NET)
     # another cluster for a recorded network, other parameters, a taken VNI, an overlapping subnet
     assert "belongs to cluster" in error_line(one.sandbox.wrapdock("--cluster", "etcd://198.51.100.2:2379",
