@@ -127,3 +127,15 @@ def test_the_cli_refuses_a_malformed_cluster_url_in_one_line(capsys, monkeypatch
     assert capsys.readouterr().err.strip().splitlines() == [
         "wrapdock: error: invalid --cluster 'etcd://198.51.100.1:2379;reboot': '198.51.100.1:2379;reboot' is not "
         "IP:PORT (expected etcd://IP:PORT[,IP:PORT...])"]
+
+
+def test_the_watcher_template_passes_shellcheck() -> None:
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (scripts/setup --tests installs it)")
+    watcher = Path(__file__).resolve().parents[2] / "templates" / "cluster" / "wrapdock-watch"
+    done = subprocess.run(["shellcheck", str(watcher)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout
