@@ -523,11 +523,15 @@ def problems(session: Session, local: list[Network]) -> list[Problem]:
     return found
 
 
-def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]]) -> list[tuple[str, Plan]]:
-    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); each
-    as (task, plan). An unreachable etcd is a task that fails (gc goes on with the rest)."""
+def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]],
+                 addresses: set[str] | None = None) -> list[tuple[str, Plan]]:
+    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); with
+    --cluster also the registrations of this host's addresses in cluster networks it has no record of
+    (a killed join, state lost). Each as (task, plan)."""
     names_here = {r["name"] for r in containers}
     found: list[tuple[str, Plan]] = []
+    if session.cluster is not None and addresses:
+        found += _orphan_registrations(session, EtcdStore(session.cluster), {n.name for n in local}, addresses)
     for network in local:
         if network.vxlan is None or network.vxlan.cluster is None:
             continue
@@ -540,6 +544,20 @@ def stale_claims(session: Session, local: list[Network], containers: list[dict[s
             task = f"release the names {', '.join(k[len(prefix):] for k in sorted(stale))} in cluster network " \
                    f"{network.name} (no such container on this host)"
             found.append((task, Plan(task, [store.release(stale, f"cluster: {task}")])))
+    return found
+
+
+def _orphan_registrations(session: Session, store: EtcdStore, local: set[str], addresses: set[str]
+                          ) -> list[tuple[str, Plan]]:
+    values = _read(session, store, cs.NETWORKS_PREFIX, "gc: this host's registrations in the cluster")
+    found: list[tuple[str, Plan]] = []
+    for name in sorted({k[len(cs.NETWORKS_PREFIX):].split("/", 1)[0] for k in values} - local):
+        view = View(name, {k: v for k, v in values.items() if k.startswith(cs.network_prefix(name))})
+        for vtep in [v for v in view.hosts if str(v) in addresses]:
+            release = view.owned_by(vtep)
+            task = (f"release this host's registration ({vtep}) in cluster network {name}, which it has no "
+                    "record of (a killed join?)")
+            found.append((task, Plan(task, [store.release(release, f"cluster: {task}")])))
     return found
 
 

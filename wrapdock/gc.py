@@ -267,13 +267,15 @@ def _carry_out(session: Session, action: Action) -> str | None:
 
 
 def _release_stale_claims(session: Session, facts: Facts, outcome: Outcome) -> None:
-    """Cluster-mode networks: this host's names in etcd whose container is gone (wrapdock/cluster.py)."""
-    if not any(n.scope == "cluster" for n in facts.networks):
+    """Cluster-mode networks: this host's names in etcd whose container is gone; with --cluster also its
+    registrations in networks it has no record of (wrapdock/cluster.py)."""
+    if not any(n.scope == "cluster" for n in facts.networks) and session.cluster is None:
         return
     from wrapdock import cluster
 
+    addresses = {cidr.split("/")[0] for link in facts.links.values() for cidr in link.addresses}
     try:
-        repairs = cluster.stale_claims(session, facts.networks, facts.containers)
+        repairs = cluster.stale_claims(session, facts.networks, facts.containers, addresses)
     except EnvironmentProblem as exc:
         outcome.failed.append(f"check this host's claims in etcd: {exc.message}")
         return

@@ -220,6 +220,13 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     etcd.ctl("put", ghost, json.dumps({"address": "10.220.11.9", "host": VTEP[1]}))
     assert "release the names ghost" in one.wd("gc").stdout
     assert ghost not in etcd.dump()
+    # a join killed after its claim (host 2 has no record of it): gc --cluster releases the claim
+    keys = etcd.dump()
+    etcd.ctl("put", f"/wrapdock/v1/networks/{NET}/ranges/10.220.12.0-24", VTEP[2])
+    etcd.ctl("put", f"/wrapdock/v1/networks/{NET}/hosts/{VTEP[2]}", json.dumps(
+        {"vtep": VTEP[2], "mac": "02:ff:c6:33:64:0c", "hostname": "host2", "range": "10.220.12.0/24"}))
+    assert "release this host's registration (198.51.100.12)" in two.wd("--cluster", URL, "gc").stdout
+    assert etcd.dump() == keys
     # etcd gone: sync and leave fail with exit 4 and change nothing; restarted, everything is still there
     wait_carrier(one.sandbox, NET)
     keys, with_net = etcd.dump(), one.sandbox.snapshot()
