@@ -205,8 +205,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
                 if other.subnet.overlaps(definition.subnet):
                     raise UsageError(f"subnet {definition.subnet} overlaps subnet {other.subnet} of cluster "
                                      f"network {other.name!r}")
-        view = read_view(session, store, request.name)
-        return _join(session, store, definition, view, host, request.vtep, new=existing is None)
+        return _claiming(session, store, definition, host, request.vtep, new=existing is None)
 
 
 def join(session: Session, name: str, vtep: str | None) -> Network:
@@ -227,7 +226,30 @@ def join(session: Session, name: str, vtep: str | None) -> Network:
             raise UsageError(f"cluster {cluster.url} has no network {name!r}: create it with "
                              f"`wrapdock --cluster {cluster.url} network create --driver vxlan --subnet ... {name}`")
         networks.all_networks(session)  # a broken state file is reported before anything runs
-        return _join(session, store, view.definition, view, host, vtep, new=False)
+        return _claiming(session, store, view.definition, host, vtep, new=False, view=view)
+
+
+CLAIM_ATTEMPTS = 3
+
+
+def _claiming(session: Session, store: EtcdStore, definition: Definition, host: Any, vtep: str | None, new: bool,
+              view: View | None = None) -> Network:
+    """Read, plan, run; a claim that lost a race (another host took the range first: the txn answered
+    FAILURE, nothing else ran) is planned again from a fresh read, up to CLAIM_ATTEMPTS times."""
+    from wrapdock.runner import CommandFailed
+
+    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+        view = view or read_view(session, store, definition.name)
+        try:
+            return _join(session, store, definition, view, host, vtep, new)
+        except CommandFailed as failed:
+            if not failed.result.refused or failed.result.argv[-1] != "txn" or attempt == CLAIM_ATTEMPTS:
+                raise
+            if new:  # the definition itself was claimed meanwhile: check it as a create would
+                raise UsageError(f"cluster network {definition.name!r} (or VNI {definition.vni}) was just created by "
+                                 "another host: run the command again to join it") from None
+            view = None
+    raise AssertionError("unreachable")
 
 
 def free_range(definition: Definition, taken: set[IPv4Network], vtep: IPv4Address) -> IPv4Network:
@@ -452,6 +474,91 @@ def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
         if data.get("host") != str(vtep):
             found.append((key[len(prefix):], data["address"]))
     return tuple(sorted(found))
+
+
+# -- doctor and gc ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """A doctor finding about a cluster network (doctor turns it into its Finding)."""
+
+    severity: str  # error | warning
+    check: str
+    subject: str
+    text: str
+    fix: tuple[str, ...]
+
+
+def problems(session: Session, local: list[Network]) -> list[Problem]:
+    """doctor: each cluster network's etcd answers (error: a check that could not run is no pass), this
+    host is registered, and the kernel's flood list and the cached names match etcd (else: sync)."""
+    from wrapdock.plans import vxlan as vxlan_plans
+
+    found: list[Problem] = []
+    for network in local:
+        if network.vxlan is None or network.vxlan.cluster is None:
+            continue
+        store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+        try:
+            view = read_view(session, store, network.name)
+        except EnvironmentProblem as exc:
+            found.append(Problem("error", "cluster-unreachable", network.name, exc.message.replace(
+                "; nothing was changed", "") + ": the network's hosts, ranges and names cannot be checked or synced",
+                (f"etcdctl --endpoints={store.cluster.etcdctl()[1].split('=', 1)[1]} endpoint health",)))
+            continue
+        if network.vxlan.vtep not in view.hosts:
+            found.append(Problem("error", "cluster-host-gone", network.name,
+                                 f"cluster network {network.name}: this host (VTEP {network.vxlan.vtep}) is not "
+                                 "registered in etcd any more (removed with leave --host?)",
+                                 (f"wrapdock network rm -f {network.name}", f"wrapdock --cluster "
+                                  f"{store.cluster.url} network join {network.name}")))
+            continue
+        fdb = session.runner.query(vxlan_plans.fdb_query(network), f"doctor: {network.name}'s flood list")
+        flood = {e.dst for e in vxlan_plans.parse_fdb(fdb.stdout) if e.mac == vxlan_plans.ALL_ZEROS} if fdb.ok else None
+        wanted = {str(p) for p in view.hosts if p != network.vxlan.vtep}
+        if flood != wanted or remote_names(view, network.vxlan.vtep) != network.vxlan.names:
+            found.append(Problem("warning", "cluster-out-of-sync", network.name,
+                                 f"cluster network {network.name}: this host's flood list or names differ from etcd's "
+                                 f"hosts and names (a host joined or left, a container started elsewhere)",
+                                 (f"wrapdock network sync {network.name}",)))
+    return found
+
+
+def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]],
+                 addresses: set[str] | None = None) -> list[tuple[str, Plan]]:
+    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); with
+    --cluster also the registrations of this host's addresses in cluster networks it has no record of
+    (a killed join, state lost). Each as (task, plan)."""
+    names_here = {r["name"] for r in containers}
+    found: list[tuple[str, Plan]] = []
+    if session.cluster is not None and addresses:
+        found += _orphan_registrations(session, EtcdStore(session.cluster), {n.name for n in local}, addresses)
+    for network in local:
+        if network.vxlan is None or network.vxlan.cluster is None:
+            continue
+        store = EtcdStore(cs.parse_url(network.vxlan.cluster))
+        view = read_view(session, store, network.name)
+        prefix = f"{cs.network_prefix(network.name)}names/"
+        stale = {k: v for k, v in view.owned_by(network.vxlan.vtep).items()
+                 if k.startswith(prefix) and k[len(prefix):] not in names_here}
+        if stale:
+            task = f"release the names {', '.join(k[len(prefix):] for k in sorted(stale))} in cluster network " \
+                   f"{network.name} (no such container on this host)"
+            found.append((task, Plan(task, [store.release(stale, f"cluster: {task}")])))
+    return found
+
+
+def _orphan_registrations(session: Session, store: EtcdStore, local: set[str], addresses: set[str]
+                          ) -> list[tuple[str, Plan]]:
+    values = _read(session, store, cs.NETWORKS_PREFIX, "gc: this host's registrations in the cluster")
+    found: list[tuple[str, Plan]] = []
+    for name in sorted({k[len(cs.NETWORKS_PREFIX):].split("/", 1)[0] for k in values} - local):
+        view = View(name, {k: v for k, v in values.items() if k.startswith(cs.network_prefix(name))})
+        for vtep in [v for v in view.hosts if str(v) in addresses]:
+            release = view.owned_by(vtep)
+            task = (f"release this host's registration ({vtep}) in cluster network {name}, which it has no "
+                    "record of (a killed join?)")
+            found.append((task, Plan(task, [store.release(release, f"cluster: {task}")])))
+    return found
 
 
 # -- views ------------------------------------------------------------------------------------------------

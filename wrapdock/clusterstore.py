@@ -6,7 +6,8 @@ command in the trail and in `--print-only` scripts (Debian's etcdctl 3.4, v3 API
 
 Facts this relies on (etcdctl 3.4.23, measured):
 - `etcdctl txn` exits 0 when the transaction FAILS too: a claim is a Step that `answers` SUCCESS (the
-  runner reads the first output line; the script pipes it through `grep -qx SUCCESS`).
+  runner reads the first output line; the script pipes it through `sed -n 1p | grep -x SUCCESS`, readers
+  that take the whole output: the script runs with pipefail, an early exit would SIGPIPE etcdctl).
 - `etcdctl txn` ignores --command-timeout (it waits forever for an unreachable cluster), so it runs
   under coreutils' `timeout`; `get` honours --dial-timeout/--command-timeout and exits 1 when etcd
   cannot be reached.
@@ -158,8 +159,8 @@ class EtcdStore:
         return parse_get(text)
 
     def _txn(self, compares: Iterable[str], success: Iterable[str], note: str, answers: str | None = None,
-             undo: Step | None = None) -> Step:
-        stdin = [*compares, "", *success, "", ""]  # compares, success ops, (no) failure ops
+             undo: Step | None = None, failure: Iterable[str] = ()) -> Step:
+        stdin = [*compares, "", *success, "", *failure, ""]  # compares, success ops, failure ops
         return cmd("timeout", TXN_TIMEOUT, *self.cluster.etcdctl("txn"), note=note, stdin=stdin,
                    answers=answers, undo=undo)
 
@@ -171,11 +172,12 @@ class EtcdStore:
 
     def claim(self, values: Mapping[str, str], note: str, require: Iterable[str] = ()) -> Step:
         """Atomic: every key written only if none of them exists (create("K") = "0") and every `require`d
-        key does; FAILURE (exit 0!) is a failed step. Undone by deleting the claimed keys."""
+        key does; FAILURE (exit 0!) is a failed step, whose output shows who holds the keys (the failure
+        branch reads them). Undone by deleting the claimed keys."""
         compares = [f'create("{key}") = "0"' for key in values] + [f'version("{key}") > "0"' for key in require]
         undo = self._txn((), [f"del {key}" for key in values], note)
         return self._txn(compares, [f"put {key} {txn_word(value)}" for key, value in values.items()], note,
-                         answers="SUCCESS", undo=undo)
+                         answers="SUCCESS", undo=undo, failure=[f"get {key}" for key in values])
 
     def release(self, values: Mapping[str, str], note: str) -> Step:
         """Delete keys (their current `values` known); undone by writing them back."""

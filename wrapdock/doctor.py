@@ -998,4 +998,14 @@ def examine(session: Session) -> list[Finding]:
     lockable = os.geteuid() == 0 and session.state.root.is_dir()
     with session.state.locked() if lockable else nullcontext():
         facts = gather(session)
-    return findings(facts, assess(facts))
+        found = findings(facts, assess(facts)) + _cluster(session, facts)
+    return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _cluster(session: Session, facts: Facts) -> list[Finding]:
+    """Cluster-mode vxlan networks: what etcd holds against this host (wrapdock/cluster.py reads it)."""
+    if not any(n.scope == "cluster" for n in facts.networks):
+        return []
+    from wrapdock import cluster
+
+    return [Finding(p.severity, p.check, p.subject, p.text, p.fix) for p in cluster.problems(session, facts.networks)]

@@ -276,6 +276,24 @@ def _carry_out(session: Session, action: Action) -> str | None:
     return None
 
 
+def _release_stale_claims(session: Session, facts: Facts, outcome: Outcome) -> None:
+    """Cluster-mode networks: this host's names in etcd whose container is gone; with --cluster also its
+    registrations in networks it has no record of (wrapdock/cluster.py)."""
+    if not any(n.scope == "cluster" for n in facts.networks) and session.cluster is None:
+        return
+    from wrapdock import cluster
+
+    addresses = {cidr.split("/")[0] for link in facts.links.values() for cidr in link.addresses}
+    try:
+        repairs = cluster.stale_claims(session, facts.networks, facts.containers, addresses)
+    except EnvironmentProblem as exc:
+        outcome.failed.append(f"check this host's claims in etcd: {exc.message}")
+        return
+    for task, plan in repairs:
+        failed = _carry_out(session, Action(task, [task], plan))
+        (outcome.failed if failed else outcome.done).append(failed or task)
+
+
 def reconcile(session: Session) -> Outcome:
     """Carry out (or, with --print-only, collect) what gc decides, each repair on its own."""
     session.require_root()
@@ -303,6 +321,7 @@ def reconcile(session: Session) -> Outcome:
                 if edit.kind == "drop-endpoints":
                     changed_networks.update(edit.networks)
             outcome.done.extend(action.summary)
+        _release_stale_claims(session, facts, outcome)
         changed_networks &= {n.name for n in facts.networks}
         if changed_networks and not session.print_only:
             try:

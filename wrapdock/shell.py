@@ -26,7 +26,7 @@ def step_text(step: Step) -> str:
     """The shell text of a step: exactly what the runner does, in a form bash runs the same way."""
     line = quote(step.argv)
     # the verdict is the first output line, not the exit code (`etcdctl txn` exits 0 on FAILURE)
-    verdict = f" | head -n 1 | grep -qx {quote([step.answers])}" if step.answers is not None else ""
+    verdict = f" | sed -n 1p | grep -x {quote([step.answers])} >/dev/null" if step.answers is not None else ""
     if step.stdin:
         body = "\n".join(step.stdin)
         if HEREDOC_END in body.split("\n"):

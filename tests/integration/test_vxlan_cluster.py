@@ -184,6 +184,23 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "has no network" in error_line(two.sandbox.wrapdock("--cluster", URL, "network", "join", NET,
                                                                 check=False), 2)
     assert one.sandbox.snapshot() == start and etcd.dump() == {}
+    # --print-only reads (host, etcd) and prints the claim with its verdict check; it changes nothing
+    script = one.wd("--quiet", "--cluster", URL, "--print-only", *CREATE, "--vtep", VTEP[1], NET).stdout
+    assert "etcdctl --endpoints=http://198.51.100.1:2379 --dial-timeout=4s --command-timeout=8s txn " \
+           "<<'WRAPDOCK_EOF' | sed -n 1p | grep -x SUCCESS >/dev/null" in script
+    assert one.sandbox.snapshot() == start and etcd.dump() == {} and one.sandbox.state_records() == []
+    # ... and bash runs that script (set -euo pipefail): the claim lands in etcd, the devices on the host
+    other = two.wd("--quiet", "--cluster", URL, "--print-only", "network", "create", "--driver", "vxlan", "--subnet",
+                   "10.230.0.0/16", "--vni", "4545", "--vtep", VTEP[2], "scripted").stdout
+    two.sandbox.sh("bash", "-s", input=other)
+    assert sorted(etcd.dump()) == ["/wrapdock/v1/networks/scripted/config",
+                                   f"/wrapdock/v1/networks/scripted/hosts/{VTEP[2]}",
+                                   "/wrapdock/v1/networks/scripted/ranges/10.230.12.0-24", "/wrapdock/v1/vnis/4545"]
+    assert two.sandbox.sh("ip", "link", "show", "dev", "wdvx4545", check=False).returncode == 0
+    scripted = two.sandbox.snapshot()
+    again = two.sandbox.sh("bash", "-s", input=other, check=False)  # the claim is taken now: the script stops
+    assert again.returncode != 0 and two.sandbox.snapshot() == scripted
+    etcd.ctl("del", "--prefix", "/wrapdock/v1/")
     wd(one, *CREATE, "--vtep", VTEP[1], NET)
     # another cluster for a recorded network, other parameters, a taken VNI, an overlapping subnet
     assert "belongs to cluster" in error_line(one.sandbox.wrapdock("--cluster", "etcd://198.51.100.2:2379",
@@ -196,6 +213,20 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "overlaps subnet" in error_line(two.sandbox.wrapdock(
         "--cluster", URL, "network", "create", "--driver", "vxlan", "--subnet", "10.220.16.0/20", "--vtep", VTEP[2],
         "other", check=False), 2)
+    # doctor: healthy (it reads etcd: a printed etcdctl get)
+    assert one.wd("doctor").stdout.strip() == "no problems found"
+    # gc releases a name this host registered for a container it no longer has (a killed run)
+    ghost = f"/wrapdock/v1/networks/{NET}/names/ghost"
+    etcd.ctl("put", ghost, json.dumps({"address": "10.220.11.9", "host": VTEP[1]}))
+    assert "release the names ghost" in one.wd("gc").stdout
+    assert ghost not in etcd.dump()
+    # a join killed after its claim (host 2 has no record of it): gc --cluster releases the claim
+    keys = etcd.dump()
+    etcd.ctl("put", f"/wrapdock/v1/networks/{NET}/ranges/10.220.12.0-24", VTEP[2])
+    etcd.ctl("put", f"/wrapdock/v1/networks/{NET}/hosts/{VTEP[2]}", json.dumps(
+        {"vtep": VTEP[2], "mac": "02:ff:c6:33:64:0c", "hostname": "host2", "range": "10.220.12.0/24"}))
+    assert "release this host's registration (198.51.100.12)" in two.wd("--cluster", URL, "gc").stdout
+    assert etcd.dump() == keys
     # etcd gone: sync and leave fail with exit 4 and change nothing; restarted, everything is still there
     wait_carrier(one.sandbox, NET)
     keys, with_net = etcd.dump(), one.sandbox.snapshot()
@@ -203,6 +234,8 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert "could not be read" in error_line(one.sandbox.wrapdock("network", "sync", NET, check=False), 4)
     assert "could not be read" in error_line(one.sandbox.wrapdock("network", "leave", NET, check=False), 4)
     assert one.sandbox.snapshot() == with_net and one.sandbox.state_records() == [f"{NET}.json"]
+    doctor = one.sandbox.wrapdock("doctor", "--format", "json", check=False)
+    assert doctor.returncode == 1 and [f["check"] for f in json.loads(doctor.stdout)] == ["cluster-unreachable"]
     etcd.start()
     assert etcd.dump() == keys
     assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"

@@ -66,7 +66,7 @@ def test_claim_release_put_golden() -> None:
     put = STORE.put(cs.name_key("ov", "web"), "x", "name", previous=None)
     steps = [claim, claim.undo, release, release.undo, put, put.undo]
     check_golden("cluster-store-steps.txt", plan_text(Plan("store", steps)))  # type: ignore[arg-type]
-    assert claim.answers == "SUCCESS" and "| head -n 1 | grep -qx SUCCESS" in plan_text(Plan("", [claim]))
+    assert claim.answers == "SUCCESS" and "| sed -n 1p | grep -x SUCCESS >/dev/null" in plan_text(Plan("", [claim]))
     assert claim.argv[:2] == ("timeout", cs.TXN_TIMEOUT)  # txn ignores --command-timeout
 
 
@@ -117,3 +117,25 @@ def test_views_and_ranges() -> None:
     small = Definition("s", IPv4Network("10.9.0.0/30"), 1, 4789, 30, None)
     with pytest.raises(UsageError, match="every /30 range"):
         free_range(small, {IPv4Network("10.9.0.0/30")}, me.vtep)
+
+
+def test_the_cli_refuses_a_malformed_cluster_url_in_one_line(capsys, monkeypatch) -> None:
+    from wrapdock.cli import main
+
+    monkeypatch.setenv("WRAPDOCK_CLUSTER", "etcd://198.51.100.1:2379;reboot")
+    assert main(["network", "ls"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "wrapdock: error: invalid --cluster 'etcd://198.51.100.1:2379;reboot': '198.51.100.1:2379;reboot' is not "
+        "IP:PORT (expected etcd://IP:PORT[,IP:PORT...])"]
+
+
+def test_the_watcher_template_passes_shellcheck() -> None:
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (scripts/setup --tests installs it)")
+    watcher = Path(__file__).resolve().parents[2] / "templates" / "cluster" / "wrapdock-watch"
+    done = subprocess.run(["shellcheck", str(watcher)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout

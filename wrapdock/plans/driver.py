@@ -3,7 +3,9 @@
 Modelled on libnetwork's driver API and the CNI plugins: the operations (wrapdock/networks.py)
 check, lock, record and run; a driver only plans. Two drivers:
 - bridge (wrapdock/plans/network.py): a bridge on one host;
-- vxlan (wrapdock/plans/vxlan.py): the same bridge with a VXLAN port to other hosts (static peers).
+- vxlan (wrapdock/plans/vxlan.py): the same bridge with a VXLAN port to other hosts (static peers, or
+  in cluster mode the hosts registered in etcd: wrapdock/cluster.py adds the etcd claims, through the
+  store seam of wrapdock/clusterstore.py, around the same plans).
 Endpoints (a container's veth on the network's bridge, wrapdock/plans/endpoint.py) are the same for
 both, so attach and detach are shared, not per driver, until a driver needs its own.
 """
