@@ -13,6 +13,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.sandbox import end_host, start_host
@@ -29,9 +32,8 @@ LIBVIRTD_CONF = '\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
 
 def cannot_boot_vms() -> str | None:
     """Why this machine cannot run the VM tests, or None."""
-    if os.environ.get("WRAPDOCK_VM_TESTS") != "1":
-        # ~11 min with the box cached, ~17 min on a fresh machine: more than the whole suite's budget
-        return "the VM tests boot emulated VMs for minutes: they run with WRAPDOCK_VM_TESTS=1"
+    if os.environ.get("WRAPDOCK_VM_TESTS") == "0":
+        return "WRAPDOCK_VM_TESTS=0: the tests that boot VMs are turned off"
     if os.geteuid() != 0:
         return "VM tests need root"
     for tool, package in [("unshare", "util-linux"), ("nsenter", "util-linux"), ("vagrant", "vagrant"),
@@ -39,7 +41,7 @@ def cannot_boot_vms() -> str | None:
                           ("virsh", "libvirt-clients"), ("dnsmasq", "dnsmasq-base"),
                           ("debootstrap", "debootstrap"), ("sfdisk", "fdisk"), ("rsync", "rsync")]:
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            return f"{tool} is not installed (package {package}: WRAPDOCK_VM_TESTS=1 scripts/setup --tests)"
+            return f"{tool} is not installed (package {package}: scripts/setup --tests installs it)"
     if not Path("/usr/sbin/libvirtd").exists():
         return "libvirtd is not installed (package libvirt-daemon-system: scripts/setup --tests)"
     if not list(Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-libvirt-*")):
@@ -47,6 +49,16 @@ def cannot_boot_vms() -> str | None:
     if not Path("/dev/net/tun").exists():
         return "/dev/net/tun is missing (libvirt's networks need tap devices)"
     return None
+
+
+def mirror_unreachable() -> str | None:
+    """Why scripts/vagrant-box cannot reach the Debian mirror to build the box, or None."""
+    mirror = os.environ.get("WRAPDOCK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    try:
+        with urllib.request.urlopen(f"{mirror}/dists/bookworm/Release", timeout=20):
+            return None
+    except (OSError, ValueError) as error:
+        return f"the Debian mirror {mirror} is unreachable ({error})"
 
 
 def build_box(vagrant_home: Path) -> subprocess.CompletedProcess:
@@ -89,27 +101,41 @@ class VmHost:
     def run(self, *argv: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """A command in the VM host, in the repository (Vagrant finds the Vagrantfile there).
 
-        Its output also goes to a file as it comes (TOP/logs/NN-COMMAND.log: `tail -f` shows how far a
-        slow `vagrant up` is); the file goes with the VM host.
+        Its output also goes to a file as it comes, each line with the time it came (TOP/logs/NN-COMMAND.log:
+        `tail -f` shows how far a slow `vagrant up` is, and where its minutes go); the file goes with the
+        VM host, unless WRAPDOCK_VM_LOGS names a directory to keep the logs in.
         """
         self._runs += 1
         log = self.top / "logs" / f"{self._runs:02d}-{Path(argv[0]).name}-{argv[1] if len(argv) > 1 else ''}.log"
         log.parent.mkdir(exist_ok=True)
-        with open(log, "w+") as out, open(log.with_suffix(".err"), "w+") as err:
+        lines: list[str] = []
+        with open(log, "w") as out, open(log.with_suffix(".err"), "w+") as err:
             proc = subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", "-m", "-p", f"--wd={ROOT}", "--", *argv],
-                                    stdout=out, stderr=err, text=True, env=env or self.env(), stdin=subprocess.DEVNULL)
+                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env or self.env(),
+                                    stdin=subprocess.DEVNULL)
+
+            def copy() -> None:
+                for line in proc.stdout:
+                    lines.append(line)
+                    out.write(f"{time.strftime('%H:%M:%S')} {line}")
+                    out.flush()
+
+            reader = threading.Thread(target=copy, daemon=True)
+            reader.start()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
                 raise
-            out.seek(0)
+            finally:
+                reader.join(timeout=60)
             err.seek(0)
-            return subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())
+            return subprocess.CompletedProcess(argv, proc.returncode, "".join(lines), err.read())
 
-    def vagrant(self, *args: str, hosts: int, timeout: float) -> subprocess.CompletedProcess:
-        return self.run("vagrant", *args, "--no-color", timeout=timeout, env=self.env(WRAPDOCK_HOSTS=str(hosts)))
+    def vagrant(self, *args: str, hosts: int, timeout: float, **env: str) -> subprocess.CompletedProcess:
+        return self.run("vagrant", *args, "--no-color", timeout=timeout,
+                        env=self.env(WRAPDOCK_HOSTS=str(hosts), **env))
 
     def virsh(self, *args: str) -> list[str]:
         """Names virsh lists in the VM host (domains, volumes, networks), all of them."""
@@ -137,6 +163,10 @@ class VmHost:
             return
         self.closed = True
         end_host(self._unshare, self.pid, 60)
+        keep = os.environ.get("WRAPDOCK_VM_LOGS")
+        if keep:
+            shutil.copytree(self.top / "logs", Path(keep) / self.top.name, dirs_exist_ok=True)
+            shutil.copytree(self.top / "log", Path(keep) / self.top.name / "libvirt", dirs_exist_ok=True)
         self._remove_files()
 
     def _remove_files(self) -> None:
