@@ -357,8 +357,8 @@ def test_print_only_remove_keeps_chains_while_a_network_remains(capsys, state_di
     _, out, _ = run(capsys, state_dir, "--print-only", "network", "rm", "web", "api", "web")
     assert out.count("ip link del dev web;") == 1 and out.count("ip link del dev api;") == 1
     # the chains go once, after the last network
-    assert out.count("-X WRAPDOCK-FORWARD;") == 1
-    assert out.index("ip link del dev web;") < out.index("ip link del dev api;") < out.index("-X WRAPDOCK-FORWARD;")
+    assert out.count("\n-X WRAPDOCK-FORWARD\n") == 1
+    assert out.index("ip link del dev web;") < out.index("ip link del dev api;") < out.index("\n-X WRAPDOCK-FORWARD\n")
 
 
 def test_print_only_remove_refuses_networks_in_use(capsys, state_dir: Path) -> None:

@@ -104,9 +104,35 @@ def comment_of(argv: tuple[str, ...]) -> str | None:
     return argv[argv.index("--comment") + 1]
 
 
+def is_batch(step: Step) -> bool:
+    return step.argv[0] == "awk" and step.argv[-1] == ipt.BATCH_PROGRAM.strip()
+
+
+def batch_argvs(step: Step) -> list[tuple[str, ...]]:
+    """A batch step's input lines as the single iptables commands they stand for, in order."""
+    argvs, table = [], ""
+    for line in step.stdin:
+        if line.startswith("*"):
+            table = line[1:]
+        elif line != "COMMIT":
+            argvs.append((*ipt.IPTABLES, "-t", table, *line.split()))
+    return argvs
+
+
+def iptables_argvs(plan: Plan) -> list[tuple[str, ...]]:
+    """Every iptables command of the plan's steps (batches expanded), in order."""
+    found: list[tuple[str, ...]] = []
+    for step in plan.steps:
+        found += batch_argvs(step) if is_batch(step) else [step.argv] if is_iptables(step.argv) else []
+    return found
+
+
 def all_argvs(plan: Plan) -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
     for step in plan.steps:
+        for one in (step, step.undo):
+            if one is not None and is_batch(one):
+                found += batch_argvs(one)
         for argv in (step.argv, step.skip_if, step.only_if, step.undo.argv if step.undo else None):
             if argv:
                 found.append(argv)
@@ -114,20 +140,19 @@ def all_argvs(plan: Plan) -> list[tuple[str, ...]]:
 
 
 def rule_adds(plan: Plan) -> set[tuple[str, ...]]:
-    return {s.argv for s in plan.steps if is_iptables(s.argv) and action_of(s.argv)[1] in ("-A", "-I")}
+    return {a for a in iptables_argvs(plan) if action_of(a)[1] in ("-A", "-I")}
 
 
 def rule_deletes(plan: Plan) -> set[tuple[str, ...]]:
-    return {s.argv for s in plan.steps if is_iptables(s.argv) and action_of(s.argv)[1] == "-D"}
+    return {a for a in iptables_argvs(plan) if action_of(a)[1] == "-D"}
 
 
 def chain_ops(plan: Plan, action: str) -> set[tuple[str, str]]:
     found = set()
-    for s in plan.steps:
-        if is_iptables(s.argv):
-            index, act = action_of(s.argv)
-            if act == action:
-                found.add((s.argv[s.argv.index("-t") + 1], s.argv[index + 1]))
+    for argv in iptables_argvs(plan):
+        index, act = action_of(argv)
+        if act == action:
+            found.add((argv[argv.index("-t") + 1], argv[index + 1]))
     return found
 
 
@@ -164,11 +189,11 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
                             f"addr add {network.gateway_cidr} dev {network.bridge}",
                             f"link set dev {network.bridge} up")
     assert bridge.undo is not None and bridge.undo.argv == ("ip", "link", "del", "dev", network.bridge)
-    # a rule can only jump to a chain that was created before it
+    # a rule can only jump to a chain that was created before it (nat's chains are made before its rules
+    # too, and a table's block of the batch is applied as a whole)
     created: set[str] = set()
-    for argv in argvs:
-        if not is_iptables(argv):
-            continue
+    assert argvs
+    for argv in iptables_argvs(plan):
         index, action = action_of(argv)
         if action == "-N":
             created.add(argv[index + 1])
@@ -182,23 +207,20 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
 
 @pytest.mark.parametrize("network", ALL_CASES)
 def test_create_adds_are_ensures_with_exact_undo(network: Network) -> None:
-    """Every iptables add is `-C || -A`, and its undo deletes that very rule."""
-    for step in network_plans.create(network).steps:
-        if not is_iptables(step.argv):
-            continue
-        index, action = action_of(step.argv)
-        assert step.skip_if is not None and step.only_if is None, step_text(step)
-        assert step.undo is not None
-        if action in ("-A", "-I"):
-            check = as_delete(step.argv)
-            check = (*check[:index], "-C", *check[index + 1:])
-            assert step.skip_if == check
-            assert step.undo.argv == as_delete(step.argv)
-        else:
-            assert action == "-N"
-            chain = step.argv[index + 1]
-            assert step.undo.argv[-2:] == ("-X", chain)
-            assert step.skip_if[-2:] == ("-S", chain)
+    """The iptables adds are one batch decided at run time (only what is missing is added); its undo deletes
+    exactly those rules, and the shared chains only if nothing else is left in them."""
+    batches = [s for s in network_plans.create(network).steps if is_batch(s)]
+    assert len(batches) == 1 and not [s for s in network_plans.create(network).steps if is_iptables(s.argv)]
+    (step,) = batches
+    assert "mode=exact" in step.argv and step.partial
+    assert step.undo is not None and is_batch(step.undo) and "mode=if-unused" in step.undo.argv
+    adds = batch_argvs(step)
+    undo = batch_argvs(step.undo)
+    expected_deletes = [as_delete(a) for a in adds if action_of(a)[1] in ("-A", "-I")]
+    assert sorted(a for a in undo if action_of(a)[1] == "-D") == sorted(expected_deletes)
+    made = [(a[3], a[action_of(a)[0] + 1]) for a in adds if action_of(a)[1] == "-N"]
+    dropped = [(a[3], a[action_of(a)[0] + 1]) for a in undo if action_of(a)[1] == "-X"]
+    assert sorted(made) == sorted(dropped)
 
 
 def test_mtu_only_when_asked() -> None:
@@ -241,22 +263,18 @@ def test_every_remove_step_is_guarded(network: Network, last: bool) -> None:
     plan = network_plans.remove(network, last=last)
     assert plan.steps
     for step in plan.steps:
-        assert step.only_if is not None and step.skip_if is None, step_text(step)
-        assert step.undo is None
+        # a guarded delete, or a batch that deletes only what it finds when it runs
+        assert (step.only_if is not None or (is_batch(step) and "mode=exact" in step.argv)), step_text(step)
+        assert step.skip_if is None and step.undo is None
 
 
 @pytest.mark.parametrize("network", ALL_CASES)
 def test_remove_guards_probe_the_thing_they_delete(network: Network) -> None:
     for step in network_plans.remove(network, last=True).steps:
-        assert step.only_if is not None
-        if is_iptables(step.argv):
-            index, action = action_of(step.argv)
-            if action == "-D":
-                assert step.only_if == (*step.argv[:index], "-C", *step.argv[index + 1:])
-            else:
-                assert action == "-X"
-                assert step.only_if[-2:] == ("-S", step.argv[index + 1])
+        if is_batch(step):
+            assert {action_of(a)[1] for a in batch_argvs(step)} <= {"-D", "-X"}
         else:
+            assert step.only_if is not None
             assert step.argv == ("ip", "link", "del", "dev", network.bridge)
             assert step.only_if == ("test", "-d", f"/sys/class/net/{network.bridge}/bridge")
 
@@ -267,7 +285,7 @@ def test_remove_last_deletes_exactly_what_create_adds(network: Network) -> None:
     remove = network_plans.remove(network, last=True)
     assert {as_delete(a) for a in rule_adds(create)} == rule_deletes(remove)
     assert chain_ops(create, "-N") == chain_ops(remove, "-X")
-    delete_steps = [s.argv for s in remove.steps if is_iptables(s.argv) and action_of(s.argv)[1] == "-D"]
+    delete_steps = [a for a in iptables_argvs(remove) if action_of(a)[1] == "-D"]
     assert len(delete_steps) == len(set(delete_steps)), "a rule is deleted twice"
 
 
@@ -284,10 +302,12 @@ def test_remove_not_last_deletes_exactly_the_networks_own_rules(network: Network
 
 @pytest.mark.parametrize("network", ALL_CASES)
 def test_remove_last_deletes_chains_after_their_rules(network: Network) -> None:
-    steps = network_plans.remove(network, last=True).steps
-    first_chain_delete = min(i for i, s in enumerate(steps) if is_iptables(s.argv) and "-X" in s.argv)
-    last_rule_delete = max(i for i, s in enumerate(steps) if is_iptables(s.argv) and "-D" in s.argv)
-    assert last_rule_delete < first_chain_delete
+    argvs = iptables_argvs(network_plans.remove(network, last=True))
+    for table in ("filter", "nat"):
+        mine = [a for a in argvs if a[3] == table]
+        first_chain_delete = min(i for i, a in enumerate(mine) if "-X" in a)
+        last_rule_delete = max(i for i, a in enumerate(mine) if "-D" in a)
+        assert last_rule_delete < first_chain_delete
 
 
 def test_remove_plans_of_two_networks_never_touch_each_others_rules() -> None:

@@ -89,7 +89,7 @@ def test_remove_undoes_create_device_before_bridge_and_rules_first() -> None:
     steps = vxlan_plans.remove(OVERLAYS["peers"], last=False).steps
     dels = [s.argv for s in steps if s.argv[:3] == ("ip", "link", "del")]
     assert dels == [("ip", "link", "del", "dev", "wdvx42"), ("ip", "link", "del", "dev", "ov")]
-    assert steps[0].argv[0] == "iptables"
+    assert steps[0].argv[0] == "awk" and steps[0].stdin[1].startswith("-D ")  # the rules' batch first
 
 
 # -- sync -------------------------------------------------------------------------------------------

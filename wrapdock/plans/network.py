@@ -1,8 +1,8 @@
 """The bridge driver: which commands create and remove a network, in which order.
 
 create = the bridge link with the gateway address, up; IPv4 forwarding; wrapdock's chains; the
-network's own FORWARD and NAT rules. remove = the same, backwards, each delete guarded so that a
-second run finishes what a failed first run left.
+network's own FORWARD and NAT rules (one iptables-save, one iptables-restore). remove = the same,
+backwards, each delete decided when it runs so that a second run finishes what a failed first run left.
 """
 
 from __future__ import annotations
@@ -90,10 +90,20 @@ def host_steps(network: Network) -> list[Step]:
         # the slash form: a bridge name may hold dots, which the dotted form would split
         plan.add(cmd("sysctl", "-w", f"net/ipv4/conf/{br}/route_localnet=1",
                      note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
-    plan.extend(ipt.ensure_skeleton())
-    note = _rules_note(network)
-    plan.extend(ipt.add_rule(r, note) for r in _rules(network))
+    # one iptables-save and one iptables-restore for the shared chains and the network's rules; its undo
+    # takes the shared chains along only when nothing else is left in them
+    rules = _rules(network)
+    undo = ipt.batch([*ipt.rule_lines(list(reversed(rules)), "remove"), *ipt.skeleton_lines("remove")],
+                     "rollback", mode="if-unused")
+    plan.add(ipt.batch([*ipt.skeleton_lines("add"), *ipt.rule_lines(rules, "add")],
+                       f"{ipt.SKELETON_NOTE}; {_rules_note(network)}", undo=undo))
     return plan.steps
+
+
+def own_rule_steps(network: Network) -> list[Step]:
+    """The network's own rules, one ensure (`-C || -A`) each: what doctor checks and repairs one by one."""
+    note = _rules_note(network)
+    return [ipt.add_rule(r, note) for r in _rules(network)]
 
 
 def remove(network: Network, last: bool) -> Plan:
@@ -111,4 +121,4 @@ def remove(network: Network, last: bool) -> Plan:
 def remove_rules(network: Network) -> list[Step]:
     """The network's own rules, deleted in reverse (guarded: a second run finishes a failed first)."""
     note = f"iptables: remove {network.name}'s rules"
-    return [ipt.delete_rule(r, note) for r in reversed(_rules(network))]
+    return [ipt.batch(ipt.rule_lines(list(reversed(_rules(network))), "remove"), note)]
