@@ -22,7 +22,7 @@ from wrapdock.plans.endpoint import container_comment, host_ifname
 from wrapdock.render import render_script
 from wrapdock.runner import Runner, Trail
 from wrapdock.session import Session
-from wrapdock.shell import quote
+from wrapdock.shell import brief
 from wrapdock.state import StateStore
 
 ID_A = "a" * 64
@@ -647,7 +647,7 @@ def test_gc_rolls_back_only_the_repair_that_failed(monkeypatch, tmp_path: Path) 
     outcome, _, trail = gc_on_a_fake_host(monkeypatch, tmp_path, facts, host)
     assert outcome.done == ["deleted veth wd01234567890"]
     (failed,) = outcome.failed
-    assert failed.startswith(f"repair network n1: `{quote(failing.argv)}` failed (exit 1): iptables: No chain")
+    assert failed.startswith(f"repair network n1: `{brief(failing.argv)}` failed (exit 1): iptables: No chain")
     # the failed batch of rules may have applied a table: its own undo runs, then the step before it
     assert failed.endswith("; rolled back 2 step(s)")
     assert host.argvs[-1] == added.undo.argv  # the rollback undid what this repair added, nothing else
