@@ -458,6 +458,7 @@ class Bench:
             raise RuntimeError("fewer than 2 containers started within the time budget")
         window = max(1, min(5, n // 2))
         first, last = starts[:window], starts[-window:]
+        footprint = self.crowd_footprint()
         paired = self.paired_starts(n)
         ps = [wd.run("ps") for _ in range(max(3, min(self.reps, 5)))]
         lines = ps[0]["stdout_lines"] - 1  # the header
@@ -475,6 +476,7 @@ class Bench:
             "all_starts_s": [round(s["seconds"], 4) for s in starts], "all_starts_tasks": [s["tasks"] for s in starts],
             "ps": {**summary(ps), "rows": lines}, "rm_f_at_n": summary(removes),
             "traced_start_at_n": {"tasks": traced["tasks"], "trace": traced.get("trace")},
+            "footprint": footprint,
         }
         self.results["sections"]["crowd"] = section
         note = None if n == self.args.containers else f"measured with {n} containers, not {self.args.containers}"
@@ -482,6 +484,19 @@ class Bench:
         self.target("latency_ratio", section["latency_ratio"], note=note)
         section["rm_latency_ratio"] = paired["crowd_rm"]["median_s"] / paired["fresh_rm"]["median_s"]
         self.target("rm_latency_ratio", section["rm_latency_ratio"], note=note)
+
+    def crowd_footprint(self) -> dict:
+        """What N containers cost on disk (tmpfs, i.e. memory): the state directory, and one container's
+        /etc/hosts (every container on the network has one, listing all of them)."""
+        script = ('du -sk /run/wrapdock | cut -f1; ls /run/wrapdock/containers | wc -l; '
+                  'set -- /run/wrapdock-data/containers/*/hosts; wc -c < "$1"; wc -l < "$1"; '
+                  'du -sk /run/wrapdock-data/containers | cut -f1')
+        out = self.wd.box.bash(script, check=False)["stdout"].split()
+        if len(out) != 5:
+            return {"error": " ".join(out)[:300]}
+        state_kib, records, hosts_bytes, hosts_lines, data_kib = (int(v) for v in out)
+        return {"state_dir_kib": state_kib, "container_records": records, "one_hosts_file_bytes": hosts_bytes,
+                "one_hosts_file_lines": hosts_lines, "containers_data_kib": data_kib}
 
     def paired_starts(self, n: int) -> dict:
         """#1 and #N+1, measured in alternation: a start on a fresh host (a second wrapdock sandbox) and
@@ -624,6 +639,11 @@ def main_table(results: dict) -> str:
         rows.append([f"   tasks spawned, first -> last {cr['window']}",
                      f"{cr['first']['median_tasks']} -> {cr['last']['median_tasks']}", "", "", "", "", "", ""])
         rows.append([f"   rm -f with {n} containers", ms(cr["rm_f_at_n"]["median_s"]), "", "", "", "", "", ""])
+        fp = cr.get("footprint", {})
+        if "state_dir_kib" in fp:
+            rows.append([f"   state dir / one /etc/hosts with {n} containers",
+                         f"{fp['state_dir_kib']} KiB / {fp['one_hosts_file_bytes'] / 1024:.0f} KiB", "", "", "", "",
+                         "", ""])
         if "crowd_rm" in cr["paired"]:
             rows.append([f"3. rm -f next to 1 -> next to {n} (alternating)",
                          f"{ms(cr['paired']['fresh_rm']['median_s'])} -> {ms(cr['paired']['crowd_rm']['median_s'])}",
