@@ -48,8 +48,8 @@ def reattach(network: Network, veths: list[str]) -> Step:
 def repair_network(network: Network, reasons: list[str], veths: list[str]) -> Plan:
     """Re-run the network's create plan: the bridge only if it is missing, the address with `replace`.
 
-    Every rule and chain step of that plan is already an ensure (`-C || -A`), so the whole plan only
-    adds what is missing.
+    Its iptables step adds only the chains and rules that are missing (one batch that decides when it
+    runs), so the whole plan only adds what is missing.
     """
     why = f"gc: the state has network {network.name}, the host lost part of it ({', '.join(reasons)})"
     plan = Plan(f"repair network {network.name} ({', '.join(reasons)}): re-run its create plan, each step an "
