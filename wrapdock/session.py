@@ -34,6 +34,8 @@ class Session:
     # operations (a whole lab) plans as if each had run - IPs advance, names resolve
     simulate: bool = False
     image_records_dir: Path | None = None
+    # print-only: the one iptables-save of this run (read once; later plans see it with the printed plans' edits)
+    iptables_read: list = field(default_factory=list)
 
     @property
     def records_state(self) -> bool:

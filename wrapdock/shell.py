@@ -16,7 +16,7 @@ def quote(argv: Sequence[str]) -> str:
 
 
 def brief(argv: Sequence[str]) -> str:
-    """A command on one line, for an error message: a program given as an argument (an awk batch) is named by
+    """A command on one line, for an error message: a program given as an argument (an `sh -c` script) is named by
     its length, not printed (the trail and --print-only show it whole)."""
     return " ".join(shlex.quote(f"<{w.count(chr(10)) + 1}-line program>") if "\n" in w else shlex.quote(w)
                     for w in argv)

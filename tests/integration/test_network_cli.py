@@ -140,8 +140,11 @@ def test_trail_text_quiet_json_and_audit_log(sandbox):
                                     "  link set dev testbridge alias wrapdock:network=testbridge",
                                     "  addr add 162.16.0.1/24 dev testbridge", "  link set dev testbridge up",
                                     "  WRAPDOCK_EOF"]
-    # the chains and rules in one batch (one iptables-save, one iptables-restore), every rule shown
-    at = next(i for i, line in enumerate(lines) if line.startswith("+ awk "))
+    # the tables read once (iptables-save), then one iptables-restore per table with the missing lines
+    at = lines.index("+ iptables-save")
+    assert lines[at - 1].startswith("# read the host's iptables")
+    at = next(i for i, line in enumerate(lines) if line.startswith("+ iptables-restore -w --noflush "))
+    assert lines[at + 1] == "  *filter" and "  -N WRAPDOCK-FORWARD" in lines[at:]
     assert "  -A WRAPDOCK-FORWARD -i testbridge -o testbridge -m comment --comment wrapdock:network=testbridge " \
            "-j ACCEPT" in lines[at:]
     headings = [line for line in lines if line.startswith("# ")]

@@ -145,9 +145,9 @@ def test_rm_that_fails_half_way_is_finished_by_running_rm_again(sandbox, sandbox
     assert_clean(sandbox, start)
     link_del = next(i for i, argv in enumerate(steps, start=1) if argv[:3] == ["ip", "link", "del"])
     assert "testbridge" in steps[link_del - 1]
-    # the network's rules (one batch), the bridge, the shared chains (one batch)
-    first_shared = next(i for i, argv in enumerate(steps, start=1) if i > link_del and argv[0] == "awk")
-    assert 1 < link_del < first_shared == len(steps)
+    # the network's rules with the shared chains (one iptables-restore per table), then the bridge
+    assert [argv[0] for argv in steps[:link_del - 1]] == ["iptables-restore", "iptables-restore"]
+    assert link_del == len(steps) == 3
 
     def fault(box, k: int) -> None:
         assert box.snapshot() == start
@@ -159,9 +159,8 @@ def test_rm_that_fails_half_way_is_finished_by_running_rm_again(sandbox, sandbox
         assert live(box, "network", "rm", "testbridge").stdout == "testbridge\n"
         assert_clean(box, start)
 
-    # a fault at the network's rules (nothing is gone), at the bridge (its rules are gone), at the shared chains
-    # (all else is gone)
-    spread(boxes, [1, link_del, first_shared], fault)
+    # a fault at the filter table (nothing is gone), at nat, at the bridge (each rolls the ones before it back)
+    spread(boxes, [1, 2, link_del], fault)
 
 
 # -- many processes at once ---------------------------------------------------------------------------
