@@ -208,26 +208,52 @@ class Docker:
 
 
 # -- Podman ---------------------------------------------------------------------------------------
+PODMAN_CONF = """\
+[containers]
+netns = "bridge"
+log_driver = "k8s-file"
+cgroups = "disabled"
+[network]
+network_backend = "cni"
+network_config_dir = "/etc/cni/net.d"
+cni_plugin_dirs = ["/usr/lib/cni"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{root}/events.log"
+runtime = "crun"
+"""
+
+
 class Podman:
+    """Podman 4.3 rootful, CNI backend, as /work/shared/reference/cni-clients.md sets it up on this machine
+    kind: crun refuses hybrid cgroups, so the sandbox unmounts /sys/fs/cgroup/unified (its own mount
+    namespace only) and containers run without cgroups of their own (`cgroups = "disabled"`)."""
+
     name = "podman"
 
     def __init__(self) -> None:
-        # a tmpfs over /var/lib: Podman writes /var/lib/containers (a cache), its CNI backend /var/lib/cni
-        self.box = Sandbox("podman", PYTHON, tmpfs=("/var/lib",), mkdir=("/var/lib/containers", "/var/lib/cni"))
+        # tmpfs over /var/lib (Podman's cache in /var/lib/containers, CNI's IPAM in /var/lib/cni) and over
+        # /etc/cni (the conflists `podman network create` writes), inside the sandbox only
+        tmpfs = ("/var/lib", *(("/etc/cni",) if Path("/etc/cni").is_dir() else ()))
+        self.box = Sandbox("podman", PYTHON, tmpfs=tmpfs,
+                           mkdir=("/var/lib/containers", "/var/lib/cni", "/etc/cni/net.d"))
         root = f"{WORK}/podman"
         self.conf = f"{root}/containers.conf"
-        self.globals = ["--root", f"{root}/root", "--runroot", f"{root}/runroot", "--cgroup-manager", "cgroupfs",
-                        "--storage-driver", "overlay", "--events-backend", "file", "--tmpdir", f"{root}/tmp"]
+        self.globals = ["--root", f"{root}/root", "--runroot", f"{root}/runroot", "--storage-driver", "overlay",
+                        "--tmpdir", f"{root}/tmp"]
         self.env = {"CONTAINERS_CONF": self.conf}
         try:
-            self.box.run(["mkdir", "-p", f"{root}/root", f"{root}/runroot", f"{root}/tmp"])
-            self.box.run(["bash", "-c", f"cat > {self.conf}"], stdin=(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n"
-                f"events_logfile_path = \"{root}/events.log\"\n"))
+            self.box.run(["mkdir", "-p", f"{root}/root", f"{root}/runroot", f"{root}/tmp", "/etc/cni/net.d"])
+            # crun 1.8: "cgroups in hybrid mode not supported": hide the v2 hierarchy from this sandbox
+            self.box.bash("! mountpoint -q /sys/fs/cgroup/unified || umount -l /sys/fs/cgroup/unified")
+            self.box.run(["bash", "-c", f"cat > {self.conf}"], stdin=PODMAN_CONF.format(root=root))
             rootfs = make_rootfs(self.box)
             self.box.run(["bash", "-c", f'tar -C {rootfs} -c . | "$@" import - busybox >/dev/null', "import",
                           which("podman") or "podman", *self.globals], env=self.env)
-            self.run("run", "--rm", "--network", "bridge", "--cgroup-parent", f"/{self.box.name}", "busybox", "true")
+            # the user-defined bridge network the measures use (as wrapdock's and docker's benchnet)
+            self.run("network", "create", "--subnet", "10.202.0.0/24", "benchnet")
+            self.run("run", "--rm", "--network", "benchnet", "busybox", "true")
         except BaseException:
             self.close()
             raise
@@ -242,10 +268,11 @@ class Podman:
         backend = self.run("info", "--format", "{{.Host.NetworkBackend}}", check=False)["stdout"].strip()
         return {"podman": _first_line([which("podman") or "podman", "--version"]),
                 "podman network backend": backend or "?",
-                "conmon": _first_line([which("conmon") or "conmon", "--version"])}
+                "conmon": _first_line([which("conmon") or "conmon", "--version"]),
+                "crun": _first_line([which("crun") or "crun", "--version"])}
 
     def close(self) -> list[str]:
-        # cgroupfs: containers under our --cgroup-parent; conmon under libpod_parent if Podman made it
+        # conmon may go under libpod_parent (cgroupfs) if Podman made it
         extra = ("libpod_parent",) if not self.libpod_parent_existed else ()
         return self.box.close(extra)
 

@@ -291,7 +291,7 @@ def _join(session: Session, store: EtcdStore, definition: Definition, view: View
                       created=datetime.now(UTC).isoformat(timespec="seconds"), vxlan=vxlan)
     netspec.check_against_networks(network, networks.all_networks(session))
     netspec.check_against_host(network, host.links, host.prefixes)
-    plan = vxlan_plans.create(network)
+    plan = vxlan_plans.create(network, networks.read_tables(session))
     me = HostRecord(vtep, mac, hostname, host_range)
     claims = {cs.range_key(definition.name, str(host_range)): str(vtep),
               cs.host_key(definition.name, vtep): me.to_value()}
@@ -352,7 +352,7 @@ def leave(session: Session, name: str, force: bool) -> Network:
             raise UsageError(f"network {name!r} still has {len(holders)} attached container(s) on this host: "
                              "remove them first or use -f")
         survivors = {n.name for n in networks.all_networks(session)} - {name}
-        plan = vxlan_plans.remove(network, last=not survivors)
+        plan = vxlan_plans.remove(network, not survivors, networks.read_tables(session))
         plan.title = f"leave cluster {plan.title.removeprefix('remove ')}"
         release = view.owned_by(network.vxlan.vtep)
         if not set(view.hosts) - {network.vxlan.vtep}:

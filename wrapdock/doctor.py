@@ -40,8 +40,8 @@ from wrapdock.findings import ERROR, WARNING, Finding
 from wrapdock.model import Network
 from wrapdock.overlaycheck import OverlayFacts, OverlayIssues, VxlanInfo, parse_vxlan_info
 from wrapdock.plan import Step
-from wrapdock.plans import driver
 from wrapdock.plans import iptables as ipt
+from wrapdock.plans import network as network_plans
 from wrapdock.plans.container import ContainerPaths
 from wrapdock.plans.endpoint import container_comment
 from wrapdock.session import Session
@@ -527,9 +527,8 @@ def _rule_key(argv: Iterable[str]) -> tuple[str, str, str | None]:
 
 
 def expected_rules(network: Network) -> list[Step]:
-    """The rule steps (ensures) of the network's create plan that carry its owner comment."""
-    tag = names.network_comment(network.name)
-    return [s for s in driver.create(network).steps if _after(s.argv, "--comment") == tag]
+    """The network's own rules (made by one batch of its create plan), one ensure each."""
+    return network_plans.own_rule_steps(network)
 
 
 def _skeleton_expected() -> tuple[set[tuple[str, str]], list[Step]]:

@@ -44,6 +44,7 @@ from wrapdock.errors import EnvironmentProblem, StateError
 from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.plan import Plan
 from wrapdock.plans import gc as gc_plans
+from wrapdock.plans import iptables as ipt
 from wrapdock.plans.container import ContainerPaths
 from wrapdock.runner import CommandFailed
 from wrapdock.session import Session
@@ -86,6 +87,13 @@ def _paths(facts: Facts, container_id: str) -> ContainerPaths:
 def _release_all(record: dict[str, Any]) -> list[Edit]:
     return [Edit("release", f"release {record['name']}'s address on {network}", container=record["id"],
                  network=network) for network in dict.fromkeys(e["network"] for e in record["endpoints"])]
+
+
+def _tables_after_orphans(facts: Facts, a: Assessment) -> ipt.Tables | None:
+    if facts.iptables is None:
+        return None
+    return ipt.from_rules(facts.iptables.chains, [(r.table, r.chain, r.spec) for r in facts.iptables.rules
+                                                  if r.comment not in a.orphan_rules])
 
 
 def decide(facts: Facts, a: Assessment) -> list[Action]:
@@ -190,10 +198,13 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
                               + [f"forgot the allocations of network {name}, which has no record"
                                  for name in a.orphan_ipam], None, lease_edits))
 
+    # the tables as gc's read showed them, without the orphan rules deleted above; each repair's edits are
+    # folded in, so the next plan is decided against what the ones before it leave
+    tables = _tables_after_orphans(facts, a)
     if a.skeleton_orphaned:
         actions.append(Action("remove wrapdock's shared iptables chains",
                               ["removed wrapdock's shared iptables chains (no network left)"],
-                              gc_plans.skeleton(remove=True)))
+                              gc_plans.skeleton(remove=True, tables=tables)))
     repairs = a.repairs
     if a.skeleton_missing and not repairs:
         actions.append(Action("restore wrapdock's shared iptables chains",
@@ -210,7 +221,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
         reasons = (["bridge gone"] if name in gone else []) + [f"no {m}" for m in a.incomplete.get(name, [])]
         if name in a.missing_rules:
             reasons.append(f"{len(a.missing_rules[name])} rule(s) missing")
-        plan = gc_plans.repair_network(networks[name], reasons, detached.pop(name, []))
+        plan = gc_plans.repair_network(networks[name], reasons, detached.pop(name, []), tables)
+        tables = ipt.after(tables, plan.steps)
         actions.append(Action(f"repair network {name}", [f"repaired network {name} ({', '.join(reasons)})"], plan))
     for name, veths in sorted(detached.items()):
         put = f"{', '.join(veths)} back on bridge {networks[name].bridge}"

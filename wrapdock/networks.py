@@ -18,6 +18,7 @@ from wrapdock.session import Session
 if TYPE_CHECKING:  # `run` needs only load(): what create and remove use is imported there
     from wrapdock import netspec
     from wrapdock.plan import Plan
+    from wrapdock.plans.iptables import Tables
 
 
 def load(session: Session, name: str) -> Network:
@@ -54,7 +55,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
             network = netspec.place_overlay(network, request, host.interfaces, host.default_dev)
             netspec.check_against_networks(network, all_networks(session))
         netspec.check_against_host(network, host.links, host.prefixes)
-        completed = session.carry_out(driver.create(network))
+        completed = session.carry_out(driver.create(network, read_tables(session)))
         if not session.records_state:
             return network
         try:
@@ -70,6 +71,7 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
 
 def remove(session: Session, names: list[str], force: bool = False) -> list[Network]:
     from wrapdock.plans import driver
+    from wrapdock.plans.iptables import after
 
     session.require_root()
     doomed_names = list(dict.fromkeys(names))
@@ -102,12 +104,36 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
                     "remove them first or use -f"
                 )
         survivors = {n.name for n in all_networks(session)} - {n.name for n in doomed}
+        tables = read_tables(session)
         for position, network in enumerate(doomed, start=1):
             last = not survivors and position == len(doomed)
-            session.carry_out(driver.remove(network, last=last))
+            plan = driver.remove(network, last, tables)
+            session.carry_out(plan)
+            tables = after(tables, plan.steps)  # what this removal left, for the next one
             if session.records_state:
                 _forget(session, network.name)
     return doomed
+
+
+def read_tables(session: Session) -> Tables | None:
+    """The host's iptables, read (iptables-save, shown in the trail) for the plans to decide against.
+
+    Live, under the lock: read each time, a read that fails is an error. --print-only (no root needed): read
+    once per run, later plans see it as the plans printed before would leave it; unreadable -> None (the
+    plans assume the host matches the state, and say so)."""
+    from wrapdock.errors import EnvironmentProblem
+    from wrapdock.plans import iptables as ipt
+
+    if not session.iptables_read:
+        result = session.runner.query(ipt.SAVE_QUERY, ipt.SAVE_NOTE)
+        tables = ipt.parse_save(result.stdout) if result.ok else None
+        if not session.print_only:
+            if tables is None:
+                raise EnvironmentProblem(f"`{' '.join(result.argv)}` failed (exit {result.exit_code}): cannot tell "
+                                         f"which iptables rules exist: {result.stderr.strip()}")
+            return tables
+        session.iptables_read.append(tables)
+    return ipt.after(session.iptables_read[0], [step for plan in session.printed for step in plan.steps])
 
 
 def _holder_names(session: Session, owners: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Protocol, TextIO
 
 from wrapdock.errors import EnvironmentProblem, OperationFailed
 from wrapdock.plan import Plan, Step
-from wrapdock.shell import quote, step_text
+from wrapdock.shell import brief, quote, step_text
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class Runner:
                 continue
             result = self._run(undo.argv, undo.stdin, "undo", "rollback")
             if not result.ok:
-                errors.append(f"{quote(undo.argv)}: {_last_line(result.stderr)}")
+                errors.append(f"{brief(undo.argv)}: {_last_line(result.stderr)}")
         return len(undos), errors
 
 
@@ -284,7 +284,7 @@ class CommandFailed(OperationFailed):
     def __init__(self, result: Result, undone: int, undo_errors: list[str]) -> None:
         self.result = result
         self.error = _last_line(result.stderr)
-        self.cause = f"`{quote(result.argv)}` failed (exit {result.exit_code}): {self.error}"
+        self.cause = f"`{brief(result.argv)}` failed (exit {result.exit_code}): {self.error}"
         self.undone = undone
         self.undo_errors = undo_errors
         super().__init__(self.cause + "; " + self.rollback_text)

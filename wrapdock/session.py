@@ -38,6 +38,8 @@ class Session:
     simulate: bool = False
     image_records_dir: Path | None = None
     cluster: Cluster | None = None  # --cluster / WRAPDOCK_CLUSTER: where cluster-mode networks live
+    # print-only: the one iptables-save of this run (read once; later plans see it with the printed plans' edits)
+    iptables_read: list = field(default_factory=list)
 
     @property
     def records_state(self) -> bool:

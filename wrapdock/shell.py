@@ -15,6 +15,13 @@ def quote(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
+def brief(argv: Sequence[str]) -> str:
+    """A command on one line, for an error message: a program given as an argument (an `sh -c` script) is named by
+    its length, not printed (the trail and --print-only show it whole)."""
+    return " ".join(shlex.quote(f"<{w.count(chr(10)) + 1}-line program>") if "\n" in w else shlex.quote(w)
+                    for w in argv)
+
+
 def probe_text(argv: Sequence[str]) -> str:
     """A probe only answers yes or no; its output is noise (`test` prints none)."""
     if argv[0] == "test":

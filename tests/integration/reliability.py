@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.integration.containerlab import DATA_DIR, container_dirs, processes, wait_for
 from tests.sandbox import Sandbox
+from wrapdock.shell import brief
 
 ERROR_PREFIX = "wrapdock: error:"
 STATE_DIR = "/run/wrapdock"
@@ -99,7 +100,7 @@ def assert_names_failed_step(proc: subprocess.CompletedProcess, step: dict, faul
     """The injected fault: exit 1, one error line naming the failed command and the fault, rolled back
     completely (no undo failed)."""
     line = one_error(proc, 1, allowed)
-    expected = f"`{shlex.join(step['argv'])}` failed (exit 1): injected fault at command {fault};"
+    expected = f"`{brief(step['argv'])}` failed (exit 1): injected fault at command {fault};"
     assert normalized(expected) in normalized(line), f"{line}\nexpected it to name: {expected}"
     assert "rollback incomplete" not in line, line
     return line

@@ -78,8 +78,12 @@ def test_print_only_changes_nothing_and_its_scripts_do_what_wrapdock_does(sandbo
     assert b.snapshot() == start_b
     assert c.snapshot() == start_c
     assert c.state_records() == []
-    # every removal step checks first: running the script again finds nothing to do and succeeds
-    b.sh("bash", str(rm_sh))
+    # the script's iptables lines were decided from C's tables when it was printed (it says so): run again
+    # where they are gone, it stops at its first iptables-restore, which refuses its table and changes nothing
+    assert "# iptables: remove lab0's rules" in rm_printed.stdout
+    assert "only what this host's iptables-save showed there when planned" in rm_printed.stdout
+    again = b.sh("bash", str(rm_sh), check=False)
+    assert again.returncode != 0 and "iptables-restore" in again.stderr, again.stderr
     assert b.snapshot() == start_b
 
     # A never changed

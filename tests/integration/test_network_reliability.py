@@ -11,7 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.netlab import bridges, changing_commands, error_line, finish, ip_forward, live, state_files
+from tests.integration.netlab import (
+    bridges,
+    changing_commands,
+    error_line,
+    finish,
+    ip_forward,
+    json_trail,
+    live,
+    state_files,
+)
+from wrapdock.shell import brief
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +40,7 @@ def fail_at(sandbox, k: int, *args: str) -> subprocess.CompletedProcess:
 
 def assert_names_failed_command(proc: subprocess.CompletedProcess, argv: list[str], k: int) -> str:
     line = error_line(proc, 1)
-    assert f"`{shlex.join(argv)}` failed (exit 1)" in line, line
+    assert f"`{brief(argv)}` failed (exit 1)" in line, line
     assert f"injected fault at command {k}" in line, line
     assert "rollback incomplete" not in line, line
     assert proc.stdout == ""
@@ -66,7 +76,9 @@ def check_every_create_fault(boxes: Sequence) -> list[list[str]]:
         assert (box.snapshot(), state_files(box).keys(), ip_forward(box)) == (before, records.keys(), forward)
 
     # which commands change the host here (skipped "ensures" do not count): a real run tells
-    steps = changing_commands(live(first, "--trail", "json", *CREATE).stderr)
+    trail = live(first, "--trail", "json", *CREATE).stderr
+    steps = changing_commands(trail)
+    inputs = [record.get("stdin", []) for record in json_trail(trail) if record["phase"] == "do"]
     live(first, "network", "rm", "testbridge")
     first.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward}")  # rm leaves forwarding on, by design
     assert first.snapshot() == before
@@ -82,15 +94,16 @@ def check_every_create_fault(boxes: Sequence) -> list[list[str]]:
 
     spread(boxes, range(1, len(steps) + 1), fault)
     assert state_files(first) == records
-    return steps
+    # each command with its input lines (a batch's rules), for the callers' checks
+    return [[*argv, *lines] for argv, lines in zip(steps, inputs, strict=True)]
 
 
 def test_create_rolls_back_a_fault_at_every_step_on_a_fresh_host(sandbox, sandbox_factory):
     start = sandbox.snapshot()
     forwarding_was_off = ip_forward(sandbox) == "0"
     steps = check_every_create_fault([sandbox, *(sandbox_factory() for _ in range(WORKERS - 1))])
-    # on a fresh host the faults also hit the shared chains and the forwarding switch
-    assert any("-N" in argv for argv in steps)
+    # on a fresh host the faults also hit the shared chains (one batch with the rules) and the forwarding switch
+    assert any(word.startswith("-N WRAPDOCK-") for argv in steps for word in argv)
     assert (["sysctl", "-w", "net.ipv4.ip_forward=1"] in steps) is forwarding_was_off
     assert_clean(sandbox, start)
 
@@ -102,10 +115,11 @@ def test_create_rolls_back_a_fault_at_every_step_next_to_another_network(sandbox
                           for box in boxes]):
         assert result.returncode == 0, result.stderr
     steps = check_every_create_fault(boxes)
-    # the shared chains and forwarding are in place: only the network's own steps run (and are undone)
-    assert not any("-N" in argv or "net.ipv4.ip_forward=1" in argv for argv in steps), steps
-    # the network's own steps only (its bridge batch: argv ["ip", "-batch", "-"], the name in its input)
-    assert steps[0] == ["ip", "-batch", "-"]
+    # the shared chains and forwarding are in place: the batch only adds the network's own rules (decided when it
+    # runs: its input still names the chains), and forwarding is not switched
+    assert not any("net.ipv4.ip_forward=1" in argv for argv in steps), steps
+    # the network's own steps only (the name in each command or its input)
+    assert steps[0][:3] == ["ip", "-batch", "-"]
     assert all(any("testbridge" in word for word in argv) for argv in steps[1:]), steps
     saved = sandbox.sh("iptables-save").stdout
     assert ":WRAPDOCK-FORWARD" in saved and "wrapdock:network=other" in saved
@@ -131,9 +145,9 @@ def test_rm_that_fails_half_way_is_finished_by_running_rm_again(sandbox, sandbox
     assert_clean(sandbox, start)
     link_del = next(i for i, argv in enumerate(steps, start=1) if argv[:3] == ["ip", "link", "del"])
     assert "testbridge" in steps[link_del - 1]
-    first_shared = next(i for i, argv in enumerate(steps, start=1)
-                        if argv[0] == "iptables" and "wrapdock:network=testbridge" not in argv)
-    assert 1 < link_del < first_shared < len(steps)
+    # the network's rules with the shared chains (one iptables-restore per table), then the bridge
+    assert [argv[0] for argv in steps[:link_del - 1]] == ["iptables-restore", "iptables-restore"]
+    assert link_del == len(steps) == 3
 
     def fault(box, k: int) -> None:
         assert box.snapshot() == start
@@ -145,9 +159,8 @@ def test_rm_that_fails_half_way_is_finished_by_running_rm_again(sandbox, sandbox
         assert live(box, "network", "rm", "testbridge").stdout == "testbridge\n"
         assert_clean(box, start)
 
-    # a fault at the bridge (its rules are gone), at the first shared rule (the bridge is gone too), at the
-    # last chain (all else is gone)
-    spread(boxes, [link_del, first_shared, len(steps)], fault)
+    # a fault at the filter table (nothing is gone), at nat, at the bridge (each rolls the ones before it back)
+    spread(boxes, [1, 2, link_del], fault)
 
 
 # -- many processes at once ---------------------------------------------------------------------------

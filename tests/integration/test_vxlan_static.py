@@ -19,6 +19,7 @@ from tests.integration.containerlab import wait_for
 from tests.integration.ctnet import SLEEP, Host, assert_nothing_left, web_root
 from tests.integration.netlab import changing_commands, error_line
 from tests.sandbox import OUTSIDE_IP, OUTSIDE_NS
+from wrapdock.shell import brief
 
 pytestmark = pytest.mark.integration
 
@@ -272,7 +273,7 @@ def test_a_fault_at_every_step_of_create_and_join_leaves_the_host_and_the_state_
     for k in range(1, len(steps) + 1):
         proc = box.wrapdock(*argv, check=False, env={"WRAPDOCK_FAIL_AT": str(k)})
         line = error_line(proc, 1)
-        assert f"`{shlex.join(steps[k - 1])}` failed (exit 1): injected fault at command {k}" in line, line
+        assert f"`{brief(steps[k - 1])}` failed (exit 1): injected fault at command {k}" in line, line
         assert "rollback incomplete" not in line, line
         assert box.snapshot() == before, f"leftovers after a fault at command {k}: {shlex.join(steps[k - 1])}"
         assert box.sh("cat", "/proc/sys/net/ipv4/ip_forward").stdout == forward

@@ -22,7 +22,7 @@ from wrapdock.plans.endpoint import container_comment, host_ifname
 from wrapdock.render import render_script
 from wrapdock.runner import Runner, Trail
 from wrapdock.session import Session
-from wrapdock.shell import quote
+from wrapdock.shell import brief
 from wrapdock.state import StateStore
 
 ID_A = "a" * 64
@@ -340,7 +340,10 @@ def test_skeleton_incomplete_with_networks_and_orphaned_without() -> None:
     bare.iptables = doctor.Iptables(frozenset(skeleton_chains()), {}, tuple(rules_of(ipt.ensure_skeleton())))
     assert checks(bare) == [("chains-orphaned", "WRAPDOCK-* chains")]
     (action,) = plans_of(bare)
-    assert [s.argv for s in action.plan.steps] == [s.argv for s in ipt.remove_skeleton()]
+    view = bare.iptables
+    expected = ipt.remove_skeleton(ipt.from_rules(view.chains, [(r.table, r.chain, r.spec) for r in view.rules]))
+    assert [(s.argv, s.stdin) for s in action.plan.steps] == [(s.argv, s.stdin) for s in expected]
+    assert [s.stdin[0] for s in expected] == ["*filter", "*nat"] and "-X WRAPDOCK-FORWARD" in expected[0].stdin
 
 
 def test_a_foreign_rule_in_wrapdock_chains_keeps_them() -> None:
@@ -640,16 +643,21 @@ def test_gc_rolls_back_only_the_repair_that_failed(monkeypatch, tmp_path: Path) 
     facts = healthy(n1)
     facts.links.pop(n1.bridge)  # the bridge is gone: gc re-runs n1's create plan
     facts.links["wd01234567890"] = Link("wd01234567890", "veth")
+    view = facts.iptables  # and its rules: the plan adds them, one iptables-restore per table
+    facts.iptables = doctor.Iptables(view.chains, {}, tuple(r for r in view.rules
+                                                          if r.comment != "wrapdock:network=n1"))
     rules = [s for s in gc.decide(facts, doctor.assess(facts))[-1].plan.steps if s.undo is not None]
     added, failing = rules[0], rules[1]
+    assert added.argv[0] == "sysctl" and failing.argv == ipt.RESTORE and failing.stdin[0] == "*filter"
     host = FakeHost(failing={failing.argv: "iptables: No chain/target/match by that name."})
     host.declare_probes(s.skip_if for s in rules if s.skip_if)  # every rule missing: each ensure adds it
     outcome, _, trail = gc_on_a_fake_host(monkeypatch, tmp_path, facts, host)
     assert outcome.done == ["deleted veth wd01234567890"]
     (failed,) = outcome.failed
-    assert failed.startswith(f"repair network n1: `{quote(failing.argv)}` failed (exit 1): iptables: No chain")
+    assert failed.startswith(f"repair network n1: `{brief(failing.argv)}` failed (exit 1): iptables: No chain")
+    # a table's restore applies all of its lines or none: only the step before it is undone
     assert failed.endswith("; rolled back 1 step(s)")
-    assert host.argvs[-1] == added.undo.argv  # the rollback undid the rule this repair added, nothing else
+    assert host.argvs[-1] == added.undo.argv  # the rollback undid what this repair added, nothing else
     assert "rollback: undo 1 completed step(s), last first" in trail
 
 

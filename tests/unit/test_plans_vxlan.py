@@ -15,8 +15,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from tests.unit.test_plans_network import EMPTY, OTHER, check_golden, made, plan_text
 from tests.unit.test_plans_network import NETWORKS as BRIDGES
-from tests.unit.test_plans_network import check_golden, plan_text
 from wrapdock import overlayspec
 from wrapdock.errors import UsageError
 from wrapdock.model import Network, Vxlan
@@ -44,9 +44,9 @@ def overlay(peers: tuple[IPv4Address, ...] = PEERS, internal: bool = False) -> N
 
 OVERLAYS = {"peers": overlay(), "alone": overlay(peers=()), "internal": overlay(internal=True)}
 PLANS = {
-    "create": lambda n: vxlan_plans.create(n),
-    "remove-last": lambda n: vxlan_plans.remove(n, last=True),
-    "remove-not-last": lambda n: vxlan_plans.remove(n, last=False),
+    "create": lambda n: vxlan_plans.create(n, EMPTY),
+    "remove-last": lambda n: vxlan_plans.remove(n, True, made(n)),
+    "remove-not-last": lambda n: vxlan_plans.remove(n, False, made(OTHER, n)),
 }
 
 
@@ -58,15 +58,17 @@ def test_plan_matches_golden(kind: str, which: str) -> None:
 
 def test_the_seam_gives_each_driver_its_own_plans_and_bridges_their_unchanged_ones() -> None:
     for network in BRIDGES.values():
-        assert plan_text(driver.create(network)) == plan_text(bridge_plans.create(network))
-        assert plan_text(driver.remove(network, True)) == plan_text(bridge_plans.remove(network, True))
-    assert plan_text(driver.create(OVERLAYS["peers"])) == plan_text(vxlan_plans.create(OVERLAYS["peers"]))
+        assert plan_text(driver.create(network, EMPTY)) == plan_text(bridge_plans.create(network, EMPTY))
+        tables = made(network)
+        assert plan_text(driver.remove(network, True, tables)) == plan_text(bridge_plans.remove(network, True, tables))
+    assert (plan_text(driver.create(OVERLAYS["peers"], EMPTY))
+            == plan_text(vxlan_plans.create(OVERLAYS["peers"], EMPTY)))
     with pytest.raises(ValueError):
         driver.of(replace(OVERLAYS["peers"], driver="macvlan"))
 
 
 def test_create_puts_the_device_on_the_bridge_with_its_identity_and_mtu_before_anything_else() -> None:
-    plan = vxlan_plans.create(OVERLAYS["peers"])
+    plan = vxlan_plans.create(OVERLAYS["peers"], EMPTY)
     batch = plan.steps[0].stdin
     device = next(line for line in batch if "type vxlan" in line)
     assert device == ("link add name wdvx42 address 02:ff:c6:33:64:0b mtu 1450 type vxlan id 42 dstport 4789 "
@@ -82,14 +84,14 @@ def test_create_puts_the_device_on_the_bridge_with_its_identity_and_mtu_before_a
 
 def test_the_overlay_gets_the_bridge_drivers_nat_and_forwarding_unchanged() -> None:
     net = OVERLAYS["peers"]
-    assert vxlan_plans.create(net).steps[2:] == bridge_plans.create(net).steps[1:]
+    assert vxlan_plans.create(net, EMPTY).steps[2:] == bridge_plans.create(net, EMPTY).steps[1:]
 
 
 def test_remove_undoes_create_device_before_bridge_and_rules_first() -> None:
-    steps = vxlan_plans.remove(OVERLAYS["peers"], last=False).steps
+    steps = vxlan_plans.remove(OVERLAYS["peers"], False, made(OTHER, OVERLAYS["peers"])).steps
     dels = [s.argv for s in steps if s.argv[:3] == ("ip", "link", "del")]
     assert dels == [("ip", "link", "del", "dev", "wdvx42"), ("ip", "link", "del", "dev", "ov")]
-    assert steps[0].argv[0] == "iptables"
+    assert steps[0].argv[0] == "iptables-restore" and steps[0].stdin[1].startswith("-D ")  # the rules first
 
 
 # -- sync -------------------------------------------------------------------------------------------

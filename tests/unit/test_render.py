@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_plans_network import EMPTY, made
 from wrapdock import __version__
 from wrapdock.model import Network
 from wrapdock.plan import Plan, cmd
@@ -43,7 +44,7 @@ def run_bash(script: str, where: Path) -> tuple[int, str, str]:
 
 # -- layout ----------------------------------------------------------------------------------------
 def test_script_layout() -> None:
-    create = network_plans.create(NETWORK)
+    create = network_plans.create(NETWORK, EMPTY)
     script = render_script([create], ["network", "create", "web", "--subnet", "10.20.0.0/24"])
     lines = script.splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
@@ -65,8 +66,13 @@ def test_script_layout() -> None:
     assert body == expected
 
 
+def remove_two() -> list:
+    return [network_plans.remove(NETWORK, False, made(NETWORK, INTERNAL)),
+            network_plans.remove(INTERNAL, True, made(INTERNAL))]
+
+
 def test_several_plans_are_separate_blocks() -> None:
-    plans = [network_plans.remove(NETWORK, last=False), network_plans.remove(INTERNAL, last=True)]
+    plans = remove_two()
     script = render_script(plans, ["network", "rm", "web", "back"])
     assert script.splitlines()[1] == f"# {plans[0].title}; {plans[1].title}"
     first, second = script.index(f"### {plans[0].title}"), script.index(f"### {plans[1].title}")
@@ -82,9 +88,9 @@ def test_nothing_to_do() -> None:
 
 
 @pytest.mark.parametrize("plan", [
-    pytest.param(lambda: [network_plans.create(NETWORK)], id="create"),
-    pytest.param(lambda: [network_plans.create(INTERNAL)], id="create-internal"),
-    pytest.param(lambda: [network_plans.remove(NETWORK, last=False), network_plans.remove(INTERNAL, last=True)],
+    pytest.param(lambda: [network_plans.create(NETWORK, EMPTY)], id="create"),
+    pytest.param(lambda: [network_plans.create(INTERNAL, EMPTY)], id="create-internal"),
+    pytest.param(lambda: remove_two(),
                  id="remove-two"),
 ])
 def test_network_scripts_pass_shellcheck(plan, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ check, lock, record and run; a driver only plans. Two drivers:
   store seam of wrapdock/clusterstore.py, around the same plans).
 Endpoints (a container's veth on the network's bridge, wrapdock/plans/endpoint.py) are the same for
 both, so attach and detach are shared, not per driver, until a driver needs its own.
+`tables`: the host's iptables as the operation read them (None: unreadable, in --print-only only).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from wrapdock.model import Network
 from wrapdock.plan import Plan
 from wrapdock.plans import network as bridge_plans
 from wrapdock.plans import vxlan as vxlan_plans
+from wrapdock.plans.iptables import Tables
 
 
 class Driver(Protocol):
     name: str
     multi_host: bool  # has peers to join, leave and sync
 
-    def create(self, network: Network) -> Plan: ...
-    def remove(self, network: Network, last: bool) -> Plan: ...
+    def create(self, network: Network, tables: Tables | None) -> Plan: ...
+    def remove(self, network: Network, last: bool, tables: Tables | None) -> Plan: ...
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,11 @@ class _Module:
     multi_host: bool
     module: object
 
-    def create(self, network: Network) -> Plan:
-        return self.module.create(network)  # type: ignore[attr-defined]
+    def create(self, network: Network, tables: Tables | None) -> Plan:
+        return self.module.create(network, tables)  # type: ignore[attr-defined]
 
-    def remove(self, network: Network, last: bool) -> Plan:
-        return self.module.remove(network, last)  # type: ignore[attr-defined]
+    def remove(self, network: Network, last: bool, tables: Tables | None) -> Plan:
+        return self.module.remove(network, last, tables)  # type: ignore[attr-defined]
 
 
 DRIVERS: dict[str, Driver] = {
@@ -57,9 +59,9 @@ def of(network: Network) -> Driver:
         raise ValueError(f"network {network.name} has an unknown driver {network.driver!r}") from None
 
 
-def create(network: Network) -> Plan:
-    return of(network).create(network)
+def create(network: Network, tables: Tables | None) -> Plan:
+    return of(network).create(network, tables)
 
 
-def remove(network: Network, last: bool) -> Plan:
-    return of(network).remove(network, last)
+def remove(network: Network, last: bool, tables: Tables | None) -> Plan:
+    return of(network).remove(network, last, tables)

@@ -2,8 +2,9 @@
 
 Every builder reuses the steps of the operation that made the object (a network's create plan, a
 container's remove plan, the rule deletion by owner comment), so gc runs nothing the normal
-operations would not. Every step is an ensure (`skip_if`) or a guarded delete (`only_if`): a gc that
-stops half-way can simply be run again. Each builder makes the plan of one repair (one object): gc runs
+operations would not. Every step is an ensure (`skip_if`), a guarded delete (`only_if`) or an
+iptables-restore of exactly what gc's read of the tables showed missing (or there): a gc that stops
+half-way can simply be run again. Each builder makes the plan of one repair (one object): gc runs
 each on its own, so one that fails stops none of the others.
 """
 
@@ -45,16 +46,16 @@ def reattach(network: Network, veths: list[str]) -> Step:
                note=f"put the containers' veths back on {network.bridge}: " + ", ".join(veths))
 
 
-def repair_network(network: Network, reasons: list[str], veths: list[str]) -> Plan:
+def repair_network(network: Network, reasons: list[str], veths: list[str], tables: ipt.Tables | None) -> Plan:
     """Re-run the network's create plan: the bridge only if it is missing, the address with `replace`.
 
-    Every rule and chain step of that plan is already an ensure (`-C || -A`), so the whole plan only
+    Its iptables steps add only the chains and rules that `tables` (gc's read) lack, so the whole plan only
     adds what is missing.
     """
     why = f"gc: the state has network {network.name}, the host lost part of it ({', '.join(reasons)})"
     plan = Plan(f"repair network {network.name} ({', '.join(reasons)}): re-run its create plan, each step an "
                 "ensure, to bring the host back in line with the state")
-    steps = network_plans.create(network).steps
+    steps = network_plans.create(network, tables).steps
     link_note = steps[0].note
     for step in steps:
         if step.argv == ("ip", "-batch", "-"):  # the bridge batch, as ensures: only what is missing
@@ -174,7 +175,8 @@ def unmount(point: str) -> Plan:
                                          only_if=("mountpoint", "-q", point))])
 
 
-def skeleton(remove: bool) -> Plan:
+def skeleton(remove: bool, tables: ipt.Tables | None = None) -> Plan:
     if remove:
-        return Plan("remove wrapdock's shared iptables chains: no network record remains", ipt.remove_skeleton())
+        return Plan("remove wrapdock's shared iptables chains: no network record remains",
+                    ipt.remove_skeleton(tables))
     return Plan("restore wrapdock's shared iptables chains and their jumps", ipt.ensure_skeleton())

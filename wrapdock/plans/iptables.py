@@ -14,12 +14,22 @@ wrapdock keeps every rule in its own chains, entered once from the built-in chai
 
 Within each chain the rules do not depend on their order, so networks and containers can come and go
 in any order. Traffic from one wrapdock network to another RETURNs before the MASQUERADE: it is
-routed with its real source address. Each rule carries a comment naming its owner; adds are
-"ensures" (`-C || -A`), deletes are guarded (`-C && -D`), so both are idempotent.
+routed with its real source address. Each rule carries a comment naming its owner.
+
+A network's chains and rules are made and removed by iptables-restore --noflush, one per table, with
+exactly the lines that are missing (`-N`, `-A`, `-I`) or still there (`-D`, `-X`). Python decides
+which, from one `iptables-save` the operation reads (runner.query, under wrapdock's lock) and parses
+here (`parse_save`); rules are compared as sets of options, as iptables-save prints them in its own
+order. No chain is ever declared with `:CHAIN` (which would flush it). Each step's undo deletes (or
+re-adds) exactly its own lines. A `--print-only` script holds what was missing when it was printed.
+Single rules and chains (`add_rule`, `add_chain`) stay "ensures" (`-C || -A`) for the callers that
+check and repair one at a time (doctor, gc's restore of the shared chains).
 """
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from wrapdock import names
@@ -67,10 +77,6 @@ def add_rule(r: Rule, note: str) -> Step:
     return cmd(*r.argv(action), note=note, skip_if=r.argv("-C"), undo=cmd(*r.argv("-D"), note=note))
 
 
-def delete_rule(r: Rule, note: str) -> Step:
-    return cmd(*r.argv("-D"), note=note, only_if=r.argv("-C"))
-
-
 def _chain_probe(table: str, chain: str) -> tuple[str, ...]:
     return (*IPTABLES, "-t", table, "-S", chain)
 
@@ -78,10 +84,6 @@ def _chain_probe(table: str, chain: str) -> tuple[str, ...]:
 def add_chain(table: str, chain: str, note: str) -> Step:
     return cmd(*IPTABLES, "-t", table, "-N", chain, note=note, skip_if=_chain_probe(table, chain),
                undo=cmd(*IPTABLES, "-t", table, "-X", chain, note=note))
-
-
-def delete_chain(table: str, chain: str, note: str) -> Step:
-    return cmd(*IPTABLES, "-t", table, "-X", chain, note=note, only_if=_chain_probe(table, chain))
 
 
 # -- the skeleton shared by all networks ------------------------------------------------------
@@ -105,11 +107,199 @@ def ensure_skeleton() -> list[Step]:
     return steps
 
 
-def remove_skeleton() -> list[Step]:
-    note = "remove wrapdock's iptables chains (no network is left)"
-    steps = [delete_rule(r, note) for r in _FIXED_RULES]
-    steps += [delete_chain(table, chain, note) for table, chain in _CHAINS]
+def remove_skeleton(tables: Tables | None) -> list[Step]:
+    """The shared chains and their jumps, if nothing but their own rules is left in them (gc)."""
+    return edit_steps(_skeleton_removal(tables, []),
+                      f"remove wrapdock's iptables chains (no network is left; {decided(tables, adding=False)})")
+
+
+# -- the host's tables, read once (iptables-save) and parsed here ------------------------------------------
+SAVE_QUERY = ("iptables-save",)
+SAVE_NOTE = "read the host's iptables (the plan adds only what is missing and deletes only what is there)"
+
+RuleKey = tuple[str, str, tuple[str, ...]]  # table, chain, the rule's options in a canonical order
+
+
+def spec_key(spec: Sequence[str]) -> tuple[str, ...]:
+    """A rule's words as a sorted tuple of options: iptables-save prints `-o b ! -i b` as `! -i b -o b`."""
+    groups: list[str] = []
+    negate = False
+    for word in spec:
+        if word == "!":
+            negate = True
+        elif word.startswith("-") or not groups:
+            groups.append(("! " if negate else "") + word)
+            negate = False
+        else:
+            groups[-1] += " " + word
+    return tuple(sorted(groups))
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The chains and rules of the host's tables, as iptables-save showed them (or after a plan's edits)."""
+
+    chains: frozenset[tuple[str, str]] = frozenset()
+    rules: tuple[tuple[RuleKey, str | None], ...] = ()  # each rule's key and owner comment
+
+    def has_chain(self, table: str, chain: str) -> bool:
+        return (table, chain) in self.chains
+
+    def count(self, key: RuleKey) -> int:
+        return sum(1 for k, _ in self.rules if k == key)
+
+    def edited(self, table: str, line: str) -> Tables:
+        """These tables after one iptables-restore line (-N, -X, -A, -I, -D) of wrapdock's."""
+        words = shlex.split(line)
+        action, chain, spec = words[0], words[1], words[2:]
+        if action == "-N":
+            return Tables(self.chains | {(table, chain)}, self.rules)
+        if action == "-X":
+            return Tables(self.chains - {(table, chain)}, self.rules)
+        if action == "-I" and spec and spec[0].isdigit():
+            spec = spec[1:]
+        key = (table, chain, spec_key(spec))
+        if action in ("-A", "-I"):
+            return Tables(self.chains, (*self.rules, (key, _after(spec, "--comment"))))
+        index = next((i for i, (k, _) in enumerate(self.rules) if k == key), None)
+        if index is None:  # a delete of a rule that is not there (iptables-restore would refuse it)
+            return self
+        return Tables(self.chains, self.rules[:index] + self.rules[index + 1:])
+
+
+def _after(words: Sequence[str], flag: str) -> str | None:
+    return words[words.index(flag) + 1] if flag in words and words.index(flag) + 1 < len(words) else None
+
+
+def parse_save(text: str) -> Tables:
+    """iptables-save's output: which chains exist in which table, and each `-A` rule (quotes undone)."""
+    table = ""
+    chains: set[tuple[str, str]] = set()
+    rules: list[tuple[RuleKey, str | None]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            chains.add((table, line[1:].split()[0]))
+        elif line.startswith("-A "):
+            words = shlex.split(line)
+            rules.append(((table, words[1], spec_key(words[2:])), _after(words, "--comment")))
+    return Tables(frozenset(chains), tuple(rules))
+
+
+def from_rules(chains: Iterable[tuple[str, str]], rules: Iterable[tuple[str, str, Sequence[str]]]) -> Tables:
+    """Tables from rules already parsed elsewhere (doctor's facts): (table, chain, words after the chain)."""
+    return Tables(frozenset(chains), tuple(((t, c, spec_key(s)), _after(s, "--comment")) for t, c, s in rules))
+
+
+def after(tables: Tables | None, steps: Iterable[Step]) -> Tables | None:
+    """The tables once `steps` ran: their iptables-restore input applied (planning several plans from one read)."""
+    if tables is None:
+        return None
+    for step in steps:
+        if step.argv[:1] != RESTORE[:1]:
+            continue
+        table = ""
+        for line in step.stdin:
+            if line.startswith("*"):
+                table = line[1:]
+            elif line != "COMMIT":
+                tables = tables.edited(table, line)
+    return tables
+
+
+# -- the edits: decided here from the tables, applied by one iptables-restore per table ---------------
+# Each table gets its own iptables-restore: it commits table by table (a failure in nat leaves filter's
+# block applied), so one restore per table is what keeps a failed step and its undo exact.
+RESTORE = ("iptables-restore", "-w", "--noflush")
+
+Edit = tuple[str, str, str]  # table, the restore line, the line that undoes it
+
+
+def _key(r: Rule) -> RuleKey:
+    return r.table, r.chain, spec_key(r.spec)
+
+
+def _add_line(r: Rule) -> str:
+    return _rule_line(r, "-I" if r.position is not None else "-A")
+
+
+def additions(tables: Tables | None, rules: Sequence[Rule], skeleton: bool = True) -> list[Edit]:
+    """What is missing of the shared chains and their jumps (`skeleton`) and of `rules`: `-N` only for
+    chains that do not exist (never `:CHAIN`, which would flush one), `-A`/`-I` only for absent rules.
+    Unknown tables (None: iptables-save could not be read) count as empty."""
+    have = tables or Tables()
+    edits: list[Edit] = []
+    if skeleton:
+        edits += [(t, f"-N {c}", f"-X {c}") for t, c in _CHAINS if not have.has_chain(t, c)]
+    seen: set[RuleKey] = set()
+    for r in [*(_FIXED_RULES if skeleton else ()), *rules]:
+        key = _key(r)
+        if key not in seen and not have.count(key):
+            edits.append((r.table, _add_line(r), _rule_line(r, "-D")))
+        seen.add(key)
+    return edits
+
+
+def removals(tables: Tables | None, rules: Sequence[Rule], skeleton: bool = False) -> list[Edit]:
+    """`-D` of those of `rules` that are there; with `skeleton`, then the shared chains and their jumps, but
+    only if no rule but theirs and `rules` is left in them. Unknown tables: every rule counts as there."""
+    edits: list[Edit] = []
+    left: dict[RuleKey, int] = {}
+    for r in rules:
+        key = _key(r)
+        left.setdefault(key, 1 if tables is None else tables.count(key))
+        if left[key] > 0:
+            edits.append((r.table, _rule_line(r, "-D"), _add_line(r)))
+            left[key] -= 1
+    if skeleton:
+        edits += _skeleton_removal(tables, [_key(r) for r in rules])
+    return edits
+
+
+def _skeleton_removal(tables: Tables | None, going: list[RuleKey]) -> list[Edit]:
+    shared = set(_CHAINS)
+    if tables is not None:
+        rest = list(tables.rules)
+        for key in going:  # the rules deleted along with the chains
+            index = next((n for n, (k, _) in enumerate(rest) if k == key), None)
+            if index is not None:
+                del rest[index]
+        jumps = {f"{flag} {chain}" for _, chain in _CHAINS for flag in ("-j", "-g")}
+        if any(owner != SKELETON_COMMENT and ((k[0], k[1]) in shared or jumps & set(k[2])) for k, owner in rest):
+            return []  # something else (a container's rule, another tool's) is in them or uses them: keep them
+    edits: list[Edit] = []
+    for r in _FIXED_RULES:
+        if tables is None or tables.count(_key(r)):
+            edits.append((r.table, _rule_line(r, "-D"), _add_line(r)))
+    for table, chain in _CHAINS:
+        if tables is None or tables.has_chain(table, chain):
+            edits.append((table, f"-X {chain}", f"-N {chain}"))
+    return edits
+
+
+def decided(tables: Tables | None, adding: bool) -> str:
+    """What a restore's lines were decided against: said in the trail and in a --print-only script."""
+    if tables is None:
+        return "iptables-save could not be read when planned: assumes the tables match wrapdock's state"
+    return f"only what this host's iptables-save showed {'missing' if adding else 'there'} when planned"
+
+
+def edit_steps(edits: list[Edit], note: str) -> list[Step]:
+    """One iptables-restore --noflush per table with the edits' lines; its undo reverses exactly those."""
+    steps: list[Step] = []
+    for table in dict.fromkeys(t for t, _, _ in edits):
+        lines = [line for t, line, _ in edits if t == table]
+        inverse = [back for t, _, back in reversed(edits) if t == table]
+        undo = cmd(*RESTORE, note="rollback", stdin=[f"*{table}", *inverse, "COMMIT"])
+        steps.append(cmd(*RESTORE, note=note, stdin=[f"*{table}", *lines, "COMMIT"], undo=undo))
     return steps
+
+
+def _rule_line(r: Rule, action: str) -> str:
+    position = (str(r.position),) if action == "-I" and r.position is not None else ()
+    return " ".join([action, r.chain, *position, *(_restore_word(w) for w in r.spec)])
 
 
 # -- batches: one iptables-restore for all of a container's rules -------------------------------

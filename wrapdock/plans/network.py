@@ -1,8 +1,10 @@
 """The bridge driver: which commands create and remove a network, in which order.
 
 create = the bridge link with the gateway address, up; IPv4 forwarding; wrapdock's chains; the
-network's own FORWARD and NAT rules. remove = the same, backwards, each delete guarded so that a
-second run finishes what a failed first run left.
+network's own FORWARD and NAT rules. remove = the same, backwards. The iptables part is planned against
+the host's tables (`tables`, parsed from one iptables-save the operation read): one iptables-restore per
+table with only what is missing (create) or still there (remove), so a second run finishes what a failed
+first run left.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _rules_note(network: Network) -> str:
             f"leaving the host (not towards other wrapdock networks){isolated}")
 
 
-def create(network: Network) -> Plan:
+def create(network: Network, tables: ipt.Tables | None) -> Plan:
     br = network.bridge
     plan = Plan(f"create bridge network {network.name} ({network.subnet}, gateway {network.gateway}, "
                 f"bridge {br})")
@@ -73,11 +75,11 @@ def create(network: Network) -> Plan:
         f"link set dev {br} up",
     ), undo=cmd("ip", "link", "del", "dev", br, note=link_note,
                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge"))))
-    plan.extend(host_steps(network))
+    plan.extend(host_steps(network, tables))
     return plan
 
 
-def host_steps(network: Network) -> list[Step]:
+def host_steps(network: Network, tables: ipt.Tables | None) -> list[Step]:
     """What every network with a bridge needs once its links exist: forwarding, route_localnet, the
     shared chains and the network's own rules (the vxlan driver reuses them unchanged)."""
     br = network.bridge
@@ -90,25 +92,32 @@ def host_steps(network: Network) -> list[Step]:
         # the slash form: a bridge name may hold dots, which the dotted form would split
         plan.add(cmd("sysctl", "-w", f"net/ipv4/conf/{br}/route_localnet=1",
                      note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
-    plan.extend(ipt.ensure_skeleton())
-    note = _rules_note(network)
-    plan.extend(ipt.add_rule(r, note) for r in _rules(network))
+    note = f"{_rules_note(network)}; wrapdock's shared chains ({ipt.decided(tables, adding=True)})"
+    plan.extend(ipt.edit_steps(ipt.additions(tables, _rules(network)), note))
     return plan.steps
 
 
-def remove(network: Network, last: bool) -> Plan:
-    """Remove exactly what create made; `last`: no other network remains, so the chains go too."""
+def own_rule_steps(network: Network) -> list[Step]:
+    """The network's own rules, one ensure (`-C || -A`) each: what doctor checks and repairs one by one."""
+    note = _rules_note(network)
+    return [ipt.add_rule(r, note) for r in _rules(network)]
+
+
+def remove(network: Network, last: bool, tables: ipt.Tables | None) -> Plan:
+    """Remove exactly what create made; `last`: no other network remains, so the chains go too (if
+    nothing else is left in them)."""
     br = network.bridge
     plan = Plan(f"remove bridge network {network.name} ({network.subnet}, bridge {br})")
-    plan.extend(remove_rules(network))
+    plan.extend(remove_rules(network, tables, last))
     plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
                  only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))  # a bridge of that name, not any link
-    if last:
-        plan.extend(ipt.remove_skeleton())
     return plan
 
 
-def remove_rules(network: Network) -> list[Step]:
-    """The network's own rules, deleted in reverse (guarded: a second run finishes a failed first)."""
+def remove_rules(network: Network, tables: ipt.Tables | None, last: bool = False) -> list[Step]:
+    """The network's own rules that are there, deleted in reverse; with `last`, the shared chains too."""
     note = f"iptables: remove {network.name}'s rules"
-    return [ipt.delete_rule(r, note) for r in reversed(_rules(network))]
+    if last:
+        note += " and wrapdock's shared chains (no network is left; kept if anything else is in them)"
+    edits = ipt.removals(tables, list(reversed(_rules(network))), skeleton=last)
+    return ipt.edit_steps(edits, f"{note} ({ipt.decided(tables, adding=False)})")

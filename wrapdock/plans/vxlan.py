@@ -46,7 +46,7 @@ def peers_note(vx: Vxlan) -> str:
     return f"the peers: flood broadcasts and unknown destinations to each VTEP ({vx.device} learns the rest)"
 
 
-def create(network: Network) -> Plan:
+def create(network: Network, tables: ipt.Tables | None) -> Plan:
     vx = _vxlan(network)
     br = network.bridge
     plan = Plan(f"create vxlan network {network.name} ({network.subnet}, VNI {vx.vni}, UDP port {vx.port}; "
@@ -75,23 +75,21 @@ def create(network: Network) -> Plan:
         # no undo of its own: deleting the device (the batch's undo) deletes its FDB
         plan.add(cmd("bridge", "-batch", "-", note=peers_note(vx), stdin=[
             f"fdb append {ALL_ZEROS} dev {vx.device} dst {peer} self permanent" for peer in vx.peers]))
-    plan.extend(bridge_plans.host_steps(network))
+    plan.extend(bridge_plans.host_steps(network, tables))
     return plan
 
 
-def remove(network: Network, last: bool) -> Plan:
+def remove(network: Network, last: bool, tables: ipt.Tables | None) -> Plan:
     """Exactly what create made, backwards; the FDB entries go with the device."""
     vx = _vxlan(network)
     br = network.bridge
     plan = Plan(f"remove vxlan network {network.name} ({network.subnet}, VNI {vx.vni}, bridge {br})")
-    plan.extend(bridge_plans.remove_rules(network))
+    plan.extend(bridge_plans.remove_rules(network, tables, last))
     plan.add(cmd("ip", "link", "del", "dev", vx.device,
                  note=f"VXLAN device {vx.device} (its FDB entries, the peers, go with it)",
                  only_if=("test", "-e", f"/sys/class/net/{vx.device}")))
     plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
                  only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))
-    if last:
-        plan.extend(ipt.remove_skeleton())
     return plan
 
 
