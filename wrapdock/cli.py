@@ -818,11 +818,25 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _default_signals() -> None:
+    """A shell starts its background jobs with SIGINT and SIGQUIT ignored, and an ignored signal stays
+    ignored across exec (and a POSIX shell cannot undo it): a container started from such a job could
+    never be interrupted. wrapdock takes the default dispositions back, so what it starts gets them too
+    (as Docker's containers do); a Python handler, unlike SIG_IGN, is not inherited by exec."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def run() -> None:
     """The console script. Leaves with os._exit once its output is flushed: the interpreter's own
     teardown (freeing every module and object) takes ~30 ms, more than some whole commands, and by
     now everything wrapdock opened is closed (state files are written with fsync and renamed; a
     crash-safe state never depends on the exit path)."""
+    _default_signals()
     try:
         code = main()
     except SystemExit as exc:  # click's shell completion (_WRAPDOCK_COMPLETE=...) answers, then sys.exit()s

@@ -35,6 +35,7 @@ from tests.integration.containerlab import (
     wd,
 )
 from tests.integration.terminal import Terminal
+from tests.sandbox import wrapdock_argv
 
 pytestmark = pytest.mark.integration
 
@@ -341,6 +342,21 @@ def test_foreground_exit_codes_and_rm(sandbox):
     assert wd(box, "run", "--name", "bad", "busybox", "false", code=1).returncode == 1
     assert inspect(box, "bad")["state"]["exit_code"] == 1
     wd(box, "rm", "ok", "bad")
+    assert_clean(box)
+
+
+def test_a_container_started_from_a_background_job_can_be_interrupted(sandbox):
+    """A shell starts its background jobs with SIGINT and SIGQUIT ignored, inherited through exec: the
+    container's processes get the default dispositions back (as Docker's do), or ^C could never reach them."""
+    box = sandbox
+    ignoring = ("sh", "-c", "trap '' INT QUIT; exec \"$@\"", "sh")
+    status = ("grep", "SigIgn", "/proc/self/status")
+
+    def ignored(text: str) -> int:
+        return int(text.split()[1], 16) & 0b110  # bit 1: SIGINT, bit 2: SIGQUIT
+
+    assert ignored(box.sh(*ignoring, *status).stdout) == 0b110  # the job's own processes ignore them
+    assert ignored(box.sh(*ignoring, *wrapdock_argv(), "--quiet", "run", "--rm", "busybox", *status).stdout) == 0
     assert_clean(box)
 
 
