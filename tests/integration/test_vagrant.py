@@ -3,10 +3,11 @@
 Each test brings the repository's own Vagrantfile up with `WRAPDOCK_BOX` (the box scripts/vagrant-box
 builds and caches, wrapdock's virtualenv inside) under libvirt in a throwaway VM host (tests/vm.py:
 libvirtd, its networks, dnsmasq, iptables rules and QEMU only in its own namespaces), checks what
-provisioning printed (the seed lab's check matrix; with two VMs the private network and the vxlan
-overlay between containers on the two VMs), runs real wrapdock commands in the VMs with one `vagrant
-ssh -c` each (every Vagrant command costs seconds), destroys them, and checks that nothing is left: no
-domain, volume, network or QEMU process in the VM host, and nothing of libvirt's on the machine.
+provisioning printed (the seed lab's check matrix; with two VMs the private network, a static vxlan
+overlay and a cluster one, etcd on lab1, between containers on the two VMs by address and by name),
+runs real wrapdock commands in the VMs with one `vagrant ssh -c` each (every Vagrant command costs
+seconds), destroys them, and checks that nothing is left: no domain, volume, network or QEMU process
+(nor the etcd that ran in a VM) in the VM host, and nothing of libvirt's on the machine.
 Software emulation on a busy machine is slow: every wait is a command with a generous deadline, never
 a timing assertion. They run by default and skip, with the reason, where VMs cannot boot.
 """
@@ -142,7 +143,7 @@ def test_one_vm_lab_boots_runs_the_seed_lab_and_a_wrapdock_command(vm_host: VmHo
         assert done.stdout.strip().endswith("wrapdock-lab")
 
 
-def test_two_vm_lab_runs_a_vxlan_overlay_across_the_vms(vm_host: VmHost) -> None:
+def test_two_vm_lab_runs_a_static_and_a_cluster_vxlan_overlay_across_the_vms(vm_host: VmHost) -> None:
     # the overlay lab only: the seed lab in each VM (WRAPDOCK_SEED_LAB=1, the default) would add ~2 min
     # under emulation and prove nothing the one-VM test does not
     with up_and_destroy(vm_host, hosts=2, seed_lab=False) as up:
@@ -153,12 +154,32 @@ def test_two_vm_lab_runs_a_vxlan_overlay_across_the_vms(vm_host: VmHost) -> None
         assert "wrapdock: container lab2 (10.210.12.2) reaches lab1's container at 10.210.11.2 over the vxlan " \
                "overlay" in second, "\n".join(second)
         assert "$ wrapdock lab up seed" not in up.stdout
-        # and the other way, with wrapdock in lab1: its view of the overlay, its container pinging lab2's
+        # the cluster overlay: etcd on lab1's private address; lab2 joined the network lab1 created in it,
+        # its container reached lab1's by address and, after lab2's sync, by name
+        first = provision_lines(up.stdout, "lab1")
+        assert any(re.fullmatch(r"wrapdock: etcd 3\.\S+ serves etcd://192\.168\.56\.11:2379 on wrapdock-lab1", line)
+                   for line in first), "\n".join(first)
+        assert "wrapdock: container lab2-cluster (10.211.12.2) reaches lab1-cluster at 10.211.11.2 over the cluster " \
+               "overlay, by address and by name" in second, "\n".join(second)
+        # and the other way, with wrapdock in lab1: its view of the overlays, its static container pinging
+        # lab2's; then lab1 syncs the cluster network (lab2 joined and named its container after lab1's
+        # last look at etcd) and its cluster container pings lab2's by name, then by address
         done = ssh(vm_host, "lab1", f"{WRAPDOCK} network ls && ip -4 -br addr show eth1 && "
                                     "sudo bridge fdb show dev wdvx42 | grep '^00:00:00:00:00:00' && "
-                                    f"{WRAPDOCK} exec lab1 ping -c 3 -W 5 10.210.12.2 && hostname", hosts=2)
+                                    f"{WRAPDOCK} exec lab1 ping -c 3 -W 5 10.210.12.2 && "
+                                    f"{WRAPDOCK} network sync cluster && "
+                                    "sudo bridge fdb show dev wdvx43 | grep '^00:00:00:00:00:00' && "
+                                    f"{WRAPDOCK} exec lab1-cluster ping -c 3 -W 5 lab2-cluster && "
+                                    f"{WRAPDOCK} exec lab1-cluster ping -c 3 -W 5 10.211.12.2 && "
+                                    "etcdctl --endpoints=http://192.168.56.11:2379 get --prefix --keys-only "
+                                    "/wrapdock/v1/networks/cluster/ && hostname", hosts=2)
         assert re.search(r"^overlay\s+vxlan\s", done.stdout, re.MULTILINE), done.stdout
+        assert re.search(r"^cluster\s+vxlan\s", done.stdout, re.MULTILINE), done.stdout
         assert re.search(r"^eth1\s+UP\s+192\.168\.56\.11/24", done.stdout, re.MULTILINE), done.stdout
-        assert "dst 192.168.56.12 " in done.stdout   # lab2 is lab1's static peer
-        assert " 0% packet loss" in done.stdout
+        assert "dst 192.168.56.12 " in done.stdout   # lab2 is lab1's static peer, and its cluster peer after the sync
+        assert len(re.findall(r"^00:00:00:00:00:00 dst 192\.168\.56\.12 ", done.stdout, re.MULTILINE)) == 2, done.stdout
+        assert "PING lab2-cluster (10.211.12.2)" in done.stdout   # the name, resolved to lab2's container
+        assert done.stdout.count(" 0% packet loss") == 3, done.stdout
+        # both VMs registered in etcd
+        assert "192.168.56.11" in done.stdout and "192.168.56.12" in done.stdout
         assert done.stdout.strip().endswith("wrapdock-lab1")

@@ -33,3 +33,12 @@ def test_the_box_has_what_vagrants_debian_guest_needs() -> None:
     # network configuration of a Debian guest writes /etc/network/interfaces and runs ifup; rsync folders
     assert {"linux-image-amd64", "grub-pc-bin", "openssh-server", "sudo", "dbus", "ifupdown", "isc-dhcp-client",
             "rsync"} <= boot
+
+
+def test_the_box_has_etcd_for_the_cluster_overlay_but_does_not_start_it() -> None:
+    script = ROOT / "scripts" / "vagrant-box"
+    assert {"etcd-server", "etcd-client"} <= set(bash_array(script, "CLUSTER_PACKAGES"))
+    assert "${CLUSTER_PACKAGES[*]}" in script.read_text()
+    # Debian enables etcd.service; every VM would run an etcd of its own: only lab1's provisioning enables it
+    assert 'systemctl disable --quiet etcd.service' in script.read_text()
+    assert "systemctl enable --quiet etcd.service" in (ROOT / "Vagrantfile").read_text()

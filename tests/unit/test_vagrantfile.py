@@ -113,7 +113,9 @@ def test_one_vm_by_default_without_a_private_network() -> None:
     assert only["env"]["OWN_IP"] == "" and only["env"]["PEERS"] == ""
     assert only["env"]["LAB_OFFLINE"] == "0"
     assert only["env"]["SEED_LAB"] == "1"
-    assert only["env"]["OVERLAY_IP"] == ""
+    assert only["env"]["OVERLAY_IP"] == "" and only["env"]["CLUSTER_IP"] == ""
+    # no etcd: a single VM has no overlay
+    assert only["env"]["ETCD_HOST"] == "0"
 
 
 @pytest.mark.parametrize("count", [2, 3, 20])
@@ -132,22 +134,52 @@ def test_n_hosts_get_fixed_distinct_addresses_on_the_private_network(count: int)
         assert address not in {VIRTUALBOX_HOST_ONLY[0], VIRTUALBOX_HOST_ONLY[1], VIRTUALBOX_HOST_ONLY.broadcast_address}
         assert ipaddress.ip_network(f"{address}/24", strict=False) == ipaddress.ip_network("192.168.56.0/24")
     overlay = ipaddress.ip_network("10.210.0.0/16")
+    cluster = ipaddress.ip_network("10.211.0.0/16")
+    assert not overlay.overlaps(cluster)
     for index, machine in enumerate(found):
         assert machine["hostname"] == f"wrapdock-lab{index + 1}"
         env = machine["env"]
         assert env["OWN_IP"] == machine["ips"][0]
-        assert (env["OVERLAY"], env["OVERLAY_SUBNET"], env["OVERLAY_VNI"]) == ("static", str(overlay), "42")
+        assert (env["OVERLAY"], env["OVERLAY_SUBNET"], env["OVERLAY_VNI"]) == ("both", str(overlay), "42")
+        # the cluster overlay beside it: etcd on lab1's private address, only there; another subnet and VNI
+        assert env["CLUSTER_URL"] == "etcd://192.168.56.11:2379"
+        assert env["ETCD_HOST"] == ("1" if index == 0 else "0")
+        assert (env["CLUSTER_SUBNET"], env["CLUSTER_VNI"]) == (str(cluster), "43")
         # its container's overlay address: in this VM's range, the /24 numbered by the last octet of its
         # VTEP address (the vxlan driver's rule), not the range's gateway (.1)
         container = ipaddress.ip_address(env["OVERLAY_IP"])
         octet = int(machine["ips"][0].rsplit(".", 1)[1])
         assert container in overlay and container in ipaddress.ip_network(f"10.210.{octet}.0/24")
         assert container.packed[3] == 2
+        # the cluster network's container: the same rule in the cluster subnet (the range wrapdock claims
+        # in etcd for this VTEP address when it is free)
+        assert ipaddress.ip_address(env["CLUSTER_IP"]) == ipaddress.ip_address(f"10.211.{octet}.2")
         # each VM pings those before it (VirtualBox brings them up one after another), over the private
         # network and from its container to theirs; its overlay peers are all the others
-        assert env["PEERS"].split() == [f"{m['name']}={m['ips'][0]}={m['env']['OVERLAY_IP']}" for m in found[:index]]
+        assert env["PEERS"].split() == [f"{m['name']}={m['ips'][0]}={m['env']['OVERLAY_IP']}={m['env']['CLUSTER_IP']}"
+                                        for m in found[:index]]
         assert env["OVERLAY_PEERS"].split() == [m["ips"][0] for m in found if m is not machine]
     assert len({m["env"]["OVERLAY_IP"] for m in found}) == count
+    assert len({m["env"]["CLUSTER_IP"] for m in found}) == count
+
+
+@pytest.mark.parametrize(("mode", "etcd"), [("both", ["1", "0", "0"]), ("cluster", ["1", "0", "0"]),
+                                            ("static", ["0", "0", "0"])])
+def test_overlay_mode_decides_whether_lab1_runs_etcd(mode: str, etcd: list[str]) -> None:
+    found = machines(load(WRAPDOCK_HOSTS="3", WRAPDOCK_OVERLAY=mode))
+    assert [m["env"]["OVERLAY"] for m in found] == [mode] * 3
+    assert [m["env"]["ETCD_HOST"] for m in found] == etcd
+
+
+def test_the_provisioning_script_is_valid_bash() -> None:
+    config = load(WRAPDOCK_HOSTS="2")
+    for call in config["settings"]["vm"]["calls"]:
+        if call["call"] != "define":
+            continue
+        (provision,) = [c for c in call["block"]["settings"]["vm"]["calls"] if c["call"] == "provision"]
+        done = subprocess.run(["bash", "-n"], input=provision["options"]["inline"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "21", "-1", "two", "2.5", "1e1"])
@@ -209,8 +241,7 @@ def test_several_vms_run_the_seed_lab_unless_told_not_to(value: str, seed: str) 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("WRAPDOCK_SEED_LAB", "yes", 'wrapdock: WRAPDOCK_SEED_LAB must be 0 or 1 (got "yes")\n'),
-    ("WRAPDOCK_OVERLAY", "cluster", "wrapdock: WRAPDOCK_OVERLAY must be static (the cluster mode with etcd on lab1 "
-                                    'is not there yet; got "cluster")\n'),
+    ("WRAPDOCK_OVERLAY", "etcd", 'wrapdock: WRAPDOCK_OVERLAY must be both, static or cluster (got "etcd")\n'),
 ])
 def test_bad_lab_settings_are_refused_in_one_line(variable: str, value: str, message: str) -> None:
     done = run_vagrantfile(**{variable: value})
