@@ -758,6 +758,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=13,
                         help="minutes: the many-containers test stops adding containers when the run gets near it")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
+    parser.add_argument("--only", default="",
+                        help="comma-separated sections to run, by a part of their name (e.g. 'many': the "
+                             "many-containers test; with --skip docker,podman,cni); default all")
     parser.add_argument("--output", default=str(BENCH / "results.json"), help="where to write the results")
     parser.add_argument("--python", required=True, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -765,6 +768,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.reps < 1 or args.containers < 2:
         parser.error("--reps must be >= 1 and --containers >= 2")
     args.skip = [p.strip() for p in args.skip.split(",") if p.strip()]
+    args.only = [p.strip() for p in args.only.split(",") if p.strip()]
     for peer in args.skip:
         if peer not in PEERS:
             parser.error(f"--skip: unknown peer {peer!r} (docker, podman, cni)")
@@ -794,7 +798,7 @@ def main(argv: list[str]) -> int:
     results = bench.results
     results.update(notes=NOTES, date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                    settings={"reps": args.reps, "quick": args.quick, "containers": args.containers,
-                             "skip": args.skip, "strace": args.trace},
+                             "skip": args.skip, "only": args.only, "strace": args.trace},
                    machine=machine_info(), versions=tool_versions(python))
     status = 0
     try:
@@ -804,6 +808,8 @@ def main(argv: list[str]) -> int:
             if obj is not None:
                 results["versions"].update(obj.versions())
         for name, step in bench.plan():
+            if args.only and not any(part in name for part in args.only):
+                continue
             try:
                 step()
             except AgentError as exc:  # one failing measure (e.g. wrapdock mid-edit) does not stop the others
