@@ -465,7 +465,9 @@ class Bench:
         # what a start spawns with N containers on the network (compare the traced run -d of section 4)
         traced = wd.run("--quiet", "run", "-d", "--name", "ctraced", "--net", "crowd", "busybox", "sleep", "3600",
                         trace=self.args.trace)
+        traced_commands = last_commands(wd)
         removes = [wd.run("--quiet", "rm", "-f", name) for name in ("ctraced", f"c{n}", f"c{n - 1}")]
+        rm_commands = last_commands(wd)
         section = {
             "containers": n, "asked": self.args.containers, "stopped_early": stopped_early, "window": window,
             "first": summary(first), "last": summary(last),
@@ -475,7 +477,8 @@ class Bench:
             "latency_ratio": paired["crowd"]["median_s"] / paired["fresh"]["median_s"],
             "all_starts_s": [round(s["seconds"], 4) for s in starts], "all_starts_tasks": [s["tasks"] for s in starts],
             "ps": {**summary(ps), "rows": lines}, "rm_f_at_n": summary(removes),
-            "traced_start_at_n": {"tasks": traced["tasks"], "trace": traced.get("trace")},
+            "traced_start_at_n": {"tasks": traced["tasks"], "trace": traced.get("trace"), "commands": traced_commands},
+            "rm_at_n_commands": rm_commands,
             "footprint": footprint,
         }
         self.results["sections"]["crowd"] = section
@@ -517,7 +520,8 @@ class Bench:
             runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd")}
             rounds(1, runners)  # warm-up, as for the peers
             got = rounds(self.reps, runners)
-            return {**{label: summary(samples) for label, samples in got.items()},
+            return {"fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
+                    **{label: summary(samples) for label, samples in got.items()},
                     **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()}}
         finally:
             left = fresh.close()
@@ -572,6 +576,23 @@ class Bench:
 
 
 # -- reporting ----------------------------------------------------------------------------------------
+def last_commands(peer: peers.Wrapdock) -> list[dict]:
+    """What the last wrapdock command ran, each command with its time (its audit.log lines): where an
+    operation's time goes with N containers and with none."""
+    out = peer.box.bash("tail -n 40 /run/wrapdock/audit.log", check=False)["stdout"].splitlines()
+    entries = [json.loads(line) for line in out if line.startswith("{")]
+    if not entries:
+        return []
+    last_pid = entries[-1]["pid"]
+    mine = []
+    for entry in reversed(entries):
+        if entry["pid"] != last_pid:
+            break
+        mine.append({"command": " ".join(entry["argv"])[:70], "phase": entry["phase"], "ms": entry["duration_ms"],
+                     "stdin_lines": entry.get("stdin_lines", len(entry["stdin"]))})
+    return mine[::-1]
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "—"
 

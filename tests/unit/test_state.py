@@ -303,7 +303,8 @@ def _names(store: StateStore) -> list[str]:
     return [r["name"] for r in store.all("container")]
 
 
-def test_index_follows_the_record_files(tmp_path: Path) -> None:
+def test_index_follows_the_record_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 1)
     root = tmp_path / "state"
     writer = StateStore(root)
     for number in (1, 2, 3):
@@ -363,3 +364,21 @@ def test_rebuild_index(tmp_path: Path) -> None:
     store.rebuild_index("container")
     assert list(json.loads((root / "containers.index.json").read_text())["files"]) == [f"{1:064x}.json"]
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_index_is_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 3)
+    root = tmp_path / "state"
+    store = StateStore(root)
+    for number in (1, 2, 3, 4):
+        store.put("container", f"{number:064x}", _container(number))
+    assert _names(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # no index yet: written
+    path = root / "containers.index.json"
+    written = path.read_bytes()
+    store.put("container", f"{1:064x}", {**_container(1), "name": "one"})
+    store.remove("container", f"{2:064x}")
+    assert _names(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
+    assert path.read_bytes() == written
+    store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
+    assert _names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
+    assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
