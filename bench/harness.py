@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -579,7 +580,12 @@ class Bench:
 def last_commands(peer: peers.Wrapdock) -> list[dict]:
     """What the last wrapdock command ran, each command with its time (its audit.log lines): where an
     operation's time goes with N containers and with none."""
-    out = peer.box.bash("tail -n 40 /run/wrapdock/audit.log", check=False)["stdout"].splitlines()
+    # each line shortened in the sandbox (its stdin to a count): the agent keeps only the output's end
+    shorten = ('import json, sys\nfor line in sys.stdin:\n    e = json.loads(line)\n'
+               '    print(json.dumps({"pid": e["pid"], "phase": e["phase"], "argv": " ".join(e["argv"])[:70], '
+               '"ms": e["duration_ms"], "stdin_lines": e.get("stdin_lines", len(e["stdin"]))}))')
+    script = f"tail -n 40 /run/wrapdock/audit.log | python3 -c {shlex.quote(shorten)}"
+    out = peer.box.bash(script, check=False)["stdout"].splitlines()
     entries = [json.loads(line) for line in out if line.startswith("{")]
     if not entries:
         return []
@@ -588,8 +594,8 @@ def last_commands(peer: peers.Wrapdock) -> list[dict]:
     for entry in reversed(entries):
         if entry["pid"] != last_pid:
             break
-        mine.append({"command": " ".join(entry["argv"])[:70], "phase": entry["phase"], "ms": entry["duration_ms"],
-                     "stdin_lines": entry.get("stdin_lines", len(entry["stdin"]))})
+        mine.append({"command": entry["argv"], "phase": entry["phase"], "ms": entry["ms"],
+                     "stdin_lines": entry["stdin_lines"]})
     return mine[::-1]
 
 
