@@ -336,7 +336,8 @@ def test_index_is_used_only_while_the_file_is_the_one_it_saw(tmp_path: Path) -> 
     assert _names(StateStore(root)) == ["c1"]
 
 
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}'])
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}',
+                                     '{"version": 1, "kind": "container", "schema_crc32": 1, "files": {}}'])
 def test_a_broken_index_costs_reads_only(tmp_path: Path, content: str) -> None:
     root = tmp_path / "state"
     store = StateStore(root)
@@ -382,3 +383,14 @@ def test_index_is_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monk
     store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
     assert _names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
     assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
+
+
+def test_an_index_made_under_another_schema_is_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    StateStore(root).put("container", f"{1:064x}", _container(1))
+    assert _names(StateStore(root)) == ["c1"]
+    path = root / "containers.index.json"
+    index = json.loads(path.read_text())
+    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
+    path.write_text(json.dumps({**index, "schema_crc32": index["schema_crc32"] + 1}))
+    assert _names(StateStore(root)) == ["c1"]  # its records were checked against another schema
