@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -465,7 +466,9 @@ class Bench:
         # what a start spawns with N containers on the network (compare the traced run -d of section 4)
         traced = wd.run("--quiet", "run", "-d", "--name", "ctraced", "--net", "crowd", "busybox", "sleep", "3600",
                         trace=self.args.trace)
+        traced_commands = last_commands(wd)
         removes = [wd.run("--quiet", "rm", "-f", name) for name in ("ctraced", f"c{n}", f"c{n - 1}")]
+        rm_commands = last_commands(wd)
         section = {
             "containers": n, "asked": self.args.containers, "stopped_early": stopped_early, "window": window,
             "first": summary(first), "last": summary(last),
@@ -475,7 +478,8 @@ class Bench:
             "latency_ratio": paired["crowd"]["median_s"] / paired["fresh"]["median_s"],
             "all_starts_s": [round(s["seconds"], 4) for s in starts], "all_starts_tasks": [s["tasks"] for s in starts],
             "ps": {**summary(ps), "rows": lines}, "rm_f_at_n": summary(removes),
-            "traced_start_at_n": {"tasks": traced["tasks"], "trace": traced.get("trace")},
+            "traced_start_at_n": {"tasks": traced["tasks"], "trace": traced.get("trace"), "commands": traced_commands},
+            "rm_at_n_commands": rm_commands,
             "footprint": footprint,
         }
         self.results["sections"]["crowd"] = section
@@ -517,7 +521,8 @@ class Bench:
             runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd")}
             rounds(1, runners)  # warm-up, as for the peers
             got = rounds(self.reps, runners)
-            return {**{label: summary(samples) for label, samples in got.items()},
+            return {"fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
+                    **{label: summary(samples) for label, samples in got.items()},
                     **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()}}
         finally:
             left = fresh.close()
@@ -572,6 +577,28 @@ class Bench:
 
 
 # -- reporting ----------------------------------------------------------------------------------------
+def last_commands(peer: peers.Wrapdock) -> list[dict]:
+    """What the last wrapdock command ran, each command with its time (its audit.log lines): where an
+    operation's time goes with N containers and with none."""
+    # each line shortened in the sandbox (its stdin to a count): the agent keeps only the output's end
+    shorten = ('import json, sys\nfor line in sys.stdin:\n    e = json.loads(line)\n'
+               '    print(json.dumps({"pid": e["pid"], "phase": e["phase"], "argv": " ".join(e["argv"])[:70], '
+               '"ms": e["duration_ms"], "stdin_lines": e.get("stdin_lines", len(e["stdin"]))}))')
+    script = f"tail -n 40 /run/wrapdock/audit.log | python3 -c {shlex.quote(shorten)}"
+    out = peer.box.bash(script, check=False)["stdout"].splitlines()
+    entries = [json.loads(line) for line in out if line.startswith("{")]
+    if not entries:
+        return []
+    last_pid = entries[-1]["pid"]
+    mine = []
+    for entry in reversed(entries):
+        if entry["pid"] != last_pid:
+            break
+        mine.append({"command": entry["argv"], "phase": entry["phase"], "ms": entry["ms"],
+                     "stdin_lines": entry["stdin_lines"]})
+    return mine[::-1]
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "—"
 
@@ -758,6 +785,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=13,
                         help="minutes: the many-containers test stops adding containers when the run gets near it")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
+    parser.add_argument("--only", default="",
+                        help="comma-separated sections to run, by a part of their name (e.g. 'many': the "
+                             "many-containers test; with --skip docker,podman,cni); default all")
     parser.add_argument("--output", default=str(BENCH / "results.json"), help="where to write the results")
     parser.add_argument("--python", required=True, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -765,6 +795,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.reps < 1 or args.containers < 2:
         parser.error("--reps must be >= 1 and --containers >= 2")
     args.skip = [p.strip() for p in args.skip.split(",") if p.strip()]
+    args.only = [p.strip() for p in args.only.split(",") if p.strip()]
     for peer in args.skip:
         if peer not in PEERS:
             parser.error(f"--skip: unknown peer {peer!r} (docker, podman, cni)")
@@ -794,7 +825,7 @@ def main(argv: list[str]) -> int:
     results = bench.results
     results.update(notes=NOTES, date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                    settings={"reps": args.reps, "quick": args.quick, "containers": args.containers,
-                             "skip": args.skip, "strace": args.trace},
+                             "skip": args.skip, "only": args.only, "strace": args.trace},
                    machine=machine_info(), versions=tool_versions(python))
     status = 0
     try:
@@ -804,6 +835,8 @@ def main(argv: list[str]) -> int:
             if obj is not None:
                 results["versions"].update(obj.versions())
         for name, step in bench.plan():
+            if args.only and not any(part in name for part in args.only):
+                continue
             try:
                 step()
             except AgentError as exc:  # one failing measure (e.g. wrapdock mid-edit) does not stop the others

@@ -57,15 +57,21 @@ def detect(parent: str | None = None) -> CgroupLayout:
     return CgroupLayout(1, CGROUP_ROOT, parent, mounted, swap)
 
 
-def oom_kills(memory_dir: Path | None) -> int:
+def oom_kills(memory_dir: Path | str | None) -> int:
     """How many processes the kernel OOM-killed in this cgroup (v1 memory.oom_control, v2 memory.events)."""
     if memory_dir is None:
         return 0
     for name in ("memory.events", "memory.oom_control"):
-        try:
-            text = (memory_dir / name).read_text()
+        try:  # os.open, not Path.read_text: `ps` asks for every stopped container
+            fd = os.open(f"{memory_dir}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
+        try:
+            text = os.read(fd, 65536).decode(errors="replace")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":

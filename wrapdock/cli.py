@@ -14,6 +14,7 @@ import click
 from wrapdock import __version__
 from wrapdock.errors import UsageError as WrapdockUsage
 from wrapdock.errors import WrapdockError
+from wrapdock.plaintable import plain_cells, plain_table
 from wrapdock.quickimport import load_tabulate
 from wrapdock.session import DEFAULT_DATA_DIR, Session
 from wrapdock.state import DEFAULT_STATE_DIR
@@ -382,17 +383,16 @@ def ps_command(show_all: bool, quiet: bool, output_format: str) -> None:
     else:
         import shlex
 
-        tabulate = load_tabulate()
-
         def short(command: list[str]) -> str:
             text = shlex.join(command)
             return text if len(text) <= 30 else text[:29] + "…"
 
         rows = [[v["id"][:12], v["name"], v["image"], short(v["command"]), v["state"]["text"],
-                 v["state"]["pid"] or "", containerviews.ago(v["created"]),
+                 str(v["state"]["pid"] or ""), containerviews.ago(v["created"]),
                  ", ".join(e["address"] for e in v["endpoints"]), ", ".join(v["published"])] for v in views]
-        click.echo(tabulate(rows, headers=["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES",
-                                           "PORTS"], tablefmt="plain", disable_numparse=True))
+        headers = ["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PID", "CREATED", "ADDRESSES", "PORTS"]
+        click.echo(plain_table(rows, headers) if plain_cells(rows) else
+                   load_tabulate()(rows, headers=headers, tablefmt="plain", disable_numparse=True))
 
 
 @cli.command("port")

@@ -16,7 +16,7 @@ from typing import Any
 from wrapdock import cgroups, portspec
 from wrapdock.containerpaths import ContainerPaths
 from wrapdock.errors import UsageError
-from wrapdock.procstatus import Status, live_pid, status
+from wrapdock.procstatus import Status, live_pid, status_in
 from wrapdock.session import Session
 
 
@@ -43,25 +43,35 @@ def find(session: Session, ref: str) -> dict[str, Any]:
 
 
 def current_status(session: Session, record: dict[str, Any]) -> Status:
-    layout = _layout_or_none()
-    return status(paths_of(session, record["id"]), layout, record["id"])
+    return status_in(_container_dir(session, record["id"]), _memory_dir(record["id"]))
+
+
+def _container_dir(session: Session, container_id: str) -> str:
+    return f"{session.data_dir}/containers/{container_id}"  # a string: `ps` makes n of them
+
+
+def _memory_dir(container_id: str) -> str | None:
+    parent = _memory_parent()
+    return None if parent is None else f"{parent}/{container_id}"
 
 
 @cache  # read once per process: `ps` asks for every container
-def _layout_or_none() -> cgroups.CgroupLayout | None:
+def _memory_parent() -> str | None:
+    """The directory under which the containers' memory cgroups are (None: no cgroups found)."""
     try:
-        return cgroups.detect()
+        memory_dir = cgroups.detect().memory_dir("x")
     except Exception:
         return None
+    return None if memory_dir is None else str(memory_dir.parent)
 
 
 def view(session: Session, record: dict[str, Any]) -> dict[str, Any]:
     state = current_status(session, record)
-    paths = paths_of(session, record["id"])
+    folder = _container_dir(session, record["id"])
     data = {k: v for k, v in record.items() if k not in ("version", "owner_pid")}
     data["state"] = {"status": state.state, "text": state.text(), "pid": state.pid, "exit_code": state.exit_code,
                      "oom_killed": state.oom_kills > 0}
-    data["paths"] = {"dir": str(paths.dir), "log": str(paths.log), "upper": str(paths.upper)}
+    data["paths"] = {"dir": folder, "log": f"{folder}/container.log", "upper": f"{folder}/upper"}
     data["addresses"] = [f"{e['address']} ({e['network']}, {e['ifname']})" for e in record["endpoints"]]
     data["published"] = [portspec.from_record(p).text() for p in record["ports"]]
     return data

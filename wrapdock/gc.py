@@ -341,4 +341,6 @@ def reconcile(session: Session) -> Outcome:
             except CommandFailed as failure:
                 outcome.failed.append(f"update /etc/hosts of the containers on {', '.join(sorted(changed_networks))}: "
                                       + _why(failure))
+        if not session.print_only:  # a cache of the records (state.py): written from the files alone
+            session.state.rebuild_index("container")
     return outcome

@@ -53,7 +53,12 @@ class Status:
 
 
 def live_pid(paths: ContainerPaths) -> int | None:
-    pid_text, stat_text = _read(paths.pidfile), _read(paths.statfile)
+    return live_pid_in(str(paths.dir))
+
+
+def live_pid_in(container_dir: str) -> int | None:
+    """live_pid from the directory's name as a string (`ps` asks for every container: no Paths)."""
+    pid_text, stat_text = _read(f"{container_dir}/pid"), _read(f"{container_dir}/stat")
     if not pid_text or not stat_text or not pid_text.isdigit():
         return None
     now = _read(f"/proc/{pid_text}/stat")
@@ -63,12 +68,18 @@ def live_pid(paths: ContainerPaths) -> int | None:
 
 
 def status(paths: ContainerPaths, cgroups: CgroupLayout | None, container_id: str) -> Status:
-    pid = live_pid(paths)
+    memory_dir = cgroups.memory_dir(container_id) if cgroups else None
+    return status_in(str(paths.dir), str(memory_dir) if memory_dir is not None else None)
+
+
+def status_in(container_dir: str, memory_dir: str | None) -> Status:
+    """A container's status from its directory and its memory cgroup's, both as strings."""
+    pid = live_pid_in(container_dir)
     if pid is not None:  # as with Docker, OOM-killed says how a container ended: not asked while it runs
         return Status("running", pid, None, 0)
-    kills = oom_kills(cgroups.memory_dir(container_id)) if cgroups else 0
-    if not paths.pidfile.exists() and not paths.exitfile.exists():
+    kills = oom_kills(memory_dir)
+    code_text = _read(f"{container_dir}/exit_code")
+    if code_text is None and not os.path.exists(f"{container_dir}/pid"):
         return Status("created", None, None, kills)
-    code_text = _read(paths.exitfile)
     code = int(code_text) if code_text and code_text.lstrip("-").isdigit() else None
     return Status("oom-killed" if kills else "exited", None, code, kills)

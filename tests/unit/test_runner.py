@@ -354,3 +354,21 @@ def test_step_validation() -> None:
         Step(argv=(), note="n")
     with pytest.raises(ValueError):
         cmd("x", note="n", skip_if=("a",), only_if=("b",))
+
+
+def test_audit_keeps_a_long_input_as_its_head_count_and_digest() -> None:
+    import hashlib
+
+    from wrapdock.runner import AUDIT_STDIN_BYTES
+
+    audit: list[dict] = []
+    runner, _ = make_runner(FakeHost(), audit=audit.append)
+    long = [f"line {i} " + "x" * 60 for i in range(1000)]
+    runner.apply(Plan("p", [cmd("feed", note="short", stdin=["one", "two"]), cmd("feed", note="long", stdin=long)]))
+    short_entry, long_entry = audit
+    assert short_entry["stdin"] == ["one", "two"] and "stdin_sha256" not in short_entry
+    assert long_entry["stdin"] == long[:len(long_entry["stdin"])]
+    assert 0 < sum(len(line) + 1 for line in long_entry["stdin"]) <= AUDIT_STDIN_BYTES
+    text = ("\n".join(long) + "\n").encode()
+    assert long_entry["stdin_lines"] == 1000 and long_entry["stdin_bytes"] == len(text)
+    assert long_entry["stdin_sha256"] == hashlib.sha256(text).hexdigest()

@@ -290,3 +290,107 @@ def test_locked_with_a_bound_gives_up_while_another_holds_it(tmp_path: Path) -> 
         os.close(fd)
     with store.locked(0.1):  # free again
         pass
+
+
+# -- the index of container records ----------------------------------------------------------------
+def _container(number: int) -> dict:
+    from tests.unit.test_state_shape import CONTAINER
+
+    return {**CONTAINER, "id": f"{number:064x}", "name": f"c{number}", "hostname": f"c{number}"}
+
+
+def _names(store: StateStore) -> list[str]:
+    return [r["name"] for r in store.all("container")]
+
+
+def test_index_follows_the_record_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 1)
+    root = tmp_path / "state"
+    writer = StateStore(root)
+    for number in (1, 2, 3):
+        writer.put("container", f"{number:064x}", _container(number))
+    assert _names(StateStore(root)) == ["c1", "c2", "c3"]
+    index = json.loads((root / "containers.index.json").read_text())
+    assert sorted(index["files"]) == [f"{n:064x}.json" for n in (1, 2, 3)]
+    # changed, added and removed behind the index's back: the files win, the index catches up
+    writer.put("container", f"{2:064x}", {**_container(2), "name": "renamed"})
+    writer.put("container", f"{4:064x}", _container(4))
+    writer.remove("container", f"{1:064x}")
+    assert _names(StateStore(root)) == ["renamed", "c3", "c4"]
+    index = json.loads((root / "containers.index.json").read_text())
+    assert sorted(index["files"]) == [f"{n:064x}.json" for n in (2, 3, 4)]
+    assert index["files"][f"{2:064x}.json"]["record"]["name"] == "renamed"
+
+
+def test_index_is_used_only_while_the_file_is_the_one_it_saw(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    assert _names(StateStore(root)) == ["c1"]
+    path = root / "containers.index.json"
+    index = json.loads(path.read_text())
+    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
+    path.write_text(json.dumps(index))
+    assert _names(StateStore(root)) == ["from-the-index"]  # the stamp matches: read from the index
+    store.put("container", f"{1:064x}", _container(1))  # a new file (new inode): the index entry is stale
+    assert _names(StateStore(root)) == ["c1"]
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}',
+                                     '{"version": 1, "kind": "container", "schema_crc32": 1, "files": {}}'])
+def test_a_broken_index_costs_reads_only(tmp_path: Path, content: str) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    (root / "containers.index.json").write_text(content)
+    assert _names(StateStore(root)) == ["c1"]
+    assert json.loads((root / "containers.index.json").read_text())["version"] == 1  # written again
+
+
+def test_a_broken_record_is_reported_despite_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    assert _names(StateStore(root)) == ["c1"]
+    (root / "containers" / f"{1:064x}.json").write_text("{broken")
+    with pytest.raises(StateError, match="not valid JSON"):
+        StateStore(root).all("container")
+
+
+def test_rebuild_index(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    (root / "containers.index.json").write_text("{")
+    store.rebuild_index("container")
+    assert list(json.loads((root / "containers.index.json").read_text())["files"]) == [f"{1:064x}.json"]
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_index_is_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 3)
+    root = tmp_path / "state"
+    store = StateStore(root)
+    for number in (1, 2, 3, 4):
+        store.put("container", f"{number:064x}", _container(number))
+    assert _names(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # no index yet: written
+    path = root / "containers.index.json"
+    written = path.read_bytes()
+    store.put("container", f"{1:064x}", {**_container(1), "name": "one"})
+    store.remove("container", f"{2:064x}")
+    assert _names(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
+    assert path.read_bytes() == written
+    store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
+    assert _names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
+    assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
+
+
+def test_an_index_made_under_another_schema_is_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    StateStore(root).put("container", f"{1:064x}", _container(1))
+    assert _names(StateStore(root)) == ["c1"]
+    path = root / "containers.index.json"
+    index = json.loads(path.read_text())
+    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
+    path.write_text(json.dumps({**index, "schema_crc32": index["schema_crc32"] + 1}))
+    assert _names(StateStore(root)) == ["c1"]  # its records were checked against another schema
