@@ -515,3 +515,14 @@ def test_check_chain_refuses_long_names() -> None:
 def test_rule_needs_a_target() -> None:
     with pytest.raises(ValueError):
         ipt.rule("filter", "FORWARD", "-i", "x", comment="c")
+
+
+def test_after_applies_a_delete_by_comment() -> None:
+    """A printed script's later plans see a container's rules gone once its delete_by_comment step ran (in the
+    tables it names only): a lab script's `down` then removes the shared chains after the last network."""
+    owner = "wrapdock:container=x"
+    tables = ipt.from_rules([("nat", ipt.DNAT_CHAIN), ("filter", ipt.FORWARD_CHAIN)],
+                            [("nat", ipt.DNAT_CHAIN, ["-m", "comment", "--comment", owner, "-j", "DNAT"]),
+                             ("filter", ipt.FORWARD_CHAIN, ["-m", "comment", "--comment", owner, "-j", "ACCEPT"])])
+    left = ipt.after(tables, [ipt.delete_by_comment(owner, "n", tables=("nat",))])
+    assert left is not None and [k[0] for k, _ in left.rules] == ["filter"]

@@ -31,6 +31,7 @@ check and repair one at a time (doctor, gc's restore of the shared chains).
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -202,6 +203,9 @@ def after(tables: Tables | None, steps: Iterable[Step]) -> Tables | None:
     if tables is None:
         return None
     for step in steps:
+        if step.argv[:1] == ("sh",) and UNRULE in step.argv:  # delete_by_comment: all the owner's rules go
+            owner, where = step.argv[step.argv.index(UNRULE) + 2], re.findall(r"iptables-save -t (\w+)", step.argv[2])
+            tables = Tables(tables.chains, tuple((k, c) for k, c in tables.rules if c != owner or k[0] not in where))
         if step.argv[:1] != RESTORE[:1]:
             continue
         table = ""
@@ -357,9 +361,12 @@ OWNER_RULES_AS_DELETES = ('/^[*]/ || /^COMMIT/ {print; next} '
                           '{sub(/^-A /, "-D "); print}')
 
 
+UNRULE = "wrapdock-unrule"  # delete_by_comment's $0: how `after` knows such a step
+
+
 def delete_by_comment(comment: str, note: str, tables: tuple[str, ...] = ("filter", "nat"),
                       extra: str = "") -> Step:
     """Delete every rule of `tables` whose comment is exactly `comment`: one save, one restore."""
     save = " ".join(f"iptables-save -t {t};" for t in tables)
     script = f'{{ {save} }} | awk -v c="$2" "$1" | iptables-restore -w --noflush' + extra
-    return cmd("sh", "-c", script, "wrapdock-unrule", OWNER_RULES_AS_DELETES, comment, note=note)
+    return cmd("sh", "-c", script, UNRULE, OWNER_RULES_AS_DELETES, comment, note=note)
