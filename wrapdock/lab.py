@@ -415,6 +415,7 @@ def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = N
     answers the host's read-only queries (a lab host that does not exist yet; default: this machine).
     `standins`: vxlan networks planned only for their containers' sake (their own plans are left out)."""
     from wrapdock import containers
+    from wrapdock.plans import iptables as ipt
 
     with tempfile.TemporaryDirectory(prefix="wrapdock-lab-") as scratch:
         session = Session(**session_args, print_only=True, simulate=True, trail_mode="quiet",
@@ -429,6 +430,9 @@ def simulate(session_args: dict[str, Any], lab: dict[str, Any], execute: Any = N
         addresses = _address_map(session)
         netns = {r["name"]: r["netns"] for r in session.state.all("container")}
         logs = {r["name"]: str(containers.paths_of(session, r["id"]).log) for r in session.state.all("container")}
+        if session.iptables_read:  # down decides against the tables as up leaves them, not as first read
+            session.iptables_read[0] = ipt.after(session.iptables_read[0],
+                                                 [step for plan in session.printed for step in plan.steps])
         session.printed.clear()
         down(session, lab)
         down_plans = [p for p in session.printed if not _standin_plan(p.title, standins)]

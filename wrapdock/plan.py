@@ -17,8 +17,8 @@ class Step:
 
     `stdin` holds the input lines of a batch (`ip -batch -`, `iptables-restore --noflush`).
     `skip_if` is a probe that proves the step is already done (an "ensure": adding twice is
-    harmless); `only_if` is a probe that proves there is something to do (a delete that finds the
-    object already gone goes on). Probes only read the host.
+    harmless; a batch may have one too: `probe || batch <<EOF`); `only_if` is a probe that proves there
+    is something to do (a delete that finds the object already gone goes on). Probes only read the host.
     """
 
     argv: tuple[str, ...]
@@ -36,8 +36,8 @@ class Step:
             raise ValueError("a step needs a command")
         if self.skip_if and self.only_if:
             raise ValueError("a step is either an ensure (skip_if) or a guarded delete (only_if)")
-        if self.stdin and (self.skip_if or self.only_if):
-            raise ValueError("a batch step cannot be guarded by a probe")
+        if self.stdin and self.only_if:  # `if probe; then batch <<EOF; fi` would not parse
+            raise ValueError("a batch step cannot be guarded by an only_if probe")
 
 
 @dataclass

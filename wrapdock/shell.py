@@ -38,7 +38,8 @@ def step_text(step: Step) -> str:
         body = "\n".join(step.stdin)
         if HEREDOC_END in body.split("\n"):
             raise ValueError(f"batch input may not contain the line {HEREDOC_END}")
-        return f"{line} <<'{HEREDOC_END}'{verdict}\n{body}\n{HEREDOC_END}"
+        guard = f"{probe_text(step.skip_if)} || " if step.skip_if else ""
+        return f"{guard}{line} <<'{HEREDOC_END}'{verdict}\n{body}\n{HEREDOC_END}"
     line += verdict
     if step.skip_if:
         return f"{probe_text(step.skip_if)} || {line}"

@@ -276,7 +276,8 @@ def test_create_adds_are_restores_with_exact_undo(network: Network) -> None:
     and the chains it created, in reverse."""
     steps = create(network).steps
     batches = [s for s in steps if is_batch(s)]
-    assert [s.stdin[0] for s in batches] == ["*filter", "*nat"]
+    own = ["*filter"] if network.internal else ["*filter", "*nat"]
+    assert [s.stdin[0] for s in batches] == ["*filter", "*nat", *own]  # the shared chains first, then its own
     assert not [s for s in steps if is_iptables(s.argv)]
     for step in batches:
         assert not step.partial and step.undo is not None and is_batch(step.undo)
@@ -297,6 +298,42 @@ def test_create_adds_only_what_is_missing(network: Network) -> None:
     tag = names.network_comment(network.name)
     assert {comment_of(a) for a in rule_adds(beside)} == {tag}
     assert rule_adds(beside) == {a for a in rule_adds(create(network)) if comment_of(a) == tag}
+
+
+@pytest.mark.parametrize("network", ALL_CASES)
+def test_create_on_a_bare_host_guards_the_shared_chains(network: Network) -> None:
+    """Shared chains the read shows all missing come in a restore per table of their own, skipped if the table's
+    first chain exists when it runs: a --print-only script stays safe where wrapdock made them since. The
+    network's own restores then hold no `-N` and none of the shared rules."""
+    for tables in (EMPTY, None):
+        batches = [s for s in network_plans.create(network, tables).steps if is_batch(s)]
+        guarded, own = batches[:2], batches[2:]
+        assert [s.skip_if for s in guarded] == [("iptables", "-w", "-t", "filter", "-S", ipt.FORWARD_CHAIN),
+                                                ("iptables", "-w", "-t", "nat", "-S", ipt.DNAT_CHAIN)]
+        for step in guarded:
+            assert {comment_of(a) for a in batch_argvs(step) if "-N" not in a} == {ipt.SKELETON_COMMENT}
+            assert step.undo is not None and step.undo.skip_if is None
+        assert made(network).chains == frozenset(ipt.after(EMPTY, guarded).chains)
+        assert [s for s in own if s.skip_if is None] == own
+        assert not [line for s in own for line in s.stdin if line.startswith("-N")]
+        assert {comment_of(a) for s in own for a in batch_argvs(s)} == {names.network_comment(network.name)}
+    script = step_text(batches[0])
+    assert script.startswith(f"iptables -w -t filter -S {ipt.FORWARD_CHAIN} >/dev/null 2>&1 || iptables-restore")
+
+
+@pytest.mark.parametrize("network", ALL_CASES)
+def test_create_repairs_a_partly_missing_skeleton_unguarded(network: Network) -> None:
+    """Some shared chains there, some not (a repair): exactly the missing lines, in the network's own restore."""
+    full = made(OTHER)
+    partial = ipt.Tables(full.chains - {("filter", ipt.ISO_IN_CHAIN)},
+                         tuple((k, c) for k, c in full.rules if k[1] != ipt.ISO_IN_CHAIN))
+    batches = [s for s in network_plans.create(network, partial).steps if is_batch(s)]
+    assert [s.skip_if for s in batches] == [None] * len(batches)
+    assert [line for s in batches for line in s.stdin if line.startswith("-N")] == [f"-N {ipt.ISO_IN_CHAIN}"]
+    repaired, whole = ipt.after(partial, batches), made(OTHER, network)
+    assert repaired is not None and repaired.chains == whole.chains
+    lost = [(k, c) for k, c in full.rules if k[1] == ipt.ISO_IN_CHAIN and c != ipt.SKELETON_COMMENT]  # other's
+    assert sorted(repaired.rules) == sorted(r for r in whole.rules if r not in lost)
 
 
 def test_create_compares_rules_as_iptables_save_prints_them() -> None:
@@ -478,3 +515,14 @@ def test_check_chain_refuses_long_names() -> None:
 def test_rule_needs_a_target() -> None:
     with pytest.raises(ValueError):
         ipt.rule("filter", "FORWARD", "-i", "x", comment="c")
+
+
+def test_after_applies_a_delete_by_comment() -> None:
+    """A printed script's later plans see a container's rules gone once its delete_by_comment step ran (in the
+    tables it names only): a lab script's `down` then removes the shared chains after the last network."""
+    owner = "wrapdock:container=x"
+    tables = ipt.from_rules([("nat", ipt.DNAT_CHAIN), ("filter", ipt.FORWARD_CHAIN)],
+                            [("nat", ipt.DNAT_CHAIN, ["-m", "comment", "--comment", owner, "-j", "DNAT"]),
+                             ("filter", ipt.FORWARD_CHAIN, ["-m", "comment", "--comment", owner, "-j", "ACCEPT"])])
+    left = ipt.after(tables, [ipt.delete_by_comment(owner, "n", tables=("nat",))])
+    assert left is not None and [k[0] for k, _ in left.rules] == ["filter"]

@@ -251,3 +251,13 @@ def test_batch_step_with_probe_renders_the_probe(probe: str) -> None:
     except ValueError:
         return  # refusing the combination is a correct answer too
     assert "probe-cmd x" in step_text(step)
+
+
+@pytest.mark.parametrize("done", [True, False])
+def test_batch_with_skip_if_runs_only_when_the_probe_fails(tmp_path: Path, done: bool) -> None:
+    """`probe || batch <<EOF`: the batch is skipped where the probe proves it done, and the script goes on."""
+    probe = ("test", "-e", str(tmp_path / "made")) if done else ("test", "-e", str(tmp_path / "absent"))
+    (tmp_path / "made").touch()
+    plan = Plan("p", [cmd("cat", note="n", stdin=["batch ran"], skip_if=probe), cmd("echo", "after", note="n")])
+    code, out, _ = run_bash(render_script([plan], ["x"]), tmp_path)
+    assert code == 0 and out == ("after\n" if done else "batch ran\nafter\n")

@@ -21,16 +21,20 @@ exactly the lines that are missing (`-N`, `-A`, `-I`) or still there (`-D`, `-X`
 which, from one `iptables-save` the operation reads (runner.query, under wrapdock's lock) and parses
 here (`parse_save`); rules are compared as sets of options, as iptables-save prints them in its own
 order. No chain is ever declared with `:CHAIN` (which would flush it). Each step's undo deletes (or
-re-adds) exactly its own lines. A `--print-only` script holds what was missing when it was printed.
+re-adds) exactly its own lines. A `--print-only` script holds what was missing when it was printed,
+with one exception that keeps it safe where wrapdock has run since: shared chains the read showed all
+missing in a table come in a restore of their own, skipped if that table's first chain exists
+(`iptables -S WRAPDOCK-FORWARD`, `... WRAPDOCK-DNAT`).
 Single rules and chains (`add_rule`, `add_chain`) stay "ensures" (`-C || -A`) for the callers that
 check and repair one at a time (doctor, gc's restore of the shared chains).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wrapdock import names
 from wrapdock.plan import Step, cmd
@@ -89,6 +93,7 @@ def add_chain(table: str, chain: str, note: str) -> Step:
 # -- the skeleton shared by all networks ------------------------------------------------------
 _CHAINS = (("filter", FORWARD_CHAIN), ("filter", ISOLATION_CHAIN), ("filter", ISO_OUT_CHAIN),
            ("filter", ISO_IN_CHAIN), ("nat", DNAT_CHAIN), ("nat", POSTROUTING_CHAIN), ("nat", MASQ_CHAIN))
+_SKELETON_TABLES = tuple(dict.fromkeys(table for table, _ in _CHAINS))
 _LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")
 _FIXED_RULES = (
     rule("filter", "FORWARD", "-j", FORWARD_CHAIN, comment=SKELETON_COMMENT, position=1),
@@ -198,6 +203,9 @@ def after(tables: Tables | None, steps: Iterable[Step]) -> Tables | None:
     if tables is None:
         return None
     for step in steps:
+        if step.argv[:1] == ("sh",) and UNRULE in step.argv:  # delete_by_comment: all the owner's rules go
+            owner, where = step.argv[step.argv.index(UNRULE) + 2], re.findall(r"iptables-save -t (\w+)", step.argv[2])
+            tables = Tables(tables.chains, tuple((k, c) for k, c in tables.rules if c != owner or k[0] not in where))
         if step.argv[:1] != RESTORE[:1]:
             continue
         table = ""
@@ -240,6 +248,27 @@ def additions(tables: Tables | None, rules: Sequence[Rule], skeleton: bool = Tru
             edits.append((r.table, _add_line(r), _rule_line(r, "-D")))
         seen.add(key)
     return edits
+
+
+def addition_steps(tables: Tables | None, rules: Sequence[Rule], note: str) -> list[Step]:
+    """The steps that add what is missing of the shared chains and of `rules`. A table whose shared chains
+    the read shows all missing gets them in a step of its own, skipped if its first chain exists when it
+    runs: a --print-only script stays safe on a host where wrapdock (or another script) made them since.
+    A skeleton only partly there (a repair) gets exactly its missing lines, unguarded, with `rules`."""
+    have = tables or Tables()
+    steps = [_skeleton_step(table) for table in _SKELETON_TABLES
+             if not any(have.has_chain(t, c) for t, c in _CHAINS if t == table)]
+    return steps + edit_steps(additions(after(have, steps), rules), note)
+
+
+def _skeleton_step(table: str) -> Step:
+    """The table's shared chains, their jumps and their own rules: one restore, skipped if the table's first
+    shared chain exists (a restore applies a table's block whole, so the first chain stands for all)."""
+    edits = [(t, f"-N {c}", f"-X {c}") for t, c in _CHAINS if t == table]
+    edits += [(r.table, _add_line(r), _rule_line(r, "-D")) for r in _FIXED_RULES if r.table == table]
+    first = next(c for t, c in _CHAINS if t == table)
+    (step,) = edit_steps(edits, f"{SKELETON_NOTE}: {table}, unless {first} is there already")
+    return replace(step, skip_if=_chain_probe(table, first))
 
 
 def removals(tables: Tables | None, rules: Sequence[Rule], skeleton: bool = False) -> list[Edit]:
@@ -332,9 +361,12 @@ OWNER_RULES_AS_DELETES = ('/^[*]/ || /^COMMIT/ {print; next} '
                           '{sub(/^-A /, "-D "); print}')
 
 
+UNRULE = "wrapdock-unrule"  # delete_by_comment's $0: how `after` knows such a step
+
+
 def delete_by_comment(comment: str, note: str, tables: tuple[str, ...] = ("filter", "nat"),
                       extra: str = "") -> Step:
     """Delete every rule of `tables` whose comment is exactly `comment`: one save, one restore."""
     save = " ".join(f"iptables-save -t {t};" for t in tables)
     script = f'{{ {save} }} | awk -v c="$2" "$1" | iptables-restore -w --noflush' + extra
-    return cmd("sh", "-c", script, "wrapdock-unrule", OWNER_RULES_AS_DELETES, comment, note=note)
+    return cmd("sh", "-c", script, UNRULE, OWNER_RULES_AS_DELETES, comment, note=note)

@@ -4,7 +4,8 @@ create = the bridge link with the gateway address, up; IPv4 forwarding; wrapdock
 network's own FORWARD and NAT rules. remove = the same, backwards. The iptables part is planned against
 the host's tables (`tables`, parsed from one iptables-save the operation read): one iptables-restore per
 table with only what is missing (create) or still there (remove), so a second run finishes what a failed
-first run left.
+first run left; shared chains missing entirely come first, in a restore per table that is skipped if they
+exist by then (see plans/iptables.py).
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def host_steps(network: Network, tables: ipt.Tables | None) -> list[Step]:
         # the slash form: a bridge name may hold dots, which the dotted form would split
         plan.add(cmd("sysctl", "-w", f"net/ipv4/conf/{br}/route_localnet=1",
                      note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
-    note = f"{_rules_note(network)}; wrapdock's shared chains ({ipt.decided(tables, adding=True)})"
-    plan.extend(ipt.edit_steps(ipt.additions(tables, _rules(network)), note))
+    note = f"{_rules_note(network)} ({ipt.decided(tables, adding=True)})"
+    plan.extend(ipt.addition_steps(tables, _rules(network), note))
     return plan.steps
 
 
