@@ -10,6 +10,9 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# ends an inlined batch's input: not the trail's own here-document end (the script is itself a batch)
+INLINE_END = "WRAPDOCK_BATCH_EOF"
+
 
 @dataclass(frozen=True)
 class Step:
@@ -81,12 +84,23 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
 
 
 def _script_lines(step: Step) -> list[str]:
-    """A step as lines of a `set -e` shell script (an `sh -s` step's own lines, else its argv)."""
+    """A step as lines of a `set -e` shell script (an `sh -s` step's own lines, a batch as a here-document,
+    else its argv)."""
     if step.argv == ("sh", "-s"):
         return [line for line in step.stdin if line != "set -e"]
-    if step.stdin or step.skip_if or step.only_if:
-        raise ValueError(f"cannot inline {step.argv[0]}: it has a batch or a probe")
+    if step.skip_if or step.only_if or step.answers is not None:
+        raise ValueError(f"cannot inline {step.argv[0]}: it has a probe or a verdict")
+    if step.stdin:
+        if INLINE_END in step.stdin:
+            raise ValueError(f"batch input may not contain the line {INLINE_END}")
+        return [f"{shlex.join(step.argv)} <<'{INLINE_END}'", *step.stdin, INLINE_END]
     return [shlex.join(step.argv)]
+
+
+def inline(steps: list[Step], note: str) -> Step:
+    """Several steps as one `set -e` script (`sh -s`), in order: an undo that redoes what other steps did,
+    with their very lines."""
+    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in _script_lines(s))])
 
 
 def one_script(steps: list[Step], note: str) -> Step:

@@ -287,6 +287,18 @@ def test_a_fault_at_every_step_of_create_and_join_leaves_the_host_and_the_state_
     assert "injected fault at command 1" in error_line(proc, 1)
     assert (box.snapshot(), her_entries(box)) == (with_net, fdb)
     assert box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout == record
+    # rm: a fault at any of its commands puts back what the earlier ones deleted (links as create made
+    # them, the flood list, the rules); the state stays
+    steps = changing_commands(Host(box).wd("--trail", "json", "network", "rm", NET).stderr)
+    Host(box).wd("--quiet", *argv)
+    wait_carrier(box, NET, DEVICE)
+    with_net, record = box.snapshot(), box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout
+    for k in range(1, len(steps) + 1):
+        line = error_line(box.wrapdock("network", "rm", NET, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert her_entries(box) == fdb and box.sh("cat", f"/run/wrapdock/networks/{NET}.json").stdout == record
+        wait_carrier(box, NET, DEVICE)  # a re-created link gets its carrier a moment after `up`
+        assert box.snapshot() == with_net, f"fault at command {k}: {shlex.join(steps[k - 1])}"
     Host(box).wd("--quiet", "network", "rm", NET)
 
 

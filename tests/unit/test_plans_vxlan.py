@@ -94,6 +94,26 @@ def test_remove_undoes_create_device_before_bridge_and_rules_first() -> None:
     assert steps[0].argv[0] == "iptables-restore" and steps[0].stdin[1].startswith("-D ")  # the rules first
 
 
+
+def test_every_remove_step_is_undone_with_the_lines_create_ran() -> None:
+    """A cluster leave's etcd release comes after the deletions: each deletion's undo re-creates the
+    link with create's own batch lines (the device with its flood list, the bridge with route_localnet)."""
+    network = OVERLAYS["peers"]
+    created = vxlan_plans.create(network, made(OTHER)).steps
+    batch, flood = created[0].stdin, created[1].stdin
+    steps = vxlan_plans.remove(network, False, made(OTHER, network)).steps
+    assert all(s.undo is not None for s in steps)
+    device_undo, bridge_undo = (s.undo.stdin for s in steps if s.argv[:3] == ("ip", "link", "del"))
+    assert device_undo[0] == "set -e" and device_undo[1] == "ip -batch - <<'WRAPDOCK_BATCH_EOF'"
+    commands = ("ip -batch", "bridge -batch", "sysctl")
+    redone = [line for line in (*bridge_undo, *device_undo)
+              if line not in ("set -e", "WRAPDOCK_BATCH_EOF") and not line.startswith(commands)]
+    assert sorted(redone) == sorted((*batch, *flood))  # every line create ran, nothing else
+    assert "sysctl -w net/ipv4/conf/ov/route_localnet=1" in bridge_undo
+    internal = vxlan_plans.remove(OVERLAYS["internal"], False, made(OTHER)).steps
+    assert not [line for s in internal if s.undo for line in s.undo.stdin if "route_localnet" in line]
+
+
 # -- sync -------------------------------------------------------------------------------------------
 def fdb_json(*entries: tuple[str, str, str]) -> str:
     own = {"mac": "02:ff:c6:33:64:0b", "flags": [], "master": "ov", "state": "permanent"}

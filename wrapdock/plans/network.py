@@ -83,19 +83,23 @@ def create(network: Network, tables: ipt.Tables | None) -> Plan:
 def host_steps(network: Network, tables: ipt.Tables | None) -> list[Step]:
     """What every network with a bridge needs once its links exist: forwarding, route_localnet, the
     shared chains and the network's own rules (the vxlan driver reuses them unchanged)."""
-    br = network.bridge
     plan = Plan("")
     if not network.internal:
         forward_note = "let the host route packets (IPv4 forwarding)"
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
                      skip_if=("grep", "-qx", "1", IP_FORWARD),
                      undo=cmd("sysctl", "-w", "net.ipv4.ip_forward=0", note=forward_note)))
-        # the slash form: a bridge name may hold dots, which the dotted form would split
-        plan.add(cmd("sysctl", "-w", f"net/ipv4/conf/{br}/route_localnet=1",
-                     note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)"))
+        plan.add(route_localnet(network))
     note = f"{_rules_note(network)} ({ipt.decided(tables, adding=True)})"
     plan.extend(ipt.addition_steps(tables, _rules(network), note))
     return plan.steps
+
+
+def route_localnet(network: Network) -> Step:
+    """No undo of its own: the setting goes with the bridge (the vxlan driver redoes it with the bridge)."""
+    # the slash form: a bridge name may hold dots, which the dotted form would split
+    return cmd("sysctl", "-w", f"net/ipv4/conf/{network.bridge}/route_localnet=1",
+               note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)")
 
 
 def own_rule_steps(network: Network) -> list[Step]:

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 
 from wrapdock import names
 from wrapdock.model import Network, Vxlan
-from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plan import Plan, Step, cmd, inline
 from wrapdock.plans import iptables as ipt
 from wrapdock.plans import network as bridge_plans
 
@@ -46,50 +46,84 @@ def peers_note(vx: Vxlan) -> str:
     return f"the peers: flood broadcasts and unknown destinations to each VTEP ({vx.device} learns the rest)"
 
 
+def _bridge_lines(network: Network) -> list[str]:
+    """The bridge as create makes it (MTU, owner in its alias, gateway address, up): create's batch and
+    the undo of leave's bridge deletion both run these lines."""
+    br = network.bridge
+    return [f"link add name {br} mtu {network.mtu} type bridge",
+            f"link set dev {br} alias {names.network_comment(network.name)}",
+            f"addr add {network.gateway_cidr} dev {br}",
+            f"link set dev {br} up"]
+
+
+def _device_lines(network: Network) -> list[str]:
+    """The VXLAN device as create makes it (derived MAC, dstport, local, dev, learning, on the bridge, up)."""
+    vx = _vxlan(network)
+    return [f"link add name {vx.device} address {vx.mac} mtu {network.mtu} type vxlan id {vx.vni} "
+            f"dstport {vx.port} local {vx.vtep} dev {vx.underlay} learning",
+            f"link set dev {vx.device} alias {names.network_comment(network.name)}",
+            f"link set dev {vx.device} master {network.bridge}",
+            f"link set dev {vx.device} up"]
+
+
+def _links_batch(lines: list[str], note: str, undo: Step | None = None) -> Step:
+    return cmd("ip", "-batch", "-", note=note, partial=True, stdin=lines, undo=undo)
+
+
+def _flood_list(vx: Vxlan) -> Step:
+    """No undo of its own: deleting the device deletes its FDB."""
+    return cmd("bridge", "-batch", "-", note=peers_note(vx), stdin=[
+        f"fdb append {ALL_ZEROS} dev {vx.device} dst {peer} self permanent" for peer in vx.peers])
+
+
+def _link_note(network: Network) -> str:
+    vx = _vxlan(network)
+    return (f"bridge {network.bridge} with gateway {network.gateway_cidr}, VXLAN device {vx.device} on it "
+            f"(MTU {network.mtu} = underlay {vx.underlay_mtu} - 50 or less)")
+
+
 def create(network: Network, tables: ipt.Tables | None) -> Plan:
     vx = _vxlan(network)
     br = network.bridge
     plan = Plan(f"create vxlan network {network.name} ({network.subnet}, VNI {vx.vni}, UDP port {vx.port}; "
                 f"this host: VTEP {vx.vtep} on {vx.underlay}, range {vx.host_range}, gateway {network.gateway}, "
                 f"bridge {br})")
-    owner = names.network_comment(network.name)
-    link_note = (f"bridge {br} with gateway {network.gateway_cidr}, VXLAN device {vx.device} on it "
-                 f"(MTU {network.mtu} = underlay {vx.underlay_mtu} - 50 or less)")
+    link_note = _link_note(network)
     # one batch, both links carry their owner in their alias from the start (gc can tell they are ours)
-    plan.add(cmd("ip", "-batch", "-", note=link_note, partial=True, stdin=(
-        f"link add name {br} mtu {network.mtu} type bridge",
-        f"link set dev {br} alias {owner}",
-        f"link add name {vx.device} address {vx.mac} mtu {network.mtu} type vxlan id {vx.vni} "
-        f"dstport {vx.port} local {vx.vtep} dev {vx.underlay} learning",
-        f"link set dev {vx.device} alias {owner}",
-        f"link set dev {vx.device} master {br}",
-        f"addr add {network.gateway_cidr} dev {br}",
-        f"link set dev {vx.device} up",
-        f"link set dev {br} up",
-    ), undo=cmd("sh", "-s", note=link_note, stdin=(
-        "set -e",
-        f"[ ! -e /sys/class/net/{vx.device} ] || ip link del dev {vx.device}",
-        f"[ ! -d /sys/class/net/{br}/bridge ] || ip link del dev {br}",
-    ))))
+    plan.add(_links_batch([*_bridge_lines(network), *_device_lines(network)], link_note, undo=cmd(
+        "sh", "-s", note=link_note, stdin=(
+            "set -e",
+            f"[ ! -e /sys/class/net/{vx.device} ] || ip link del dev {vx.device}",
+            f"[ ! -d /sys/class/net/{br}/bridge ] || ip link del dev {br}",
+        ))))
     if vx.peers:
-        # no undo of its own: deleting the device (the batch's undo) deletes its FDB
-        plan.add(cmd("bridge", "-batch", "-", note=peers_note(vx), stdin=[
-            f"fdb append {ALL_ZEROS} dev {vx.device} dst {peer} self permanent" for peer in vx.peers]))
+        plan.add(_flood_list(vx))
     plan.extend(bridge_plans.host_steps(network, tables))
     return plan
 
 
 def remove(network: Network, last: bool, tables: ipt.Tables | None) -> Plan:
-    """Exactly what create made, backwards; the FDB entries go with the device."""
+    """Exactly what create made, backwards; the FDB entries go with the device.
+
+    Every step has an undo, so a fault at any later one (a cluster leave's etcd release comes last)
+    leaves the host as it was: a deletion is undone by create's own lines (the device with its flood
+    list, the bridge with its address and route_localnet). What the device had learned is not put back:
+    it is learned again from the next packets.
+    """
     vx = _vxlan(network)
     br = network.bridge
     plan = Plan(f"remove vxlan network {network.name} ({network.subnet}, VNI {vx.vni}, bridge {br})")
     plan.extend(bridge_plans.remove_rules(network, tables, last))
-    plan.add(cmd("ip", "link", "del", "dev", vx.device,
-                 note=f"VXLAN device {vx.device} (its FDB entries, the peers, go with it)",
-                 only_if=("test", "-e", f"/sys/class/net/{vx.device}")))
-    plan.add(cmd("ip", "link", "del", "dev", br, note=f"bridge {br} (its address and routes go with it)",
-                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))
+    device_note = f"VXLAN device {vx.device} (its FDB entries, the peers, go with it)"
+    redo_device = [_links_batch(_device_lines(network), device_note), *([_flood_list(vx)] if vx.peers else [])]
+    plan.add(cmd("ip", "link", "del", "dev", vx.device, note=device_note,
+                 only_if=("test", "-e", f"/sys/class/net/{vx.device}"), undo=inline(redo_device, device_note)))
+    bridge_note = f"bridge {br} (its address and routes go with it)"
+    redo_bridge = [_links_batch(_bridge_lines(network), bridge_note)]
+    if not network.internal:
+        redo_bridge.append(bridge_plans.route_localnet(network))
+    plan.add(cmd("ip", "link", "del", "dev", br, note=bridge_note,
+                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge"), undo=inline(redo_bridge, bridge_note)))
     return plan
 
 
