@@ -112,7 +112,7 @@ def create_trials(box: Sandbox) -> list:
     assert_same(box, before, "create: the calibration run")
     crashes = []
     for trial in range(TRIALS["create"]):
-        result = crash(box, CREATE, rng.randint(1, total - 1), rng.uniform(0, 0.02))
+        result = crash(box, CREATE, rng.randint(1, total - 1), 0)  # right after command k, as join
         crashes.append(result)
         after_crash(box, before, f"create trial {trial} (seed {SEED}-create): {result.text()}", set())
     return crashes
