@@ -267,7 +267,6 @@ def free_range(definition: Definition, taken: set[IPv4Network], vtep: IPv4Addres
 def _join(session: Session, store: EtcdStore, definition: Definition, view: View, host: Any, vtep_option: str | None,
           new: bool) -> Network:
     from wrapdock import networks
-    from wrapdock.ipam import RecordStore
     from wrapdock.plans import vxlan as vxlan_plans
 
     underlay, vtep = overlayspec.pick_underlay(vtep_option, host.interfaces, host.default_dev)
@@ -305,17 +304,7 @@ def _join(session: Session, store: EtcdStore, definition: Definition, view: View
         require = () if new else (cs.config_key(definition.name),)
         plan.steps.insert(0, store.claim(claims, note, require=require))
     plan.title = f"{'create' if new else 'join'} cluster {plan.title.removeprefix('create ')}"
-    completed = session.carry_out(plan)
-    if not session.records_state:
-        return network
-    try:
-        session.state.put("network", network.name, network.to_record())
-        session.state.put("ipam", network.name,
-                          RecordStore.new_record(network.name, network.ipam_range, network.gateway))
-    except BaseException:
-        session.runner.rollback(completed)
-        networks._forget(session, network.name)
-        raise
+    networks.carry_out_and_record(session, network, plan)
     return network
 
 
