@@ -487,8 +487,8 @@ def _name_value(network: Network, address: str) -> str:
 
 
 def register_name(network: Network, container: str, address: str) -> Step:
-    """run: the container's name and address for the other hosts (their next sync writes it into their
-    containers' /etc/hosts); a claim, so one name is one container across the cluster."""
+    """run and network connect: the container's name and address for the other hosts (their next sync
+    writes it into their containers' /etc/hosts); a claim, so one name is one container across the cluster."""
     assert network.vxlan is not None and network.vxlan.cluster is not None
     store = EtcdStore(cs.parse_url(network.vxlan.cluster))
     return store.claim({cs.name_key(network.name, container): _name_value(network, address)},
@@ -561,10 +561,9 @@ def problems(session: Session, local: list[Network]) -> list[Problem]:
 
 def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]],
                  addresses: set[str] | None = None) -> list[tuple[str, Plan]]:
-    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); with
-    --cluster also the registrations of this host's addresses in cluster networks it has no record of
-    (a killed join, state lost). Each as (task, plan)."""
-    names_here = {r["name"] for r in containers}
+    """gc: names this host registered in etcd for containers it no longer has on that network (a killed
+    run, rm, connect or disconnect); with --cluster also the registrations of this host's addresses in
+    cluster networks it has no record of (a killed join, state lost). Each as (task, plan)."""
     found: list[tuple[str, Plan]] = []
     if session.cluster is not None and addresses:
         found += _orphan_registrations(session, EtcdStore(session.cluster), {n.name for n in local}, addresses)
@@ -573,12 +572,13 @@ def stale_claims(session: Session, local: list[Network], containers: list[dict[s
             continue
         store = EtcdStore(cs.parse_url(network.vxlan.cluster))
         view = read_view(session, store, network.name)
+        names_here = {r["name"] for r in containers if any(e["network"] == network.name for e in r["endpoints"])}
         prefix = f"{cs.network_prefix(network.name)}names/"
         stale = {k: v for k, v in view.owned_by(network.vxlan.vtep).items()
                  if k.startswith(prefix) and k[len(prefix):] not in names_here}
         if stale:
             task = f"release the names {', '.join(k[len(prefix):] for k in sorted(stale))} in cluster network " \
-                   f"{network.name} (no such container on this host)"
+                   f"{network.name} (no such container on it on this host)"
             found.append((task, Plan(task, [store.release(stale, f"cluster: {task}")])))
     return found
 

@@ -393,6 +393,71 @@ def test_a_fault_at_every_changing_command_leaves_host_state_and_etcd_as_before(
     assert one.sandbox.snapshot() == start and etcd.dump() == {}
 
 
+def test_network_connect_claims_the_name_across_hosts_and_disconnect_releases_it(lab):
+    """connect to a cluster network claims the container's name in etcd (first, one txn; undone by a
+    rollback), disconnect releases it (first too: undone by putting it back); after `network sync` on
+    another host its containers reach the container by name, and after disconnect + sync the name no
+    longer resolves there."""
+    etcd, (one, two, _three) = lab
+    starts = [one.sandbox.snapshot(), two.sandbox.snapshot()]
+    wd(one, *CREATE, "--vtep", VTEP[1], NET)
+    wd(two, "network", "join", NET, "--vtep", VTEP[2])
+    one.run("--name", "a", "--net", NET, *SLEEP)
+    two.run("--name", "b", *SLEEP)  # no network yet
+    wait_carrier(two.sandbox, NET, DEVICE)
+    name_key = f"/wrapdock/v1/networks/{NET}/names/b"
+    connect, disconnect = ("network", "connect", NET, "b"), ("network", "disconnect", NET, "b")
+    keys = etcd.dump()
+    assert name_key not in keys
+    steps = changing_commands(two.wd("--trail", "json", *connect).stderr)
+    assert steps[0][-1] == "txn", steps  # the claim first
+    assert json.loads(etcd.dump()[name_key]) == {"address": two.address("b", NET), "host": VTEP[2]}
+    connected_keys = etcd.dump()
+    undo = changing_commands(two.wd("--trail", "json", *disconnect).stderr)
+    assert undo[0][-1] == "txn", undo  # the release first (the detach after it has no undo)
+    assert etcd.dump() == keys
+    unconnected = two.sandbox.snapshot()  # (after a first connect: b's netns has an id in the host's now)
+    # a fault at any command of connect releases the claim; of disconnect, puts the name back
+    for k in range(1, len(steps) + 1):
+        line = error_line(two.sandbox.wrapdock(*connect, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert etcd.dump() == keys and two.sandbox.snapshot() == unconnected, k
+    two.wd("--quiet", *connect)
+    address = two.address("b", NET)
+    assert etcd.dump() == connected_keys | {name_key: json.dumps({"address": address, "host": VTEP[2]},
+                                                                  separators=(",", ":"))}
+    connected = two.sandbox.snapshot()
+    for k in range(1, len(undo) + 1):
+        line = error_line(two.sandbox.wrapdock(*disconnect, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert name_key in etcd.dump(), k
+        try:  # a re-created veth gets its carrier a moment after `up`
+            wait_for(lambda: two.sandbox.snapshot() == connected, seconds=10, what="the links as before")
+        except AssertionError:
+            assert two.sandbox.snapshot() == connected, f"fault at command {k}: {shlex.join(undo[k - 1])}"
+    # by name from the other host, with real packets, once it synced
+    assert "b" not in one.hosts("a")
+    assert "/etc/hosts" in one.wd("network", "sync", NET).stderr
+    assert one.hosts("a")["b"] == address
+    assert one.ping("a", "b")
+    two.wd("network", "sync", NET)  # (host 2 joined before a started: its sync writes a into b's /etc/hosts)
+    assert two.ping("b", "a")
+    two.wd("--quiet", *disconnect)
+    assert name_key not in etcd.dump()
+    one.wd("network", "sync", NET)
+    assert "b" not in one.hosts("a")
+    unresolved = one.inside("a", "ping", "-c1", "-W1", "b")
+    assert unresolved.returncode != 0 and "bad address" in unresolved.stderr, unresolved
+    # nothing left: the containers go, then the hosts leave
+    one.wd("--quiet", "rm", "-f", "a")
+    two.wd("--quiet", "rm", "-f", "b")
+    one.wd("network", "leave", NET)
+    two.wd("network", "leave", NET)
+    assert etcd.dump() == {}
+    for host, start in zip((one, two), starts, strict=True):
+        assert_nothing_left(host.sandbox, start)
+
+
 def picture(box) -> dict:
     """What a leave's rollback must put back: snapshot (links, addresses, routes, rules), the overlay's
     links as create made them (MAC, alias, MTU, master, VXLAN parameters), the flood list, route_localnet.
