@@ -481,27 +481,6 @@ def _local(session: Session, name: str) -> Network:
 
 
 # -- names across hosts -------------------------------------------------------------------------------------
-def _name_value(network: Network, address: str) -> str:
-    assert network.vxlan is not None
-    return cs.encode({"address": address, "host": str(network.vxlan.vtep)})
-
-
-def register_name(network: Network, container: str, address: str) -> Step:
-    """run and network connect: the container's name and address for the other hosts (their next sync
-    writes it into their containers' /etc/hosts); a claim, so one name is one container across the cluster."""
-    assert network.vxlan is not None and network.vxlan.cluster is not None
-    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
-    return store.claim({cs.name_key(network.name, container): _name_value(network, address)},
-                       f"cluster: register the name {container} ({address}) in network {network.name}")
-
-
-def release_name(network: Network, container: str, address: str) -> Step:
-    assert network.vxlan is not None and network.vxlan.cluster is not None
-    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
-    return store.release({cs.name_key(network.name, container): _name_value(network, address)},
-                         f"cluster: release the name {container} in network {network.name}")
-
-
 def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
     prefix = f"{cs.network_prefix(view.name)}names/"
     found = []

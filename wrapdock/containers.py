@@ -246,9 +246,9 @@ def _release_names(session: Session, record: dict[str, Any], network_names: set[
             continue
         network_record = session.state.get("network", endpoint["network"])
         if network_record and network_record.get("vxlan", {}).get("cluster"):
-            from wrapdock import cluster
+            from wrapdock import clusternames
 
-            steps.append(cluster.release_name(Network.from_record(network_record), record["name"],
+            steps.append(clusternames.release_name(Network.from_record(network_record), record["name"],
                                               endpoint["address"]))
     return steps
 
@@ -407,9 +407,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
                              request.tty)
         if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
-            from wrapdock import cluster
+            from wrapdock import clusternames
 
-            plan.steps.insert(0, cluster.register_name(network, config.name, record["endpoints"][0]["address"]))
+            plan.steps.insert(0, clusternames.register_name(network, config.name, record["endpoints"][0]["address"]))
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
                                  skip=config.id)
         if request.detach:
@@ -539,9 +539,9 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
         others = [r for r in all_records(session) if r["id"] != record["id"]]
         steps = endpoint_plans.attach(att, record["netns"], record["name"])
         if network.scope == "cluster":  # its name for the other hosts, claimed first (as run does)
-            from wrapdock import cluster
+            from wrapdock import clusternames
 
-            steps.insert(0, cluster.register_name(network, record["name"], str(address)))
+            steps.insert(0, clusternames.register_name(network, record["name"], str(address)))
         steps += _hosts_step(session, {e["network"] for e in connected["endpoints"]}, [*others, connected],
                              [*others, record])
         completed = session.carry_out(Plan(f"connect container {record['name']} to network {network.name}", steps))
