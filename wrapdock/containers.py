@@ -249,7 +249,7 @@ def _release_names(session: Session, record: dict[str, Any], network_names: set[
             from wrapdock import clusternames
 
             steps.append(clusternames.release_name(Network.from_record(network_record), record["name"],
-                                              endpoint["address"]))
+                                                   endpoint["address"]))
     return steps
 
 
