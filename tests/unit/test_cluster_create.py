@@ -217,3 +217,22 @@ def test_a_release_keeps_the_last_created_key_of_another_network(tmp_path) -> No
                                      "/wrapdock/v1/networks/green/ranges/10.211.12.0-24", "/wrapdock/v1/vnis/43"]
     cluster.leave(two, "green", force=False)
     assert etcd.values() == {}
+
+
+def test_a_join_whose_range_was_taken_meanwhile_claims_another_from_a_fresh_read(tmp_path) -> None:
+    etcd = FakeEtcd()
+    one, _ = host_session(tmp_path, "a", etcd)
+    cluster.create(one, request("blue", "10.210.0.0/16", 42))
+    two, two_host = host_session(tmp_path, "b", etcd)
+    taken = cs.range_key("blue", "10.210.12.0/24")  # the range b derives from its VTEP, taken after b's read
+
+    def someone_else() -> None:
+        etcd.data[taken] = ("198.51.100.99", etcd.revision, etcd.revision)
+        etcd.revision += 1
+
+    etcd.before_txn = someone_else
+    network = cluster.join(two, "blue", None)
+    assert network.vxlan is not None and str(network.vxlan.host_range) == "10.210.0.0/24"  # the first free one
+    assert [argv[-1] for argv in two_host.changes[:2]] == ["txn", "txn"]  # the lost claim, then the new one
+    assert etcd.values()[taken] == "198.51.100.99"
+    assert etcd.values()[cs.range_key("blue", "10.210.0.0/24")] == VTEPS["b"]
