@@ -133,16 +133,25 @@ def cluster_for(session: Session, network: Network | None = None) -> Cluster:
     return given
 
 
-def _read(session: Session, store: EtcdStore, prefix: str, note: str) -> dict[str, str]:
+def _query(session: Session, store: EtcdStore, prefix: str, note: str) -> str:
+    """One `etcdctl get --prefix -w json` (a printed query); its output, or one clear error."""
     result = session.runner.query(store.list_query(prefix), note)
     if not result.ok:
         lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
         raise EnvironmentProblem(f"etcd at {store.cluster.url} could not be read "
                                  f"(etcdctl exit {result.exit_code}: {lines[-1] if lines else 'no error output'}); "
                                  "nothing was changed")
+    return result.stdout
+
+
+def _read(session: Session, store: EtcdStore, prefix: str, note: str) -> dict[str, str]:
+    return _parsed(store, store.parse_list, _query(session, store, prefix, note))
+
+
+def _parsed(store: EtcdStore, parse: Any, text: str) -> Any:
     try:
-        return store.parse_list(result.stdout)
-    except (ValueError, KeyError) as exc:
+        return parse(text)
+    except (ValueError, KeyError, TypeError) as exc:
         raise EnvironmentProblem(f"etcd at {store.cluster.url}: unexpected answer from etcdctl ({exc})") from None
 
 
@@ -156,14 +165,43 @@ def read_view(session: Session, store: EtcdStore, name: str) -> View:
     return View(name, values, holder)
 
 
-def read_definitions(session: Session, store: EtcdStore) -> tuple[dict[str, Definition], dict[int, str]]:
-    """Every cluster network's definition and every VNI claim (for create's checks)."""
-    values = _read(session, store, cs.PREFIX + "/", "read the cluster's networks and VNIs")
+@dataclass(frozen=True)
+class Catalogue:
+    """Every cluster network's definition and VNI claim, read at one revision (one `get --prefix`),
+    and the mod revision of the last-created key then: a create decides on this read, and its claim
+    requires that revision unchanged (another create since fails the claim: read again)."""
+
+    definitions: dict[str, Definition]
+    vnis: dict[int, str]
+    last_created: int  # 0: the key was absent
+
+
+def read_definitions(session: Session, store: EtcdStore) -> Catalogue:
+    """What create checks against: every definition, every VNI claim, the last-created key's revision."""
+    text = _query(session, store, cs.PREFIX + "/", "read the cluster's networks and VNIs")
+    values, revisions = _parsed(store, store.parse_list, text), _parsed(store, cs.parse_revisions, text)
     definitions = {v_name: Definition.from_value(v) for k, v in values.items()
                    if k.startswith(cs.NETWORKS_PREFIX) and k.endswith("/config")
                    for v_name in [k[len(cs.NETWORKS_PREFIX):-len("/config")]]}
     vnis = {int(k[len(cs.VNIS_PREFIX):]): v for k, v in values.items() if k.startswith(cs.VNIS_PREFIX)}
-    return definitions, vnis
+    return Catalogue(definitions, vnis, revisions.get(cs.LAST_CREATED_KEY, 0))
+
+
+def check_definition(definition: Definition, known: Catalogue) -> Definition | None:
+    """The definition already in etcd under this name (then this host joins it), or None (a new
+    network: its VNI is free and its subnet overlaps no other cluster network's); else one clear error."""
+    existing = known.definitions.get(definition.name)
+    if existing is not None and existing != definition:
+        raise UsageError(f"cluster network {definition.name!r} exists with other parameters "
+                         f"({existing.describe()}): join it with `wrapdock network join {definition.name}`")
+    if existing is None:
+        if definition.vni in known.vnis:
+            raise UsageError(f"VNI {definition.vni} is already used by cluster network {known.vnis[definition.vni]!r}")
+        for other in known.definitions.values():
+            if other.subnet.overlaps(definition.subnet):
+                raise UsageError(f"subnet {definition.subnet} overlaps subnet {other.subnet} of cluster "
+                                 f"network {other.name!r}")
+    return existing
 
 
 # -- create and join --------------------------------------------------------------------------------------
@@ -193,19 +231,17 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
 
         host = hostinfo.read(session.runner)
         store = EtcdStore(cluster)
-        definitions, vnis = read_definitions(session, store)
-        existing = definitions.get(request.name)
-        if existing is not None and existing != definition:
-            raise UsageError(f"cluster network {request.name!r} exists with other parameters ({existing.describe()}): "
-                             f"join it with `wrapdock network join {request.name}`")
-        if existing is None:
-            if definition.vni in vnis:
-                raise UsageError(f"VNI {definition.vni} is already used by cluster network {vnis[definition.vni]!r}")
-            for other in definitions.values():
-                if other.subnet.overlaps(definition.subnet):
-                    raise UsageError(f"subnet {definition.subnet} overlaps subnet {other.subnet} of cluster "
-                                     f"network {other.name!r}")
-        return _claiming(session, store, definition, host, request.vtep, new=existing is None)
+        for _attempt in range(CLAIM_ATTEMPTS):  # the checks decided on a read another create outdated: again
+            known = read_definitions(session, store)
+            existing = check_definition(definition, known)
+            fence = None if existing else cs.Fence(cs.LAST_CREATED_KEY, known.last_created, definition.name)
+            try:
+                return _claiming(session, store, definition, host, request.vtep, new=existing is None, fence=fence)
+            except _LostRace:
+                continue
+        raise OperationFailed(f"cluster network {definition.name!r}: other cluster networks were created while this "
+                              f"host checked VNI and subnet ({CLAIM_ATTEMPTS} times); nothing was changed: run the "
+                              "command again")
 
 
 def join(session: Session, name: str, vtep: str | None) -> Network:
@@ -232,22 +268,29 @@ def join(session: Session, name: str, vtep: str | None) -> Network:
 CLAIM_ATTEMPTS = 3
 
 
+class _LostRace(Exception):
+    """A new network's claim answered FAILURE: another create came first (nothing ran); create reads
+    the cluster's networks again and decides again."""
+
+
 def _claiming(session: Session, store: EtcdStore, definition: Definition, host: Any, vtep: str | None, new: bool,
-              view: View | None = None) -> Network:
+              view: View | None = None, fence: cs.Fence | None = None) -> Network:
     """Read, plan, run; a claim that lost a race (another host took the range first: the txn answered
-    FAILURE, nothing else ran) is planned again from a fresh read, up to CLAIM_ATTEMPTS times."""
+    FAILURE, nothing else ran) is planned again from a fresh read, up to CLAIM_ATTEMPTS times; a new
+    network's lost claim goes back to create (its checks decide again)."""
     from wrapdock.runner import CommandFailed
 
     for attempt in range(1, CLAIM_ATTEMPTS + 1):
         view = view or read_view(session, store, definition.name)
         try:
-            return _join(session, store, definition, view, host, vtep, new)
+            return _join(session, store, definition, view, host, vtep, new, fence)
         except CommandFailed as failed:
-            if not failed.result.refused or failed.result.argv[-1] != "txn" or attempt == CLAIM_ATTEMPTS:
+            if not failed.result.refused or failed.result.argv[-1] != "txn":
                 raise
-            if new:  # the definition itself was claimed meanwhile: check it as a create would
-                raise UsageError(f"cluster network {definition.name!r} (or VNI {definition.vni}) was just created by "
-                                 "another host: run the command again to join it") from None
+            if new:
+                raise _LostRace() from None
+            if attempt == CLAIM_ATTEMPTS:
+                raise
             view = None
     raise AssertionError("unreachable")
 
@@ -265,9 +308,8 @@ def free_range(definition: Definition, taken: set[IPv4Network], vtep: IPv4Addres
 
 
 def _join(session: Session, store: EtcdStore, definition: Definition, view: View, host: Any, vtep_option: str | None,
-          new: bool) -> Network:
+          new: bool, fence: cs.Fence | None = None) -> Network:
     from wrapdock import networks
-    from wrapdock.ipam import RecordStore
     from wrapdock.plans import vxlan as vxlan_plans
 
     underlay, vtep = overlayspec.pick_underlay(vtep_option, host.interfaces, host.default_dev)
@@ -293,29 +335,19 @@ def _join(session: Session, store: EtcdStore, definition: Definition, view: View
     netspec.check_against_host(network, host.links, host.prefixes)
     plan = vxlan_plans.create(network, networks.read_tables(session))
     me = HostRecord(vtep, mac, hostname, host_range)
-    claims = {cs.range_key(definition.name, str(host_range)): str(vtep),
-              cs.host_key(definition.name, vtep): me.to_value()}
-    if new:
-        claims = {cs.config_key(definition.name): definition.to_value(), cs.vni_key(definition.vni): definition.name,
-                  **claims}
+    claims = {cs.config_key(definition.name): definition.to_value(),
+              cs.vni_key(definition.vni): definition.name} if new else {}
     if registered is None:  # a host that registered before gets its own registration back: nothing to claim
+        claims.update({cs.range_key(definition.name, str(host_range)): str(vtep),
+                       cs.host_key(definition.name, vtep): me.to_value()})
+    if claims:
         note = (f"cluster: define network {definition.name} and register this host (VTEP {vtep}, range {host_range})"
                 if new else f"cluster: claim range {host_range} and register this host (VTEP {vtep}) in "
                 f"network {definition.name}")
         require = () if new else (cs.config_key(definition.name),)
-        plan.steps.insert(0, store.claim(claims, note, require=require))
+        plan.steps.insert(0, store.claim(claims, note, require=require, fence=fence))
     plan.title = f"{'create' if new else 'join'} cluster {plan.title.removeprefix('create ')}"
-    completed = session.carry_out(plan)
-    if not session.records_state:
-        return network
-    try:
-        session.state.put("network", network.name, network.to_record())
-        session.state.put("ipam", network.name,
-                          RecordStore.new_record(network.name, network.ipam_range, network.gateway))
-    except BaseException:
-        session.runner.rollback(completed)
-        networks._forget(session, network.name)
-        raise
+    networks.carry_out_and_record(session, network, plan)
     return network
 
 
@@ -358,16 +390,20 @@ def leave(session: Session, name: str, force: bool) -> Network:
         if not set(view.hosts) - {network.vxlan.vtep}:
             release.update(view.definition_keys())
         if release:
-            plan.add(store.release(release, _release_note(name, network.vxlan.vtep, release)))
+            plan.add(_release_host(store, name, network.vxlan.vtep, release))
         session.carry_out(plan)
         if session.records_state:
             networks._forget(session, name)
     return network
 
 
-def _release_note(name: str, vtep: IPv4Address | str, keys: dict[str, str]) -> str:
-    last = " and the network's definition (its last host)" if cs.config_key(name) in keys else ""
-    return f"cluster: release {vtep}'s registration, range and names in network {name}{last}"
+def _release_host(store: EtcdStore, name: str, vtep: IPv4Address, keys: dict[str, str]) -> Step:
+    """One txn: a host's keys go; with the last host the definition too, and the last-created key
+    while it names this network (as a create's rollback would: nothing of the network is left)."""
+    last = cs.config_key(name) in keys
+    also = " and the network's definition (its last host)" if last else ""
+    note = f"cluster: release {vtep}'s registration, range and names in network {name}{also}"
+    return store.release(keys, note, fence=cs.Fence(cs.LAST_CREATED_KEY, 0, name) if last else None)
 
 
 def drop_host(session: Session, name: str, host: str, force: bool) -> tuple[Network | None, Plan]:
@@ -395,7 +431,7 @@ def drop_host(session: Session, name: str, host: str, force: bool) -> tuple[Netw
         release = view.owned_by(target.vtep)
         if not set(view.hosts) - {target.vtep}:
             release.update(view.definition_keys())
-        step = store.release(release, _release_note(name, target.vtep, release))
+        step = _release_host(store, name, target.vtep, release)
         if network is None:
             plan = Plan(f"remove host {target.vtep} ({target.hostname}) from cluster network {name}", [step])
             session.carry_out(plan)
@@ -445,27 +481,6 @@ def _local(session: Session, name: str) -> Network:
 
 
 # -- names across hosts -------------------------------------------------------------------------------------
-def _name_value(network: Network, address: str) -> str:
-    assert network.vxlan is not None
-    return cs.encode({"address": address, "host": str(network.vxlan.vtep)})
-
-
-def register_name(network: Network, container: str, address: str) -> Step:
-    """run: the container's name and address for the other hosts (their next sync writes it into their
-    containers' /etc/hosts); a claim, so one name is one container across the cluster."""
-    assert network.vxlan is not None and network.vxlan.cluster is not None
-    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
-    return store.claim({cs.name_key(network.name, container): _name_value(network, address)},
-                       f"cluster: register the name {container} ({address}) in network {network.name}")
-
-
-def release_name(network: Network, container: str, address: str) -> Step:
-    assert network.vxlan is not None and network.vxlan.cluster is not None
-    store = EtcdStore(cs.parse_url(network.vxlan.cluster))
-    return store.release({cs.name_key(network.name, container): _name_value(network, address)},
-                         f"cluster: release the name {container} in network {network.name}")
-
-
 def remote_names(view: View, vtep: IPv4Address) -> tuple[tuple[str, str], ...]:
     prefix = f"{cs.network_prefix(view.name)}names/"
     found = []
@@ -525,10 +540,9 @@ def problems(session: Session, local: list[Network]) -> list[Problem]:
 
 def stale_claims(session: Session, local: list[Network], containers: list[dict[str, Any]],
                  addresses: set[str] | None = None) -> list[tuple[str, Plan]]:
-    """gc: names this host registered in etcd for containers it no longer has (a killed run or rm); with
-    --cluster also the registrations of this host's addresses in cluster networks it has no record of
-    (a killed join, state lost). Each as (task, plan)."""
-    names_here = {r["name"] for r in containers}
+    """gc: names this host registered in etcd for containers it no longer has on that network (a killed
+    run, rm, connect or disconnect); with --cluster also the registrations of this host's addresses in
+    cluster networks it has no record of (a killed join, state lost). Each as (task, plan)."""
     found: list[tuple[str, Plan]] = []
     if session.cluster is not None and addresses:
         found += _orphan_registrations(session, EtcdStore(session.cluster), {n.name for n in local}, addresses)
@@ -537,12 +551,13 @@ def stale_claims(session: Session, local: list[Network], containers: list[dict[s
             continue
         store = EtcdStore(cs.parse_url(network.vxlan.cluster))
         view = read_view(session, store, network.name)
+        names_here = {r["name"] for r in containers if any(e["network"] == network.name for e in r["endpoints"])}
         prefix = f"{cs.network_prefix(network.name)}names/"
         stale = {k: v for k, v in view.owned_by(network.vxlan.vtep).items()
                  if k.startswith(prefix) and k[len(prefix):] not in names_here}
         if stale:
             task = f"release the names {', '.join(k[len(prefix):] for k in sorted(stale))} in cluster network " \
-                   f"{network.name} (no such container on this host)"
+                   f"{network.name} (no such container on it on this host)"
             found.append((task, Plan(task, [store.release(stale, f"cluster: {task}")])))
     return found
 

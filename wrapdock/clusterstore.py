@@ -68,6 +68,9 @@ def vni_key(vni: int) -> str:
 
 NETWORKS_PREFIX = f"{PREFIX}/networks/"
 VNIS_PREFIX = f"{PREFIX}/vnis/"
+# the name of the cluster network defined last: every create writes it, and requires its mod revision
+# unchanged since the read its subnet check decided on (etcdctl compares one key, not a prefix)
+LAST_CREATED_KEY = f"{PREFIX}/last-created"
 
 
 # -- the cluster URL --------------------------------------------------------------------------------------
@@ -134,6 +137,24 @@ def parse_get(text: str) -> dict[str, str]:
             for kv in data.get("kvs", [])}
 
 
+def parse_revisions(text: str) -> dict[str, int]:
+    """`etcdctl get --prefix -w json` -> {key: mod revision} (what a `mod("K") = "R"` compare checks)."""
+    data = json.loads(text or "{}")
+    return {base64.b64decode(kv["key"]).decode(): int(kv["mod_revision"]) for kv in data.get("kvs", [])}
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Optimistic concurrency on one key: a claim decided on a read requires the key's mod revision
+    unchanged since (`revision`; 0: it was absent) and writes `value` to it, so of two claims decided
+    on the same read one fails (FAILURE: read again, decide again). Undone or released, the key is
+    deleted only while it still holds `value` (a later claim's value stays)."""
+
+    key: str
+    revision: int
+    value: str
+
+
 # -- the seam ---------------------------------------------------------------------------------------------
 class Store(Protocol):
     """What the cluster operations need from a store; each method is a command line or a Step."""
@@ -141,8 +162,9 @@ class Store(Protocol):
     def list_query(self, prefix: str) -> tuple[str, ...]: ...
     def parse_list(self, text: str) -> dict[str, str]: ...
     def put(self, key: str, value: str, note: str, previous: str | None) -> Step: ...
-    def claim(self, values: Mapping[str, str], note: str, require: Iterable[str] = ()) -> Step: ...
-    def release(self, values: Mapping[str, str], note: str) -> Step: ...
+    def claim(self, values: Mapping[str, str], note: str, require: Iterable[str] = (),
+              fence: Fence | None = None) -> Step: ...
+    def release(self, values: Mapping[str, str], note: str, fence: Fence | None = None) -> Step: ...
 
 
 @dataclass(frozen=True)
@@ -170,16 +192,37 @@ class EtcdStore:
                 else cmd(*self.cluster.etcdctl("del", key), note=note))
         return cmd(*self.cluster.etcdctl("put", key, value), note=note, undo=undo)
 
-    def claim(self, values: Mapping[str, str], note: str, require: Iterable[str] = ()) -> Step:
-        """Atomic: every key written only if none of them exists (create("K") = "0") and every `require`d
-        key does; FAILURE (exit 0!) is a failed step, whose output shows who holds the keys (the failure
-        branch reads them). Undone by deleting the claimed keys."""
+    def claim(self, values: Mapping[str, str], note: str, require: Iterable[str] = (),
+              fence: Fence | None = None) -> Step:
+        """Atomic: every key written only if none of them exists (create("K") = "0"), every `require`d
+        key does and the `fence` key is unchanged since its read (then it is written too); FAILURE (exit
+        0!) is a failed step, whose output shows who holds the keys (the failure branch reads them).
+        Undone by deleting the claimed keys (and the fence key while it holds the claim's value)."""
         compares = [f'create("{key}") = "0"' for key in values] + [f'version("{key}") > "0"' for key in require]
-        undo = self._txn((), [f"del {key}" for key in values], note)
-        return self._txn(compares, [f"put {key} {txn_word(value)}" for key, value in values.items()], note,
-                         answers="SUCCESS", undo=undo, failure=[f"get {key}" for key in values])
+        puts = [f"put {key} {txn_word(value)}" for key, value in values.items()]
+        reads = [f"get {key}" for key in values]
+        dels = [f"del {key}" for key in values]
+        if fence is None:
+            undo = self._txn((), dels, note)
+        else:
+            compares.append(f'mod("{fence.key}") = "{fence.revision}"')
+            puts.append(f"put {fence.key} {txn_word(fence.value)}")
+            reads.append(f"get {fence.key}")
+            undo = self._txn([_holds(fence)], [*dels, f"del {fence.key}"], note, failure=dels)
+        return self._txn(compares, puts, note, answers="SUCCESS", undo=undo, failure=reads)
 
-    def release(self, values: Mapping[str, str], note: str) -> Step:
-        """Delete keys (their current `values` known); undone by writing them back."""
-        undo = self._txn((), [f"put {key} {txn_word(value)}" for key, value in values.items()], note)
-        return self._txn((), [f"del {key}" for key in values], note, undo=undo)
+    def release(self, values: Mapping[str, str], note: str, fence: Fence | None = None) -> Step:
+        """Delete keys (their current `values` known), and the `fence` key while it holds its value;
+        undone by writing them back (the fence key only if it is absent then)."""
+        dels = [f"del {key}" for key in values]
+        puts = [f"put {key} {txn_word(value)}" for key, value in values.items()]
+        if fence is None:
+            return self._txn((), dels, note, undo=self._txn((), puts, note))
+        undo = self._txn([f'create("{fence.key}") = "0"'], [*puts, f"put {fence.key} {txn_word(fence.value)}"],
+                         note, failure=puts)
+        return self._txn([_holds(fence)], [*dels, f"del {fence.key}"], note, undo=undo, failure=dels)
+
+
+def _holds(fence: Fence) -> str:
+    """The compare "the fence key still holds this value" (etcdctl reads the value Go-quoted)."""
+    return f'value("{fence.key}") = {txn_word(fence.value)}'

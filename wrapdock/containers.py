@@ -237,16 +237,19 @@ def _hosts_step(session: Session, network_names: set[str], after: list[dict[str,
     return [plans.write_files(files_after, note, undo=undo)]
 
 
-def _release_names(session: Session, record: dict[str, Any]) -> list[Step]:
-    """The container's names in the cluster networks it is on (registered by run)."""
+def _release_names(session: Session, record: dict[str, Any], network_names: set[str] | None = None) -> list[Step]:
+    """The container's names in the cluster networks it is on (registered by run and network connect),
+    or in the named ones only (network disconnect)."""
     steps = []
     for endpoint in record["endpoints"]:
+        if network_names is not None and endpoint["network"] not in network_names:
+            continue
         network_record = session.state.get("network", endpoint["network"])
         if network_record and network_record.get("vxlan", {}).get("cluster"):
-            from wrapdock import cluster
+            from wrapdock import clusternames
 
-            steps.append(cluster.release_name(Network.from_record(network_record), record["name"],
-                                              endpoint["address"]))
+            steps.append(clusternames.release_name(Network.from_record(network_record), record["name"],
+                                                   endpoint["address"]))
     return steps
 
 
@@ -404,9 +407,9 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
                              request.tty)
         if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
-            from wrapdock import cluster
+            from wrapdock import clusternames
 
-            plan.steps.insert(0, cluster.register_name(network, config.name, record["endpoints"][0]["address"]))
+            plan.steps.insert(0, clusternames.register_name(network, config.name, record["endpoints"][0]["address"]))
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
                                  skip=config.id)
         if request.detach:
@@ -535,6 +538,10 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
         connected = {**record, "endpoints": [*record["endpoints"], endpoint], "net_mode": "bridge"}
         others = [r for r in all_records(session) if r["id"] != record["id"]]
         steps = endpoint_plans.attach(att, record["netns"], record["name"])
+        if network.scope == "cluster":  # its name for the other hosts, claimed first (as run does)
+            from wrapdock import clusternames
+
+            steps.insert(0, clusternames.register_name(network, record["name"], str(address)))
         steps += _hosts_step(session, {e["network"] for e in connected["endpoints"]}, [*others, connected],
                              [*others, record])
         completed = session.carry_out(Plan(f"connect container {record['name']} to network {network.name}", steps))
@@ -579,6 +586,9 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         others = [r for r in all_records(session) if r["id"] != record["id"]]
         steps += _hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
                              [*others, left], [*others, record])
+        # a cluster network: its name goes from etcd first (undone by putting it back; the detach that
+        # follows has no undo)
+        steps[:0] = _release_names(session, record, {network_name})
         session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}", steps))
         if not session.records_state:
             return record

@@ -55,18 +55,25 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
             network = netspec.place_overlay(network, request, host.interfaces, host.default_dev)
             netspec.check_against_networks(network, all_networks(session))
         netspec.check_against_host(network, host.links, host.prefixes)
-        completed = session.carry_out(driver.create(network, read_tables(session)))
-        if not session.records_state:
-            return network
-        try:
-            session.state.put("network", network.name, network.to_record())
-            session.state.put("ipam", network.name,
-                              RecordStore.new_record(network.name, network.ipam_range, network.gateway))
-        except BaseException:
-            session.runner.rollback(completed)
-            _forget(session, network.name)
-            raise
+        carry_out_and_record(session, network, driver.create(network, read_tables(session)))
     return network
+
+
+def carry_out_and_record(session: Session, network: Network, plan: Plan) -> None:
+    """Carry out a new network's plan, then record the network and its IPAM record (create, and a
+    cluster create or join). State is written only after the plan succeeded; a failure to write it
+    rolls the plan back (an etcd claim included) and drops what was written, so host and state agree."""
+    completed = session.carry_out(plan)
+    if not session.records_state:
+        return
+    try:
+        session.state.put("network", network.name, network.to_record())
+        session.state.put("ipam", network.name,
+                          RecordStore.new_record(network.name, network.ipam_range, network.gateway))
+    except BaseException:
+        session.runner.rollback(completed)
+        _forget(session, network.name)
+        raise
 
 
 def remove(session: Session, names: list[str], force: bool = False) -> list[Network]:

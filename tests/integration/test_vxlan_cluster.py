@@ -8,7 +8,9 @@ and write wrapdock makes is an `etcdctl` command in its trail; the tests read et
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -193,7 +195,7 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     other = two.wd("--quiet", "--cluster", URL, "--print-only", "network", "create", "--driver", "vxlan", "--subnet",
                    "10.230.0.0/16", "--vni", "4545", "--vtep", VTEP[2], "scripted").stdout
     two.sandbox.sh("bash", "-s", input=other)
-    assert sorted(etcd.dump()) == ["/wrapdock/v1/networks/scripted/config",
+    assert sorted(etcd.dump()) == ["/wrapdock/v1/last-created", "/wrapdock/v1/networks/scripted/config",
                                    f"/wrapdock/v1/networks/scripted/hosts/{VTEP[2]}",
                                    "/wrapdock/v1/networks/scripted/ranges/10.230.12.0-24", "/wrapdock/v1/vnis/4545"]
     assert two.sandbox.sh("ip", "link", "show", "dev", "wdvx4545", check=False).returncode == 0
@@ -241,6 +243,77 @@ def test_unreachable_etcd_and_bad_input_change_nothing(lab):
     assert one.wd("network", "sync", NET).stdout.strip() == f"{NET}: in sync, nothing to do"
     one.wd("network", "leave", NET)
     assert etcd.dump() == {} and one.sandbox.snapshot() == start
+
+
+# etcdctl for the race below: its first `txn` waits until the test opens the gate (both hosts have read
+# the cluster's networks by then and decided; their claims then go to etcd at the same moment)
+GATED_ETCDCTL = """#!/bin/sh
+for last; do :; done
+if [ "${last:-}" = txn ] && [ ! -e /run/gate/held ]; then
+  : >/run/gate/held
+  while [ ! -e /run/gate/open ]; do sleep 0.02; done
+fi
+exec /usr/bin/etcdctl "$@"
+"""
+
+
+def test_two_creates_of_overlapping_subnets_at_once_one_wins_the_other_changes_nothing(lab):
+    """The subnet check is inside the claim: both hosts read an empty cluster and decide that their
+    subnets are free; their claims meet in etcd; exactly one succeeds, the other's txn answers FAILURE
+    (the last-created key changed since its read), it reads again, finds the overlap and stops with
+    one line, nothing on its host, nothing of it in etcd. Without the check in the claim both succeed."""
+    etcd, (one, two, _three) = lab
+    hosts = {"blue": (one, VTEP[1], "10.220.0.0/16", "4343"), "green": (two, VTEP[2], "10.220.128.0/17", "4344")}
+    starts = {name: host.sandbox.snapshot() for name, (host, *_rest) in hosts.items()}
+    for host, *_rest in hosts.values():
+        host.sandbox.bash(f"mkdir -p /run/gate && printf %s {shlex.quote(GATED_ETCDCTL)} >/run/gate/etcdctl "
+                          "&& chmod +x /run/gate/etcdctl")
+    gated = {"PATH": f"/run/gate:{os.environ['PATH']}"}
+    procs = {name: host.sandbox.popen_wrapdock("--cluster", URL, "network", "create", "--driver", "vxlan",
+                                               "--subnet", subnet, "--vni", vni, "--vtep", vtep, name, env=gated)
+             for name, (host, vtep, subnet, vni) in hosts.items()}
+    try:
+        for host, *_rest in hosts.values():
+            wait_for(lambda h=host: h.sandbox.sh("test", "-e", "/run/gate/held", check=False).returncode == 0,
+                     what="both creates at their claim")
+        for host, *_rest in hosts.values():
+            host.sandbox.sh("touch", "/run/gate/open")
+        done = {name: subprocess.CompletedProcess(proc.args, 0, *proc.communicate(timeout=120))
+                for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for name, proc in procs.items():
+        done[name].returncode = proc.returncode
+    winners = [name for name, proc in done.items() if proc.returncode == 0]
+    assert len(winners) == 1, {name: (p.returncode, p.stderr[-2000:]) for name, p in done.items()}
+    winner, loser = winners[0], ({"blue", "green"} - set(winners)).pop()
+    line = error_line(done[loser], 2)
+    assert f"overlaps subnet {hosts[winner][2]} of cluster network '{winner}'" in line, line
+    # the loser's claim was refused by etcd (not by a check before it), then it read again
+    assert "it answered FAILURE" not in line and done[loser].stderr.count("read the cluster's networks") == 2
+    loser_host = hosts[loser][0].sandbox
+    assert loser_host.snapshot() == starts[loser] and loser_host.state_records() == []
+    keys = etcd.dump()
+    assert keys["/wrapdock/v1/last-created"] == winner and not [k for k in keys if loser in k], keys
+    assert f"/wrapdock/v1/networks/{winner}/config" in keys
+    # a --print-only script decided on an older read stops at its claim too (set -e), changing nothing
+    script = loser_host.wrapdock("--quiet", "--cluster", URL, "--print-only", "network", "create", "--driver",
+                                 "vxlan", "--subnet", "10.221.0.0/16", "--vni", "4345", "--vtep", hosts[loser][1],
+                                 "red").stdout
+    hosts[winner][0].wd("--cluster", URL, "network", "leave", winner)
+    assert etcd.dump() == {}
+    wd(hosts[winner][0], "network", "create", "--driver", "vxlan", "--subnet", "10.221.0.0/17", "--vni", "4346",
+       "--vtep", hosts[winner][1], "pink")
+    keys = etcd.dump()
+    assert loser_host.sh("bash", "-s", input=script, check=False).returncode != 0
+    assert loser_host.snapshot() == starts[loser] and etcd.dump() == keys
+    hosts[winner][0].wd("network", "leave", "pink")
+    assert etcd.dump() == {}
+    for name, (host, *_rest) in hosts.items():
+        assert_nothing_left(host.sandbox, starts[name])
 
 
 def test_a_fault_at_every_changing_command_leaves_host_state_and_etcd_as_before(lab):
@@ -318,6 +391,71 @@ def test_a_fault_at_every_changing_command_leaves_host_state_and_etcd_as_before(
     one.wd("network", "leave", NET)
     two.wd("network", "leave", NET)
     assert one.sandbox.snapshot() == start and etcd.dump() == {}
+
+
+def test_network_connect_claims_the_name_across_hosts_and_disconnect_releases_it(lab):
+    """connect to a cluster network claims the container's name in etcd (first, one txn; undone by a
+    rollback), disconnect releases it (first too: undone by putting it back); after `network sync` on
+    another host its containers reach the container by name, and after disconnect + sync the name no
+    longer resolves there."""
+    etcd, (one, two, _three) = lab
+    starts = [one.sandbox.snapshot(), two.sandbox.snapshot()]
+    wd(one, *CREATE, "--vtep", VTEP[1], NET)
+    wd(two, "network", "join", NET, "--vtep", VTEP[2])
+    one.run("--name", "a", "--net", NET, *SLEEP)
+    two.run("--name", "b", *SLEEP)  # no network yet
+    wait_carrier(two.sandbox, NET, DEVICE)
+    name_key = f"/wrapdock/v1/networks/{NET}/names/b"
+    connect, disconnect = ("network", "connect", NET, "b"), ("network", "disconnect", NET, "b")
+    keys = etcd.dump()
+    assert name_key not in keys
+    steps = changing_commands(two.wd("--trail", "json", *connect).stderr)
+    assert steps[0][-1] == "txn", steps  # the claim first
+    assert json.loads(etcd.dump()[name_key]) == {"address": two.address("b", NET), "host": VTEP[2]}
+    connected_keys = etcd.dump()
+    undo = changing_commands(two.wd("--trail", "json", *disconnect).stderr)
+    assert undo[0][-1] == "txn", undo  # the release first (the detach after it has no undo)
+    assert etcd.dump() == keys
+    unconnected = two.sandbox.snapshot()  # (after a first connect: b's netns has an id in the host's now)
+    # a fault at any command of connect releases the claim; of disconnect, puts the name back
+    for k in range(1, len(steps) + 1):
+        line = error_line(two.sandbox.wrapdock(*connect, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert etcd.dump() == keys and two.sandbox.snapshot() == unconnected, k
+    two.wd("--quiet", *connect)
+    address = two.address("b", NET)
+    assert etcd.dump() == connected_keys | {name_key: json.dumps({"address": address, "host": VTEP[2]},
+                                                                  separators=(",", ":"))}
+    connected = two.sandbox.snapshot()
+    for k in range(1, len(undo) + 1):
+        line = error_line(two.sandbox.wrapdock(*disconnect, check=False, env={"WRAPDOCK_FAIL_AT": str(k)}), 1)
+        assert f"injected fault at command {k}" in line and "rollback incomplete" not in line, line
+        assert name_key in etcd.dump(), k
+        try:  # a re-created veth gets its carrier a moment after `up`
+            wait_for(lambda: two.sandbox.snapshot() == connected, seconds=10, what="the links as before")
+        except AssertionError:
+            assert two.sandbox.snapshot() == connected, f"fault at command {k}: {shlex.join(undo[k - 1])}"
+    # by name from the other host, with real packets, once it synced
+    assert "b" not in one.hosts("a")
+    assert "/etc/hosts" in one.wd("network", "sync", NET).stderr
+    assert one.hosts("a")["b"] == address
+    assert one.ping("a", "b")
+    two.wd("network", "sync", NET)  # (host 2 joined before a started: its sync writes a into b's /etc/hosts)
+    assert two.ping("b", "a")
+    two.wd("--quiet", *disconnect)
+    assert name_key not in etcd.dump()
+    one.wd("network", "sync", NET)
+    assert "b" not in one.hosts("a")
+    unresolved = one.inside("a", "ping", "-c1", "-W1", "b")
+    assert unresolved.returncode != 0 and "bad address" in unresolved.stderr, unresolved
+    # nothing left: the containers go, then the hosts leave
+    one.wd("--quiet", "rm", "-f", "a")
+    two.wd("--quiet", "rm", "-f", "b")
+    one.wd("network", "leave", NET)
+    two.wd("network", "leave", NET)
+    assert etcd.dump() == {}
+    for host, start in zip((one, two), starts, strict=True):
+        assert_nothing_left(host.sandbox, start)
 
 
 def picture(box) -> dict:

@@ -56,6 +56,7 @@ def test_key_layout() -> None:
     assert cs.range_key("ov", "10.210.11.0/24") == "/wrapdock/v1/networks/ov/ranges/10.210.11.0-24"
     assert cs.name_key("ov", "web") == "/wrapdock/v1/networks/ov/names/web"
     assert cs.vni_key(42) == "/wrapdock/v1/vnis/42"
+    assert cs.LAST_CREATED_KEY == "/wrapdock/v1/last-created"
 
 
 def test_claim_release_put_golden() -> None:
@@ -77,6 +78,8 @@ def test_get_json_is_parsed() -> None:
     text = json.dumps({"header": {"revision": 5}, "kvs": [{"key": b64("/a"), "value": b64('{"x":1}')},
                                                           {"key": b64("/b")}]})
     assert cs.parse_get(text) == {"/a": '{"x":1}', "/b": ""}
+    revisions = json.dumps({"kvs": [{"key": b64("/a"), "mod_revision": 7, "value": b64("x")}]})
+    assert cs.parse_revisions(revisions) == {"/a": 7} and cs.parse_revisions("") == {}
     assert cs.parse_get(json.dumps({"header": {}})) == {}
 
 
