@@ -169,7 +169,7 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> S
     has written its pid and start time, or it has ended.
     """
     script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
-              'while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done')
+              'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done')
     if starting:
         script = ('n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
                   + script)
