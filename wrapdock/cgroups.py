@@ -20,6 +20,8 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuset", "pids")
 
 @dataclass(frozen=True)
 class CgroupLayout:
+    """How this host's cgroups are laid out (v1 or v2, where, which controllers): read once per command."""
+
     version: int  # 1 or 2
     root: Path
     parent: str  # wrapdock's own cgroup, e.g. "wrapdock"

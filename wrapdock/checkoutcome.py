@@ -30,6 +30,8 @@ ERROR_TEXTS = (
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one connectivity probe showed: an answer, silence, or why it could not run."""
+
     got: str  # ok | fail | error
     reason: str  # one line: why (the probe's last line, or what kept it from running)
 

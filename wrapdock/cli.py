@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
 from wrapdock import __version__
+from wrapdock._click import click
 from wrapdock.errors import UsageError as WrapdockUsage
 from wrapdock.errors import WrapdockError
 from wrapdock.plaintable import plain_cells, plain_table

@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-import click
-
+from wrapdock._click import click
 from wrapdock.cli import _emit_script, _session
 from wrapdock.errors import UsageError
 

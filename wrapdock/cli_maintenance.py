@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-import click
-
+from wrapdock._click import click
 from wrapdock.cli import _emit_script, _session, format_option, print_only_option
 from wrapdock.quickimport import load_tabulate
 

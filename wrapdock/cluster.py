@@ -64,6 +64,8 @@ class Definition:
 
 @dataclass(frozen=True)
 class HostRecord:
+    """One joined host as etcd keeps it: its VTEP, the MAC derived from it, its name and address range."""
+
     vtep: IPv4Address
     mac: str
     hostname: str

@@ -9,6 +9,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ContainerPaths:
+    """Where a container's files live under its directory (layer, work dir, mount point, status files)."""
+
     dir: Path
 
     @cached_property

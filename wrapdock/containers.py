@@ -47,6 +47,8 @@ from wrapdock.session import Session
 
 @dataclass
 class RunRequest:
+    """A `run` as the user gave it, before validation turns it into a ContainerConfig."""
+
     args: tuple[str, ...]  # [IMAGE] COMMAND...
     name: str | None = None
     env: tuple[str, ...] = ()

@@ -30,6 +30,8 @@ _CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 @dataclass(frozen=True)
 class Volume:
+    """One `-v SOURCE:TARGET[:ro]`, validated."""
+
     source: str
     target: str
     readonly: bool = False
@@ -41,6 +43,8 @@ class Volume:
 
 @dataclass(frozen=True)
 class ContainerConfig:
+    """A container as planned and recorded: everything a start, exec or inspect needs, validated."""
+
     id: str
     name: str
     image: str

@@ -67,6 +67,8 @@ GC = "wrapdock gc"
 # -- facts: what was read --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Link:
+    """A network link as `ip -j link`/`addr` showed it."""
+
     name: str
     kind: str  # linkinfo.info_kind: "bridge", "veth", ... ("" when the kernel gives none)
     master: str | None = None
@@ -81,6 +83,8 @@ class Link:
 
 @dataclass(frozen=True)
 class Route:
+    """An IPv4 route of the main table, with its text for findings."""
+
     dst: IPv4Network
     dev: str | None
     text: str
@@ -117,6 +121,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Iptables:
+    """The chains, policies and rules `iptables-save` showed."""
+
     chains: frozenset[tuple[str, str]] = frozenset()
     policies: dict[tuple[str, str], str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
@@ -124,6 +130,8 @@ class Iptables:
 
 @dataclass(frozen=True)
 class Mount:
+    """One line of /proc/self/mountinfo that matters to wrapdock."""
+
     source: str
     point: str
     fstype: str
@@ -143,6 +151,8 @@ class Runtime:
 
 @dataclass
 class Facts:
+    """Everything doctor and gc read from the host, so that judging it is pure (and testable without root)."""
+
     # where wrapdock keeps things
     data_dir: Path = Path("/var/lib/wrapdock")
     # the environment
@@ -479,6 +489,8 @@ class Cut:
 
 @dataclass
 class Assessment:
+    """What doctor made of the facts: the problems found, grouped by the repair each needs."""
+
     abandoned: list[dict[str, Any]] = field(default_factory=list)  # phase creating, owner dead
     exit_unrecorded: list[dict[str, Any]] = field(default_factory=list)
     cuts: list[Cut] = field(default_factory=list)

@@ -14,6 +14,8 @@ ERROR, WARNING = "error", "warning"
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem doctor reports: how bad, which check, what it concerns, and the commands that fix it."""
+
     severity: str  # error | warning
     check: str  # a stable id, e.g. "orphan-veth"
     subject: str

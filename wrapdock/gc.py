@@ -76,6 +76,8 @@ class Action:
 
 @dataclass
 class Outcome:
+    """What gc did and what it could not do."""
+
     done: list[str] = field(default_factory=list)  # one line per thing done
     failed: list[str] = field(default_factory=list)  # one line per repair not done: what, and why
 

@@ -17,6 +17,8 @@ ROUTE_QUERY = ("ip", "-j", "-4", "route", "show", "table", "main")
 
 @dataclass(frozen=True)
 class HostNetworking:
+    """The host's links, addresses and default interface: what a new network must not clash with."""
+
     links: tuple[str, ...]
     prefixes: tuple[HostPrefix, ...]
     interfaces: tuple[Interface, ...] = ()  # with their MTU and IPv4 addresses (a vxlan underlay)

@@ -59,6 +59,8 @@ class Blob:
 
 @dataclass
 class SourceImage:
+    """One image of an archive or layout as read: its names, config and layer blobs."""
+
     refs: list[str]  # as the archive names them; none: the image needs --name
     config: dict[str, Any]
     config_digest: str

@@ -16,6 +16,8 @@ from wrapdock.imagefs import ImageTree
 
 @dataclass(frozen=True)
 class User:
+    """A numeric user and group, resolved from the image's `User` or `-u`."""
+
     uid: int
     gid: int
 

@@ -207,6 +207,8 @@ def down(session: Session, lab: dict[str, Any]) -> list[tuple[str, str]]:
 # -- checks ---------------------------------------------------------------------------------------
 @dataclass
 class CheckResult:
+    """One lab check: what was expected and what the probe got."""
+
     name: str
     source: str
     target: str

@@ -53,6 +53,8 @@ PID_PLACEHOLDER = re.compile(r"@pid:([^@\s]+)@")
 # -- the lab file ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LabHost:
+    """A host of a multi-host lab: its name, position and underlay address."""
+
     name: str
     index: int  # 1-based, in file order: the names of its links in the lab namespace
     address: IPv4Address  # on the underlay: its VTEP

@@ -62,6 +62,8 @@ class LayerIndex:
 
 @dataclass
 class CheckedLayer:
+    """A layer whose every member passed the checks, with the digests that name it."""
+
     diff_id: str  # sha256:HEX of the uncompressed stream
     size: int  # bytes of the uncompressed stream
     compression: str  # "", "gzip" or "zstd" (sniffed, never trusted from a media type)

@@ -24,6 +24,8 @@ _SPECIAL = [IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16
 
 @dataclass(frozen=True)
 class NetworkRequest:
+    """A `network create` as the user gave it, before validation."""
+
     name: str
     subnet: str
     driver: str = "bridge"

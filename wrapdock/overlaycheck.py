@@ -73,6 +73,8 @@ def parse_vxlan_info(entry: dict[str, Any]) -> VxlanInfo | None:
 
 @dataclass(frozen=True)
 class Probe:
+    """Whether a joined host's VTEP answered (or why the probe could not run)."""
+
     peer: str
     answered: bool
     error: str | None = None  # the probe could not run (why): neither an answer nor silence
@@ -80,6 +82,8 @@ class Probe:
 
 @dataclass
 class OverlayFacts:
+    """What doctor read of the overlays on this host: FDB entries, bridge MACs, MTUs, probes."""
+
     fdb: dict[str, list[FdbEntry]] = field(default_factory=dict)  # network -> its device's entries
     bridge_macs: dict[str, frozenset[str]] = field(default_factory=dict)  # network -> the bridge's on the port
     fdb_errors: dict[str, str] = field(default_factory=dict)  # network -> why the FDB could not be read

@@ -38,6 +38,8 @@ def _read(path: Path | str) -> str | None:
 
 @dataclass(frozen=True)
 class Status:
+    """A container's state as read from its status files and /proc."""
+
     state: str  # created | running | exited | oom-killed
     pid: int | None
     exit_code: int | None

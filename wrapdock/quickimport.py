@@ -1,4 +1,4 @@
-"""Import `sh` and `tabulate` without the time they spend on things wrapdock does not use.
+"""Import `sh`, `tabulate` and `click` without the time they spend on things wrapdock does not use.
 
 At import, `sh` imports asyncio (for its async iteration, which wrapdock never uses) and both read
 their own version from the installed packages' metadata (importlib.metadata: ~40 ms, more than a
@@ -76,6 +76,7 @@ def _import_with_stand_ins(name: str, stand_ins: dict[str, types.ModuleType]) ->
     if name in sys.modules:
         return sys.modules[name]
     installed = {module: stand_in for module, stand_in in stand_ins.items() if sys.modules.get(module) is None}
+    already = set(sys.modules)
     sys.modules.update(installed)
     failure: Exception | None = None
     try:
@@ -97,15 +98,21 @@ def _import_with_stand_ins(name: str, stand_ins: dict[str, types.ModuleType]) ->
         _broken.append(f"{_release(name)} uses {module}.{_first_uses.get(module, '?')} while importing: "
                        f"the real {module} is loaded on every import, deferring it saves nothing")
     for module, stand_in in installed.items():
-        if module not in loaded_anyway and not _binds(imported, stand_in):
+        if module not in loaded_anyway and not _binds(imported, stand_in, set(sys.modules) - already):
             _broken.append(f"{_release(name)} no longer imports {module}: quickimport's stand-in for it is unused")
     return imported
 
 
-def _binds(imported: types.ModuleType, stand_in: types.ModuleType) -> bool:
-    """Whether the package kept the stand-in, or one of its ready names (`from asyncio import Queue`)."""
+def _binds(imported: types.ModuleType, stand_in: types.ModuleType, new_modules: set[str]) -> bool:
+    """Whether the package, or a module it imported (click's uuid binds platform), kept the stand-in or
+    one of its ready names (`from asyncio import Queue`)."""
     ready = [stand_in, *(value for key, value in vars(stand_in).items() if not key.startswith("__"))]
-    return any(value is item for value in _globals(imported).values() for item in ready)
+    names = _globals(imported)
+    for name in new_modules:
+        module = sys.modules.get(name)
+        if isinstance(module, types.ModuleType) and module is not stand_in:
+            names.update(vars(module))
+    return any(value is item for value in names.values() for item in ready)
 
 
 def _globals(imported: types.ModuleType) -> dict[str, Any]:
@@ -135,11 +142,51 @@ def _metadata_stand_in() -> types.ModuleType:
 _SH_RARELY_USED = ("pty", "tty", "termios", "struct", "pwd", "getpass", "traceback", "inspect")
 
 
+def _system() -> str:
+    """platform.system() on a POSIX system: the kernel's name, as os.uname() gives it."""
+    import os
+
+    return os.uname().sysname
+
+
 def load_sh() -> types.ModuleType:
     return _import_with_stand_ins("sh", {
         "asyncio": _LazyModule("asyncio", Queue=_LazyAsyncioQueue, get_running_loop=_running_loop),
         "importlib.metadata": _metadata_stand_in(),
+        "platform": _LazyModule("platform", system=_system),  # asked once, at import (~1.5 ms)
         **{name: _LazyModule(name) for name in _SH_RARELY_USED}})
+
+
+def _cleandoc(doc: str) -> str:
+    """inspect.cleandoc: for one line, what it does to one (tabs expanded, the left stripped); the real
+    one for more."""
+    if "\n" not in doc:
+        return doc.expandtabs().lstrip()
+    return _real_module("inspect").cleandoc(doc)
+
+
+def _isfunction(value: object) -> bool:
+    """inspect.isfunction, as the standard library defines it."""
+    return isinstance(value, types.FunctionType)
+
+
+def _real_module(name: str) -> types.ModuleType:
+    module = sys.modules.get(name)
+    if module is None or isinstance(module, _LazyModule):
+        sys.modules.pop(name, None)
+        module = importlib.import_module(name)
+    return module
+
+
+def load_click() -> types.ModuleType:
+    """click, and dataclasses before it, without `inspect` (~5 ms, with ast, dis and tokenize) and
+    `platform` (~1.5 ms): while wrapdock's commands are defined click calls only inspect.cleandoc (on
+    each option's one-line help) and inspect.isfunction; dataclasses calls inspect.signature only for a
+    class without a docstring (every wrapdock dataclass has one); click's uuid asks platform.system()
+    once. Anything else of inspect or platform loads the real module."""
+    inspect = {"inspect": _LazyModule("inspect", cleandoc=_cleandoc, isfunction=_isfunction)}
+    _import_with_stand_ins("dataclasses", inspect)
+    return _import_with_stand_ins("click", {**inspect, "platform": _LazyModule("platform", system=_system)})
 
 
 def load_tabulate() -> Any:

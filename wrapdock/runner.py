@@ -136,15 +136,17 @@ class Trail:
 
 
 AuditSink = Callable[[dict], None]
-AUDIT_STDIN_BYTES = 4096
+AUDIT_STDIN_BYTES = 4096  # the head kept of a longer input
+AUDIT_STDIN_FULL_BYTES = 16384  # an input up to this size is kept whole (a start's own script: ~8 KiB)
 
 
 def audited_stdin(stdin: Sequence[str]) -> dict:
-    """What audit.log keeps of a command's input: all of it up to AUDIT_STDIN_BYTES; beyond that its
-    first lines up to that size, the number of lines and the SHA-256 of the whole input (as fed to
-    the command). The /etc/hosts rewrite of a start lists every container of the network: logged in
-    full, the log would grow with the square of the containers (94 MiB at 1000)."""
-    if sum(len(line) + 1 for line in stdin) <= AUDIT_STDIN_BYTES:  # characters: ~bytes, cheaper
+    """What audit.log keeps of a command's input: all of it up to AUDIT_STDIN_FULL_BYTES; beyond that
+    its first lines up to AUDIT_STDIN_BYTES, the number of lines and the SHA-256 of the whole input (as
+    fed to the command). The /etc/hosts rewrite of a start lists every container of the network: logged
+    in full, the log would grow with the square of the containers (94 MiB at 1000). (A start's own
+    script is kept whole: hashing it would load OpenSSL's hashlib, ~3 ms, into every run.)"""
+    if sum(len(line) + 1 for line in stdin) <= AUDIT_STDIN_FULL_BYTES:  # characters: ~bytes, cheaper
         return {"stdin": list(stdin)}
     import hashlib
 

@@ -271,6 +271,8 @@ def made_by(steps: list[Step]) -> dict[str, set[str]]:
                 elif words[:3] == ["link", "add", "name"]:
                     made["veths"].add(words[3])
         elif step.argv == ("sh", "-s"):
+            # a namespace made inside the script (a container without a network)
+            made["netns"].update(line.split()[3] for line in step.stdin if line.startswith("ip netns add "))
             for words in (shlex.split(line) for line in script_commands(step) if line.startswith("mkdir ")):
                 assert words[:2] == ["mkdir", "-p"]
                 made["dirs"].update(words[2:])
@@ -451,17 +453,18 @@ def test_prepare_writes_the_directory_files_init_and_cgroups_in_one_step() -> No
         mkdirs=(PATHS.upper, PATHS.work, PATHS.rootfs),
         undo=cmd("rm", "-rf", "--one-file-system", str(PATHS.dir), note="files"))
     (cgroups,) = cgroup_plans.create(runtime("v1", "db.1").cgroups, ID, CONFIGS["limits"].limits)
+    # without a network, the namespace in the same script: one process wrapdock starts for all of it
     assert first.argv == ("sh", "-s") and first.partial
-    assert first.stdin == ("set -e", *files.stdin[1:], *cgroups.stdin[1:])
-    assert first.note.endswith("; cgroup v1: the container's cgroups and limits")
-    # undone in reverse: the cgroups (each rmdir guarded), then the directory
+    assert first.stdin == ("set -e", *files.stdin[1:], *cgroups.stdin[1:], "ip netns add db.1",
+                           "ip -n db.1 link set dev lo up")
+    assert "; cgroup v1: the container's cgroups and limits; network namespace db.1 " in first.note
+    # undone in reverse, each line guarded (it may have stopped half-way): the namespace, the cgroups,
+    # then the directory
     assert first.undo is not None and first.undo.argv == ("sh", "-s")
     assert cgroups.undo is not None
-    assert first.undo.stdin == ("set -e", *cgroups.undo.stdin[1:], f"rm -rf --one-file-system {PATHS.dir}")
-    assert [s.argv for s in steps[1:3]] == [("ip", "netns", "add", "db.1"),
-                                            ("ip", "-n", "db.1", "link", "set", "dev", "lo", "up")]
-    assert steps[1].undo is not None and steps[1].undo.argv == ("ip", "netns", "del", "db.1")
-    assert len(steps) == 3
+    assert first.undo.stdin == ("set -e", "[ ! -e /run/netns/db.1 ] || ip netns del db.1", *cgroups.undo.stdin[1:],
+                                f"rm -rf --one-file-system {PATHS.dir}")
+    assert len(steps) == 1
     # no /etc files (privileged case): the directory and init.sh only
     bare = plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, []).steps[0]
     assert [c for c in script_commands(bare) if c.startswith("printf")] == [

@@ -82,7 +82,8 @@ print(version("click") != "unknown")
 def test_the_tested_releases_hold_every_assumption_of_quickimport() -> None:
     probe = """
 import json
-from wrapdock.quickimport import broken_assumptions, load_sh, load_tabulate
+from wrapdock.quickimport import broken_assumptions, load_click, load_sh, load_tabulate
+load_click()
 load_sh()
 load_tabulate()
 print(json.dumps(broken_assumptions()))
@@ -91,6 +92,33 @@ print(json.dumps(broken_assumptions()))
     assert done.returncode == 0, done.stderr
     broken = json.loads(done.stdout)
     assert broken == [], "wrapdock/quickimport.py no longer fits the installed releases:\n" + "\n".join(broken)
+
+
+def test_the_cli_imports_without_inspect_and_its_stand_in_cleans_docs_as_inspect_does() -> None:
+    probe = """
+import json, sys
+import wrapdock.cli
+import wrapdock.containers
+loaded = "inspect" in sys.modules
+helps = []
+def walk(command):
+    helps.extend(p.help for p in command.params if getattr(p, "help", None))
+    for sub in getattr(command, "commands", {}).values():
+        walk(sub)
+walk(wrapdock.cli.cli)
+print(json.dumps([loaded, len(helps), helps]))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded, count, texts = json.loads(done.stdout)
+    assert loaded is False
+    assert count > 50  # every option's help of every command was seen
+    import inspect
+
+    from wrapdock.quickimport import _cleandoc
+
+    for text in [*texts, "", "  ", " \ta b ", "x\t", "two\n  lines\n"]:
+        assert _cleandoc(text) == inspect.cleandoc(text), text
 
 
 # A new release of sh, as it could be: each breaks one assumption of quickimport (the message names

@@ -372,3 +372,7 @@ def test_audit_keeps_a_long_input_as_its_head_count_and_digest() -> None:
     text = ("\n".join(long) + "\n").encode()
     assert long_entry["stdin_lines"] == 1000 and long_entry["stdin_bytes"] == len(text)
     assert long_entry["stdin_sha256"] == hashlib.sha256(text).hexdigest()
+    medium = [f"line {i} " + "x" * 60 for i in range(120)]  # ~8 KiB, as a start's own script: kept whole
+    audit.clear()
+    runner.apply(Plan("p", [cmd("feed", note="medium", stdin=medium)]))
+    assert audit[0]["stdin"] == medium and "stdin_sha256" not in audit[0]

@@ -17,6 +17,8 @@ def _q(word: object) -> str:
 
 @dataclass(frozen=True)
 class Limits:
+    """A container's resource limits (-m, --cpus, ...) in the units the cgroup files take."""
+
     memory: int | None = None  # bytes
     cpus: float | None = None
     cpu_shares: int | None = None

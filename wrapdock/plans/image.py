@@ -5,9 +5,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from wrapdock.layercheck import LayerIndex
 from wrapdock.plan import Plan, Step, cmd
+
+if TYPE_CHECKING:  # the checks (tarfile, hashlib) load only where layers are unpacked, not on every run
+    from wrapdock.layercheck import LayerIndex
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh", "nobody:x:65534:65534:nobody:/nonexistent:/bin/false")
 GROUP = ("root:x:0:", "nogroup:x:65534:")

@@ -130,6 +130,8 @@ def remove(network: Network, last: bool, tables: ipt.Tables | None) -> Plan:
 # -- sync: the kernel's FDB against the desired peers -------------------------------------------------
 @dataclass(frozen=True)
 class FdbEntry:
+    """One FDB entry of a VXLAN device as `bridge -j fdb show` lists it."""
+
     mac: str
     dst: str
     permanent: bool
