@@ -408,12 +408,16 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
         plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
                              request.tty)
+        neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
+                                 skip=config.id)
         if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
             from wrapdock import clusternames
 
-            plan.steps.insert(0, clusternames.register_name(network, config.name, record["endpoints"][0]["address"]))
-        neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
-                                 skip=config.id)
+            claim = clusternames.register_name(network, config.name, record["endpoints"][0]["address"])
+            if request.detach:  # while the init builds the root (~20-40 ms): the claim costs the start no time;
+                neighbours = [claim, *neighbours]  # refused, it is undone like any failing step (the kill first)
+            else:
+                plan.steps.insert(0, claim)
         if request.detach:
             plan.extend(plans.start_detached(config, paths, runtime, request.tty, meanwhile=neighbours))
         else:

@@ -805,7 +805,7 @@ def host_view(host: LabHost):
                                                               "prefixlen": INTERNET.prefixlen}]}]
     routes = [{"dst": "default", "gateway": str(OUTSIDE_ADDRESS), "dev": "uplink"},
               {"dst": str(UNDERLAY), "dev": "eth0"}, {"dst": str(INTERNET), "dev": "uplink"}]
-    answers = {tuple(hostinfo.ADDR_QUERY): json.dumps(links), tuple(hostinfo.ROUTE_QUERY): json.dumps(routes)}
+    answers = {tuple(hostinfo.HOST_QUERY): json.dumps(links) + "\n" + json.dumps(routes)}
 
     def execute(argv: Sequence[str], stdin: str | None) -> Result:
         answer = answers.get(tuple(argv))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from wrapdock.errors import EnvironmentProblem, OperationFailed
-from wrapdock.plan import Plan, Step
+from wrapdock.plan import Plan, Step, cmd
 from wrapdock.shell import brief, quote, step_text
 
 
@@ -205,11 +205,11 @@ class Runner:
                 "duration_ms": round(result.seconds * 1000, 3),
             })
 
-    def query(self, argv: Sequence[str], note: str) -> Result:
-        """Read the host (never changes it); shown in the trail like any command."""
+    def query(self, argv: Sequence[str], note: str, stdin: Sequence[str] = ()) -> Result:
+        """Read the host (never changes it); shown in the trail like any command (a batch with its input)."""
         self.trail.heading(note)
-        self.trail.command(quote(argv))
-        return self._run(argv, (), "query", note)
+        self.trail.command(step_text(cmd(*argv, note=note, stdin=stdin)) if stdin else quote(argv))
+        return self._run(argv, stdin, "query", note)
 
     # -- steps and plans -----------------------------------------------------------------------
     def _step(self, step: Step, phase: str) -> tuple[Result | None, bool]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.unit.test_plans_network import check_golden, plan_text
-from wrapdock import cluster, netspec
+from wrapdock import cluster, hostinfo, netspec
 from wrapdock import clusterstore as cs
 from wrapdock.errors import OperationFailed, UsageError
 from wrapdock.runner import Result, Runner, Trail
@@ -95,11 +95,10 @@ class FakeClusterHost:
     def __call__(self, argv: Sequence[str], stdin: str | None) -> Result:
         argv = tuple(argv)
         out = ""
-        if argv[:3] == ("ip", "-j", "addr"):
+        if argv == hostinfo.HOST_QUERY:  # the links and addresses, then the routes
             out = json.dumps([{"ifname": "eth0", "mtu": 1500, "addr_info": [
-                {"family": "inet", "local": self.vtep, "prefixlen": 24}]}])
-        elif argv[:2] == ("ip", "-j"):
-            out = json.dumps([{"dst": "default", "dev": "eth0"}, {"dst": "198.51.100.0/24", "dev": "eth0"}])
+                {"family": "inet", "local": self.vtep, "prefixlen": 24}]}]) + "\n" + json.dumps(
+                [{"dst": "default", "dev": "eth0"}, {"dst": "198.51.100.0/24", "dev": "eth0"}])
         elif "etcdctl" in argv and "get" in argv:
             out = self.etcd.get(argv[argv.index("--prefix") + 1])
         elif "etcdctl" in argv and argv[-1] == "txn":

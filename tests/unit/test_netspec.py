@@ -289,16 +289,23 @@ def test_host_sample_refuses_overlapping_networks() -> None:
     netspec.check_against_host(net("n", "10.50.0.0/24"), links, prefixes)
 
 
-def test_read_runs_two_queries_through_the_runner() -> None:
-    host = FakeHost(outputs={hostinfo.ADDR_QUERY: IP_ADDR_JSON, hostinfo.ROUTE_QUERY: IP_ROUTE_JSON})
+def test_read_runs_one_batch_query_through_the_runner() -> None:
+    host = FakeHost(outputs={hostinfo.HOST_QUERY: IP_ADDR_JSON + "\n" + IP_ROUTE_JSON})
     info = hostinfo.read(Runner(Trail("quiet"), execute=host))
-    assert host.argvs == [hostinfo.ADDR_QUERY, hostinfo.ROUTE_QUERY]
+    assert host.argvs == [hostinfo.HOST_QUERY]
     assert "eth0" in info.links
     assert IPv4Network("10.8.0.0/16") in {p.network for p in info.prefixes}
     assert IPv4Network("172.17.0.0/16") in {p.network for p in info.prefixes}
 
 
+def test_read_of_output_that_is_not_two_json_documents_is_an_environment_problem() -> None:
+    for output in (IP_ADDR_JSON, IP_ADDR_JSON + "\nnot json"):
+        host = FakeHost(outputs={hostinfo.HOST_QUERY: output})
+        with pytest.raises(EnvironmentProblem, match="not its JSON"):
+            hostinfo.read(Runner(Trail("quiet"), execute=host))
+
+
 def test_read_failure_is_an_environment_problem() -> None:
-    host = FakeHost(failing={hostinfo.ROUTE_QUERY: "Error: ipv4: FIB table does not exist."})
+    host = FakeHost(failing={hostinfo.HOST_QUERY: "Error: ipv4: FIB table does not exist."})
     with pytest.raises(EnvironmentProblem, match="FIB table does not exist"):
         hostinfo.read(Runner(Trail("quiet"), execute=host))

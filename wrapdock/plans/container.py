@@ -258,8 +258,8 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     shim = 'log=$1 exitfile=$2; shift 2; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"'
     start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
                 *start_chain(config, paths, runtime, tty), note=note, undo=kill_and_wait(paths, note, starting=True))
-    wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 1000 ]; then '
-            'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.01; n=$((n+1)); done')
+    wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 2000 ]; then '
+            'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.005; n=$((n+1)); done')
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
                 note=f"wait until {config.name}'s init has handed over to the workload")
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
