@@ -30,7 +30,7 @@ from wrapdock import (
 from wrapdock.containerspec import ContainerConfig, Volume
 
 # reading containers lives in containerviews (ps imports it without all of this module)
-from wrapdock.containerviews import all_records, current_status, find, paths_of
+from wrapdock.containerviews import all_records, current_status, find, find_in, paths_of
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.model import Network
@@ -499,23 +499,25 @@ def stop(session: Session, refs: list[str], timeout: int) -> list[dict[str, Any]
 
 def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any]]:
     session.require_root()
-    records = [find(session, ref) for ref in dict.fromkeys(refs)]
-    running = {r["id"]: live_pid(paths_of(session, r["id"])) is not None for r in records}
-    for record in records:
-        if running[record["id"]] and not force:
-            raise UsageError(f"container {record['name']} is running: stop it first or use rm -f")
-    for record in records:
-        config = config_of(record)
-        network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
-            "ports"] else []
-        # a script cannot know whether the container will be running: it gets the (guarded) kill step
-        with session.lock():  # one state from the plan to the record, as for run
-            others = [r for r in all_records(session) if r["id"] != record["id"]]
+    with session.lock():  # one read of the records for the references and the neighbours, one state to the end
+        current = all_records(session)
+        records = list({r["id"]: r for r in (find_in(current, ref) for ref in refs)}.values())
+        running = {r["id"]: live_pid(paths_of(session, r["id"])) is not None for r in records}
+        for record in records:
+            if running[record["id"]] and not force:
+                raise UsageError(f"container {record['name']} is running: stop it first or use rm -f")
+        for record in records:
+            config = config_of(record)
+            network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
+                "ports"] else []
+            current = [r for r in current if r["id"] != record["id"]]
+            # the neighbours' /etc/hosts are rewritten inside the cleanup script, while the kernel takes
+            # the veths down: no process of their own, and no time of their own at 200 neighbours
+            hosts = _hosts_step(session, {e["network"] for e in record["endpoints"]}, current, [*current, record])
+            # a script cannot know whether the container will be running: it gets the (guarded) kill step
             plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
                                 running[record["id"]] or (force and session.print_only),
-                                network_steps, [e["host_ifname"] for e in record["endpoints"]])
-            plan.extend(_hosts_step(session, {e["network"] for e in record["endpoints"]}, others,
-                                    [*others, record]))
+                                network_steps, [e["host_ifname"] for e in record["endpoints"]], meanwhile=hosts)
             plan.extend(_release_names(session, record))
             session.carry_out(plan)
             if session.records_state:

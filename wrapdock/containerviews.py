@@ -30,7 +30,11 @@ def all_records(session: Session) -> list[dict[str, Any]]:
 
 def find(session: Session, ref: str) -> dict[str, Any]:
     """A container by name, full id or unique id prefix (as Docker resolves them)."""
-    records = all_records(session)
+    return find_in(all_records(session), ref)
+
+
+def find_in(records: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """find() among records already read (an operation that needs them all reads them once)."""
     for record in records:
         if ref in (record["name"], record["id"]):
             return record

@@ -83,7 +83,7 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
     )
 
 
-def _script_lines(step: Step) -> list[str]:
+def script_lines(step: Step) -> list[str]:
     """A step as lines of a `set -e` shell script (an `sh -s` step's own lines, a batch as a here-document,
     else its argv)."""
     if step.argv == ("sh", "-s"):
@@ -100,13 +100,13 @@ def _script_lines(step: Step) -> list[str]:
 def inline(steps: list[Step], note: str) -> Step:
     """Several steps as one `set -e` script (`sh -s`), in order: an undo that redoes what other steps did,
     with their very lines."""
-    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in _script_lines(s))])
+    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in script_lines(s))])
 
 
 def one_script(steps: list[Step], note: str) -> Step:
     """Several `sh -s` steps as one `sh -s` (one process, not one each), undone by their undos
     in reverse order, also as one script. It may stop half-way, so it is `partial`."""
     undos = [step.undo for step in reversed(steps) if step.undo is not None]
-    undo = cmd("sh", "-s", note=note, stdin=["set -e", *(line for u in undos for line in _script_lines(u))])
-    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in _script_lines(s))],
+    undo = cmd("sh", "-s", note=note, stdin=["set -e", *(line for u in undos for line in script_lines(u))])
+    return cmd("sh", "-s", note=note, stdin=["set -e", *(line for s in steps for line in script_lines(s))],
                undo=undo if undos else None, partial=True)

@@ -32,7 +32,7 @@ from wrapdock import resources
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerpaths import ContainerPaths as ContainerPaths  # where a container's files are
 from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
-from wrapdock.plan import Plan, Step, cmd, one_script
+from wrapdock.plan import Plan, Step, cmd, inline, one_script, script_lines
 from wrapdock.plans import cgroups as cgroup_plans
 
 # what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
@@ -297,7 +297,7 @@ def stop(name: str, pid: int, paths: ContainerPaths, timeout: int) -> Plan:
 
 
 def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, running: bool,
-           network_steps: list[Step], host_ifnames: list[str]) -> Plan:
+           network_steps: list[Step], host_ifnames: list[str], meanwhile: Sequence[Step] = ()) -> Plan:
     """kill (rm -f), withdraw the ports, then one guarded `sh -s` for the namespace, the cgroups, the
     directory and the veths: what is gone already is skipped, so a second rm finishes a failed one.
 
@@ -305,7 +305,9 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     which takes the host's end along. The kernel does that in the background, within ~10 ms, while
     the cgroups and the directory go; `ip link del` does the same in the foreground in ~25 ms. The
     script waits for each host end to vanish (at most 1 s: a process left in the namespace keeps
-    it) and deletes what is still there.
+    it) and deletes what is still there. `meanwhile` (`sh -s` steps: the neighbours' /etc/hosts) runs
+    in that script right after the namespace goes, in the time the kernel needs; their undos are the
+    script's undo.
     """
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
@@ -314,14 +316,18 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     lines = ["set -e"]
     if runtime.netns:
         lines.append(f"[ ! -e {_q(f'/run/netns/{runtime.netns}')} ] || ip netns del {_q(runtime.netns)}")
+    lines += [line for step in meanwhile for line in script_lines(step)]
     lines += [f"[ ! -d {_q(d)} ] || rmdir {_q(d)}" for d in runtime.cgroups.dirs(config.id).values()]
     lines.append(f"[ ! -d {_q(paths.dir)} ] || rm -rf --one-file-system {_q(paths.dir)}")
     for name in host_ifnames:
         if runtime.netns:
             lines.append(f"n=0; while [ -e /sys/class/net/{name} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done")
         lines.append(f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}")
-    plan.add(cmd("sh", "-s", note=f"{config.name}'s interfaces, network namespace, cgroups and directory",
-                 stdin=lines))
+    note = "; ".join([f"{config.name}'s interfaces, network namespace, cgroups and directory",
+                      *(step.note for step in meanwhile)])
+    undos = [step.undo for step in reversed(meanwhile) if step.undo is not None]
+    undo = inline(undos, note) if undos else None
+    plan.add(cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None))
     return plan
 
 
