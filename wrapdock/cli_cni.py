@@ -49,6 +49,22 @@ def cni_print(command: str) -> None:
     _emit_script(session)
 
 
+@cni_group.command("serve")
+def cni_serve() -> None:
+    """Answer wrapdock-cni's calls from one resident process (faster: no Python start-up per call).
+
+    Listens on STATE_DIR/cni/server.sock (root only) until SIGTERM or Ctrl-C. While it runs, the
+    plugin hands each ADD, DEL, CHECK, GC and STATUS to it; a forked child carries the call out exactly
+    as the plugin would (same plans, same runner, same trail file). Without a server, or for a caller
+    in other namespaces, the plugin does the call itself. For systemd: templates/cni/.
+    """
+    from wrapdock import cni, cniserver
+
+    session = _session()
+    session.require_root()
+    cniserver.serve(session.state_dir / cni.SERVER_SOCKET, lambda line: click.echo(line, err=True))
+
+
 def conflist(network: str, version: str, state_dir: Path) -> dict:
     """The network configuration list that names a wrapdock network (podman reads only *.conflist)."""
     return {"cniVersion": version, "name": network, "plugins": [{

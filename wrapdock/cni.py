@@ -248,7 +248,7 @@ def parse(env: dict[str, str], stdin: str) -> Call:
 
 # -- the executable ---------------------------------------------------------------------------------
 def _emit(answer: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.write(_text(answer))
     sys.stdout.flush()
 
 
@@ -272,26 +272,99 @@ def main() -> int:
             return 1
         _emit(version_result(call.version))
         return 0
+    code, text = answer(env, sys.stdin.read(), offer=env.get(SERVER_SWITCH_VARIABLE, "on") != "off")
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return code
+
+
+def answer(env: dict[str, str], stdin: str, offer: bool = False) -> tuple[int, str]:
+    """One call: the exit code and what goes to stdout. `offer`: to `wrapdock cni serve` first, if one
+    listens (wrapdock.cniserver); else, or when it declines, carried out here."""
     version = SUPPORTED[-1]
     try:
-        stdin = sys.stdin.read()
         version = _caller_version(stdin)
         call = parse(env, stdin)
+        if call.command == "VERSION":
+            return 0, _text(version_result(call.version))
+        served = _offer(call, env, stdin) if offer else None
+        if served is not None:
+            return served
         from wrapdock.quickimport import deferring
 
         with deferring("inspect"):  # dataclasses' (and sh's) inspect: loaded only if used
             from wrapdock import cniattach  # everything that acts: only now
 
-        answer = cniattach.serve(call)
+        result = cniattach.serve(call)
     except CniError as error:
-        _emit(error_result(version, error))
-        return 1
+        return 1, _text(error_result(version, error))
     except Exception as exc:  # a bug: still a CNI error, never a traceback
-        _emit(error_result(version, CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")))
-        return 1
-    if answer is not None:
-        _emit(answer)
-    return 0
+        return 1, _text(error_result(version, CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")))
+    return 0, _text(result) if result is not None else ""
+
+
+# -- the resident server's client side (the server: wrapdock.cniserver) -------------------------------
+SERVER_PROTOCOL = 1
+SERVER_SOCKET = "cni/server.sock"  # in the state directory
+SERVER_SWITCH_VARIABLE = "WRAPDOCK_CNI_SERVER"  # "off": never offer a call to the server
+SERVED_BY_VARIABLE = "WRAPDOCK_CNI_SERVED_BY"  # set in the server's child that carries a call out
+DEFAULT_STATE_DIR = "/var/run/wrapdock"  # state.DEFAULT_STATE_DIR, without importing it (a unit test compares)
+
+
+def server_identity() -> dict[str, Any]:
+    """What the plugin and the server must share for the server to act for the plugin: the user, the
+    mount, network and PID namespaces (paths like CNI_NETNS, /proc/PID/ns/net too, mean the same to
+    both) and the same wrapdock."""
+    from wrapdock import __version__
+
+    spaces = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ("mnt", "net", "pid")}
+    return {"uid": os.geteuid(), **spaces, "wrapdock": f"{__version__} {os.path.dirname(os.path.abspath(__file__))}"}
+
+
+def server_socket(state_dir: str | None, env: dict[str, str]) -> str:
+    return f"{state_dir or env.get('WRAPDOCK_STATE_DIR') or DEFAULT_STATE_DIR}/{SERVER_SOCKET}"
+
+
+def _offer(call: Call, env: dict[str, str], stdin: str) -> tuple[int, str] | None:
+    """The call carried out by the server: (exit code, stdout); None: no server, or it declined (the
+    caller differs from it): carry it out here. Once the server has the call, it is the server's: a
+    connection that ends without an answer is CNI error 11 (try again), never a second attempt here."""
+    if SERVED_BY_VARIABLE in env:
+        return None
+    import _socket  # not `socket`: its enums cost a plugin call ~3 ms
+
+    path = server_socket(call.state_dir, env)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+            request = {"protocol": SERVER_PROTOCOL, "identity": server_identity(), "env": env, "stdin": stdin}
+            sock.sendall(json.dumps(request).encode())
+            sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            return None  # no server listens (or it went away before it had the call)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise CniError(TRY_AGAIN, f"wrapdock cni serve ({path}) failed during the call: {exc}") from None
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(b"".join(chunks))
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict) and "fallback" in reply:
+        return None
+    if not (isinstance(reply, dict) and isinstance(reply.get("code"), int) and isinstance(reply.get("stdout"), str)):
+        raise CniError(TRY_AGAIN, f"wrapdock cni serve ({path}) ended the call without an answer "
+                       "(its trail: STATE_DIR/cni/trail/)")
+    return reply["code"], reply["stdout"]
+
+
+def _text(answer: dict[str, Any]) -> str:
+    return json.dumps(answer) + "\n"
 
 
 def run() -> None:

@@ -29,6 +29,7 @@ from wrapdock.cni import (
     INVALID_ENV,
     NOT_AVAILABLE,
     REFUSED,
+    SERVED_BY_VARIABLE,
     STATE_BROKEN,
     TRY_AGAIN,
     UNKNOWN_CONTAINER,
@@ -451,9 +452,10 @@ def serve(call: Call) -> dict[str, Any] | None:
 
     session = session_for(call)
     with _trail_file(session, call) as trail:
+        served_by = os.environ.get(SERVED_BY_VARIABLE)
         trail.write(f"# wrapdock-cni {call.command} cniVersion={call.version} network={call.network} "
                     f"(conflist {call.cni_network}) container={call.container_id} ifname={call.ifname} "
-                    f"netns={call.netns}\n")
+                    f"netns={call.netns}{f' (by wrapdock cni serve, pid {served_by})' if served_by else ''}\n")
         fail_at = os.environ.get("WRAPDOCK_FAIL_AT")
         session.runner = Runner(Trail("text", trail), audit=session.state.audit,
                                 fail_at=int(fail_at) if fail_at and fail_at.isdigit() else None)

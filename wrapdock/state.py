@@ -91,6 +91,13 @@ def _matcher(kind: str) -> Callable[[Any], bool]:
     return compile_predicate(_schema(kind))  # the schema changed since: compile it here (~9 ms)
 
 
+def prepare_checks() -> None:
+    """The checks of every kind of record, made ready now (a resident process: wrapdock cni serve)."""
+    for kind in FOLDERS:
+        _matcher(kind)
+        _schema_crc32(kind)
+
+
 @cache
 def _schema_crc32(kind: str) -> int:
     """Which schema the records of an index were checked against (another one: the index is not used)."""

@@ -187,6 +187,27 @@ def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podma
     assert json.loads(podman("ps", "-a", "--format", "json").stdout or "[]") == []
 
 
+def test_podman_with_the_resident_server(sandbox: Sandbox, podman: Podman) -> None:
+    """`wrapdock cni serve` running: podman's ADD and DEL are carried out by it, with the same result."""
+    from tests.integration.test_cni_server import start_server, stop_server
+
+    start = sandbox.snapshot()
+    host = Host(sandbox)
+    host.network(NET, SUBNET)
+    host.wd("network", "cni-config", NET)
+    host.run("--name", "web", "--net", NET, "busybox", "sleep", "3600")
+    web = host.address("web", NET)
+    server, pid = start_server(sandbox)
+    out = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sh", "-c",
+                 f"ip addr show eth0 && ping -c1 -W3 {web}").stdout
+    assert "inet 10.88.0.3/24" in out and "1 packets received" in out
+    assert_no_cni_left(sandbox, host, NET)
+    stop_server(sandbox, server, pid)
+    trails = sandbox.sh("bash", "-c", "head -qn1 /run/wrapdock/cni/trail/*.log").stdout.splitlines()
+    assert [line.split()[2] for line in trails if f"(by wrapdock cni serve, pid {pid})" in line] == ["ADD", "DEL"]
+    host.teardown(start, ["web"], [NET])
+
+
 CONTAINERD_CONF = """version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
