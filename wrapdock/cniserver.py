@@ -31,6 +31,7 @@ from typing import Any
 from wrapdock import cni
 
 MAX_REQUEST_BYTES = 1 << 20  # a configuration with a prevResult is a few KiB
+REQUEST_SECONDS = 30.0  # to read a request (the plugin writes it at once); the call itself has no limit
 
 
 def identity() -> dict[str, Any]:
@@ -77,6 +78,7 @@ def handle(conn: socket.socket, mine: dict[str, Any], server_pid: int) -> None:
         why = "the caller is another user" if _peer_uid(conn) != os.geteuid() else mismatch(request, mine)
     except (OSError, ValueError) as exc:
         request, why = {}, f"unreadable request: {exc}"
+    conn.settimeout(None)
     if why is not None:
         answer: dict[str, Any] = {"fallback": why}
     else:
@@ -165,7 +167,7 @@ def serve(path: Path, say: Callable[[str], None]) -> None:
                     server.close()
                     for signum in (signal.SIGTERM, signal.SIGINT):
                         signal.signal(signum, signal.SIG_DFL)
-                    conn.settimeout(None)
+                    conn.settimeout(REQUEST_SECONDS)  # a caller that never finishes its request
                     handle(conn, mine, me)
                 except BaseException:  # the plugin sees a closed connection: "try again"
                     code = 1
