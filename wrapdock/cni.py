@@ -277,9 +277,10 @@ def main() -> int:
         stdin = sys.stdin.read()
         version = _caller_version(stdin)
         call = parse(env, stdin)
-        from wrapdock.quickimport import deferring
+        from wrapdock.quickimport import deferring, load_dataclasses
 
-        with deferring("inspect"):  # dataclasses' (and sh's) inspect: loaded only if used
+        load_dataclasses()  # without inspect, its methods' code from the cache file (quickimport)
+        with deferring("inspect"):  # anything else's inspect: loaded only if used
             from wrapdock import cniattach  # everything that acts: only now
 
         answer = cniattach.serve(call)
@@ -297,4 +298,7 @@ def main() -> int:
 def run() -> None:
     code = main()
     sys.stdout.flush()
+    quickimport = sys.modules.get("wrapdock.quickimport")  # not imported by VERSION
+    if quickimport is not None:
+        quickimport.save_compiled_methods()  # dataclass methods this call compiled, for the next
     os._exit(code)
