@@ -234,17 +234,21 @@ def deferring(*names: str) -> Iterator[None]:
 # builds methods by `exec(source_text, globals, namespace)`, a name it looks up in its own module first:
 # the stand-in put there compiles only texts the cache file does not hold, and runs the code as exec would.
 
-_METHODS_FORMAT = 1  # of the file below its header; a new one makes old files unused, never misread
-_METHODS_MAX = 4096  # entries; beyond it a run's write starts again from its own (an edited checkout's old texts)
+_METHODS_FORMAT = 1  # of the file after its magic number; a new one makes old files unused, never misread
 
 
 class _CompiledMethods:
-    """The cache, loaded once on the first method built; what this run compiled of wrapdock's own."""
+    """The cache file: a section of entries (source text -> marshalled code) per module, each read (and
+    checked) when that module builds its first method; what this run built for wrapdock's modules."""
 
     def __init__(self) -> None:
         self.file: str | None = None  # where it is read and written (tests point it elsewhere)
-        self.entries: dict[str, bytes] | None = None  # source text -> marshalled code; None: not read yet
-        self.compiled: dict[str, bytes] = {}  # what this run compiled for wrapdock's modules, to be written
+        self.data: bytes | None = None  # the file as read; None: not read yet
+        self.index: dict[str, tuple[int, int, int]] = {}  # module -> offset, size, CRC-32 of its section
+        self.base = 0  # where the sections start (offsets count from there)
+        self.sections: dict[str | None, dict[str, bytes]] = {}  # the sections read so far
+        self.seen: dict[str, dict[str, bytes]] = {}  # wrapdock module -> its texts this run (when recording)
+        self.changed: set[str] = set()  # wrapdock modules with a text compiled this run
         self.hits = 0
         self.misses = 0
         self.calls = 0  # of the stand-in, in the shape assumed
@@ -265,55 +269,104 @@ class _CompiledMethods:
 
     def code(self, source: str, namespace: dict[str, Any]) -> types.CodeType:
         """The code compiling `source` gives, from the cache when it holds it."""
-        entries = self.entries if self.entries is not None else self._load()
+        module = namespace.get("__name__")
+        if type(module) is not str:
+            module = None
+        entries = self.sections.get(module)
+        if entries is None:
+            entries = self._section(module)
         blob = entries.get(source)
+        code = None
         if blob is not None:
             try:
                 code = marshal.loads(blob)
             except Exception:  # a damaged entry: compiled as if absent
                 code = None
-            if type(code) is types.CodeType:
-                self.hits += 1
-                return code
-        self.misses += 1
-        # dont_inherit: exec compiles with the calling module's __future__ flags, dataclasses has none
-        # (quickimport's `annotations` would turn the methods' annotations into strings)
-        code = compile(source, "<string>", "exec", dont_inherit=True)
-        if self.recording and _is_wrapdock(namespace.get("__name__")):
-            self.compiled[source] = marshal.dumps(code)
+        if type(code) is types.CodeType:
+            self.hits += 1
+        else:
+            self.misses += 1
+            # dont_inherit: exec compiles with the calling module's __future__ flags, dataclasses has none
+            # (quickimport's `annotations` would turn the methods' annotations into strings)
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+            blob = None
+        if self.recording and module is not None and (module == "wrapdock" or module.startswith("wrapdock.")):
+            if blob is None:
+                blob = marshal.dumps(code)
+                self.changed.add(module)
+            self.seen.setdefault(module, {})[source] = blob
         return code
 
-    def _load(self) -> dict[str, bytes]:
-        """The file's entries; none from a missing, unreadable, damaged or other Python's file."""
-        self.entries = {}
+    def _section(self, module: str | None) -> dict[str, bytes]:
+        """A module's entries; none from a missing, unreadable, damaged or other Python's file."""
+        self.sections[module] = {}
+        if self.data is None:
+            self._read()
+        raw = self._raw_section(module) if module is not None else None
+        if raw is not None:
+            try:
+                entries = marshal.loads(raw)
+            except Exception:  # whatever a damaged section raises
+                entries = None
+            if type(entries) is dict:
+                self.sections[module] = entries
+        return self.sections[module]
+
+    def _raw_section(self, module: str) -> memoryview | None:
+        """The section's bytes if its checksum holds."""
+        try:
+            offset, size, checksum = self.index[module]
+            raw = memoryview(self.data or b"")[self.base + offset:self.base + offset + size]
+            import zlib  # built into the interpreter: no file to read
+
+            return raw if len(raw) == size and zlib.crc32(raw) == checksum else None
+        except Exception:  # not there, or an index entry of another shape
+            return None
+
+    def _read(self) -> None:
+        """The file and its index: header (magic number, b"wdcm", format), the index's size and CRC-32,
+        the index (marshal: module -> offset from its end, size, CRC-32 of its section), the sections."""
+        self.data, self.index = b"", {}
         path = self.path()
         if path is None:
-            return self.entries
+            return
         try:
             with open(path, "rb") as file:
                 data = file.read()
         except OSError:
-            return self.entries
+            return
         header = _methods_header()
-        start = len(header) + 8  # the body's size and CRC-32 follow the header
+        start = len(header) + 8
         if not data.startswith(header) or len(data) < start:
-            return self.entries
-        import zlib  # built into the interpreter: no file to read
+            return
+        import zlib
 
-        body = memoryview(data)[start:]
-        if data[start - 8:start] != len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little"):
-            return self.entries
+        size = int.from_bytes(data[start - 8:start - 4], "little")
+        raw = memoryview(data)[start:start + size]
+        if len(raw) != size or zlib.crc32(raw) != int.from_bytes(data[start - 4:start], "little"):
+            return
         try:
-            entries = marshal.loads(body)
+            index = marshal.loads(raw)
         except Exception:  # whatever a damaged file raises
-            return self.entries
-        if type(entries) is dict:
-            self.entries = entries
-        return self.entries
+            return
+        if type(index) is dict:
+            self.data, self.index, self.base = data, index, start + size
 
-
-def _is_wrapdock(module: object) -> bool:
-    return isinstance(module, str) and (module == "wrapdock" or module.startswith("wrapdock."))
+    def sections_to_write(self) -> dict[str, bytes]:
+        """The file's sections (marshalled) with those of the modules this run compiled for made again
+        from what this run built for them: all of such a module's classes were built at its import, so
+        texts an edit made stale go."""
+        if self.data is None:
+            self._read()
+        sections = {}
+        for module in self.index:
+            if module not in self.changed and type(module) is str:
+                raw = self._raw_section(module)
+                if raw is not None:
+                    sections[module] = bytes(raw)
+        for module in self.changed:
+            sections[module] = marshal.dumps(self.seen[module])
+        return sections
 
 
 def _methods_header() -> bytes:
@@ -388,25 +441,27 @@ def _dataclass_problems() -> list[str]:
 
 
 def save_compiled_methods() -> None:
-    """At the end of a run that compiled methods of wrapdock's modules, adds them to the cache file,
+    """At the end of a run that compiled methods of wrapdock's modules, writes them into the cache file,
     as Python writes a missing .pyc: not under PYTHONDONTWRITEBYTECODE, silently not where it cannot."""
-    if not _methods.compiled or sys.dont_write_bytecode:
+    if not _methods.changed or sys.dont_write_bytecode:
         return
-    old = _methods.entries or {}
-    entries = {**old, **_methods.compiled} if len(old) + len(_methods.compiled) <= _METHODS_MAX else _methods.compiled
     path = _methods.path()
     if path is not None:
-        _write_methods(path, entries)
-    _methods.compiled = {}
+        _write_methods(path, _methods.sections_to_write())
+    _methods.changed = set()
 
 
-def _write_methods(path: str, entries: dict[str, bytes]) -> bool:
+def _write_methods(path: str, sections: dict[str, bytes]) -> bool:
     """Written whole under another name, then renamed over the old: a reader sees one file or the other."""
     import zlib
 
-    body = marshal.dumps(entries)
-    data = (_methods_header() + len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little")
-            + body)
+    index, offset = {}, 0
+    for module, section in sections.items():
+        index[module] = (offset, len(section), zlib.crc32(section))
+        offset += len(section)
+    body = marshal.dumps(index)
+    data = b"".join([_methods_header(), len(body).to_bytes(4, "little"), zlib.crc32(body).to_bytes(4, "little"),
+                     body, *sections.values()])
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -440,8 +495,7 @@ def modules_with_dataclasses() -> list[str]:
 def write_method_cache(path: str | None = None) -> tuple[str, int]:
     """The warm-up: imports every wrapdock module with a dataclass, compiling each method (nothing read
     from an old file: what an edit made stale goes), and writes the file. Its path and entries."""
-    _methods.entries = {}
-    _methods.recording = True
+    _methods.data, _methods.index, _methods.recording = b"", {}, True
     if path is not None:
         _methods.file = path
     load_click()
@@ -450,9 +504,9 @@ def write_method_cache(path: str | None = None) -> tuple[str, int]:
     target = _methods.path()
     if target is None:
         raise OSError("this Python writes no byte-code (sys.implementation.cache_tag is None)")
-    if not _write_methods(target, _methods.compiled):
+    if not _write_methods(target, {module: marshal.dumps(texts) for module, texts in _methods.seen.items()}):
         raise OSError(f"cannot write {target}")
-    return target, len(_methods.compiled)
+    return target, sum(len(texts) for texts in _methods.seen.values())
 
 
 def _main(argv: list[str]) -> int:

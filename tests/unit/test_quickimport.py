@@ -262,8 +262,28 @@ print(json.dumps({"seen": seen, "hits": m.hits, "misses": m.misses, "calls": m.c
 '''
 
 
-def _behaviour(cache: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", BEHAVIOUR, str(cache), PROBE_CLASSES, *extra], capture_output=True,
+def _texts(classes: str) -> list[str]:
+    """The method texts dataclasses builds for `classes`."""
+    import dataclasses
+    import types
+    from unittest import mock
+
+    texts: list[str] = []
+    real_exec = exec
+
+    def recording(source: str, *args: object) -> None:
+        texts.append(source)
+        real_exec(source, *args)
+
+    module = types.ModuleType("cacheprobe_texts")
+    with mock.patch.dict(sys.modules, {module.__name__: module}), mock.patch.object(
+            dataclasses, "exec", recording, create=True):
+        exec(compile(classes, "cacheprobe.py", "exec"), module.__dict__)
+    return texts
+
+
+def _behaviour(cache: Path, *extra: str, classes: str = PROBE_CLASSES, env: dict[str, str] | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", BEHAVIOUR, str(cache), classes, *extra], capture_output=True,
                           text=True, check=False, env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return json.loads(done.stdout)
@@ -284,13 +304,23 @@ def test_methods_from_the_cache_behave_as_compiled_ones_and_a_run_writes_them_on
     assert cached["seen"] == compiled["seen"]
     assert "frozen: cannot assign to field 'x'" in cached["seen"]
     assert ["type", "type", "GenericAlias", "NoneType"] in cached["seen"]  # real annotations, not strings
+    # an edited class: its module's section is written again with this run's texts only (the old go)
+    edited = PROBE_CLASSES.replace("    name: str\n", "    name: str\n    size: int = 0\n")
+    assert _behaviour(cache, "save", classes=edited, env=writing)["misses"] > 0
+    again = _behaviour(cache, classes=edited, env=not_writing)
+    assert again["misses"] == 0 and again["hits"] == again["calls"] == compiled["calls"]
+    from wrapdock import quickimport
+
+    methods = quickimport._CompiledMethods()
+    methods.file = str(cache)
+    assert len(methods._section("wrapdock.cacheprobe")) == len(set(_texts(edited)))
 
 
 def _a_written_cache(path: Path, texts: list[str]) -> None:
     from wrapdock import quickimport
 
-    assert quickimport._write_methods(str(path), {
-        text: marshal.dumps(compile(text, "<string>", "exec", dont_inherit=True)) for text in texts})
+    assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps({
+        text: marshal.dumps(compile(text, "<string>", "exec", dont_inherit=True)) for text in texts})})
 
 
 METHOD_TEXT = "def __create_fn__():\n def __repr__(self):\n  return 'probe'\n return __repr__"
@@ -302,7 +332,7 @@ def _looked_up(path: Path) -> tuple[int, int]:
 
     methods = quickimport._CompiledMethods()
     methods.file = str(path)
-    code = methods.code(METHOD_TEXT, {})
+    code = methods.code(METHOD_TEXT, {"__name__": "wrapdock.probe"})
     assert code == compile(METHOD_TEXT, "<string>", "exec", dont_inherit=True)
     return methods.hits, methods.misses
 
@@ -321,6 +351,9 @@ def _damage(path: Path, how: str) -> None:
     elif how == "another Python's":
         data[0] ^= 0xFF  # the magic number
         path.write_bytes(data)
+    elif how == "its index damaged":
+        data[22] ^= 0x10  # after the header (12 bytes), the index's size and CRC-32
+        path.write_bytes(data)
     elif how == "another format":
         data[8] += 1  # after the magic number and b"wdcm"
         path.write_bytes(data)
@@ -331,8 +364,8 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(b"\x00\xff" * 500)
 
 
-@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "a bit flipped", "another Python's",
-                                 "another format", "a directory", "garbage"])
+@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "a bit flipped", "its index damaged",
+                                 "another Python's", "another format", "a directory", "garbage"])
 def test_a_missing_damaged_or_foreign_cache_file_means_compiling_as_before(tmp_path: Path, how: str) -> None:
     path = tmp_path / "dataclass-methods.bin"
     _a_written_cache(path, [METHOD_TEXT])
@@ -345,9 +378,10 @@ def test_an_entry_that_is_not_code_is_compiled(tmp_path: Path) -> None:
     from wrapdock import quickimport
 
     path = tmp_path / "dataclass-methods.bin"
-    assert quickimport._write_methods(str(path), {METHOD_TEXT: marshal.dumps(42)})
-    assert _looked_up(path) == (0, 1)
-    assert quickimport._write_methods(str(path), {METHOD_TEXT: b"\xff\x00"})
+    for entry in (marshal.dumps(42), b"\xff\x00"):
+        assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps({METHOD_TEXT: entry})})
+        assert _looked_up(path) == (0, 1)
+    assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps(["not", "a", "dict"])})
     assert _looked_up(path) == (0, 1)
 
 
@@ -390,8 +424,9 @@ def test_every_cached_method_is_what_compiling_its_text_gives(tmp_path: Path) ->
     subprocess.run([sys.executable, "-c", write], check=True)
     methods = quickimport._CompiledMethods()
     methods.file = str(cache)
-    entries = methods._load()
-    assert len(entries) > 100
+    methods._read()
+    entries = {text: blob for module in methods.index for text, blob in methods._section(module).items()}
+    assert len(methods.index) > 20 and len(entries) > 100
     for text, blob in entries.items():
         assert marshal.loads(blob) == compile(text, "<string>", "exec", dont_inherit=True), text
 
