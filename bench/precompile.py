@@ -17,7 +17,7 @@ def precompile(python: str) -> None:
     package = subprocess.run([python, "-c", "import os, wrapdock; print(os.path.dirname(wrapdock.__file__))"],
                              capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([python, "-m", "compileall", "-q", package], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([python, "-m", "wrapdock.quickimport", "--write-cache"], check=True, stderr=subprocess.DEVNULL)
+    subprocess.run([python, "-m", "wrapdock.quickimport", "--write-cache"], check=True)  # says where, on stderr
 
 
 if __name__ == "__main__":

@@ -414,6 +414,7 @@ def _dataclass_problems() -> list[str]:
     if vars(dataclasses).get("exec") is not _exec_with_cache:
         return [f"{python}: quickimport's `exec` stand-in was replaced; the compiled-methods cache is unused"]
     calls, others = _methods.calls, len(_methods.other_calls)
+
     def body(namespace: dict[str, Any]) -> None:  # a module not in sys.modules: its methods are not recorded
         namespace.update(__module__="wrapdock-quickimport-probe", __doc__="A probe.",
                          __annotations__={"n": int, "s": str})
