@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from precompile import precompile  # noqa: E402  (bench/precompile.py)
+
 from tests.unit.test_state_shape import CONTAINER, IPAM, NETWORK, VALID, mutations  # noqa: E402
 from wrapdock import resources, statecheck  # noqa: E402
 from wrapdock.state import FOLDERS, StateStore  # noqa: E402
@@ -177,6 +179,7 @@ def main() -> None:
         work = Path(temp)
         (work / "generated").mkdir()
         generate(work / "generated")
+        precompile(sys.executable)  # wrapdock as installed (bench/run does the same): it runs the `ps` timed here
         sys.path.insert(0, str(work / "generated"))
         make_state(work)
         launcher = work / "launcher.py"

@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from precompile import precompile  # noqa: E402  (bench/precompile.py)
+
 from tests.sandbox import Sandbox  # noqa: E402
 
 PLUGIN = Path(sys.executable).with_name("wrapdock-cni")
@@ -192,9 +194,8 @@ def main() -> int:
         parser.error("needs root (sandbox hosts)")
     if not (REFERENCE / "bridge").exists():
         parser.error("the CNI reference plugins are missing: apt-get install containernetworking-plugins")
-    # byte-compiled, as `pip install` leaves it (bench/run does the same): where PYTHONDONTWRITEBYTECODE is
-    # set, an edited module of an editable checkout would be compiled again on every call
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
+    # byte-compiled, as `pip install` leaves it, with the dataclass methods' cache (bench/run does the same)
+    precompile(sys.executable)
     results: dict = {}
     results["load_average_start"] = os.getloadavg()  # a busy machine slows Python more than Go
     box = Sandbox()

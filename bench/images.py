@@ -34,6 +34,7 @@ sys.path[:0] = [str(BENCH), str(REPO)]
 
 import peers  # noqa: E402
 from harness import rounds  # noqa: E402
+from precompile import precompile  # noqa: E402
 from sandbox import AgentError, remove_stale_cgroups  # noqa: E402
 
 from tests.imagefixtures import Member, docker_archive  # noqa: E402
@@ -114,8 +115,8 @@ def main() -> int:
         parser.error("needs root (sandbox hosts)")
     python = args.python
     peers.PYTHON = python
-    # byte-compiled, as `pip install` leaves it (bench/run does the same)
-    subprocess.run([python, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
+    # byte-compiled, as `pip install` leaves it, with the dataclass methods' cache (bench/run does the same)
+    precompile(python)
     remove_stale_cgroups()
     results: dict = {"reps": args.reps, "errors": {}}
     results["load_average_start"] = os.getloadavg()  # a busy machine slows Python more than Go

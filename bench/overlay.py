@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import peers  # noqa: E402  (bench/peers.py: installing a missing package the bench's way)
+from precompile import precompile  # noqa: E402  (bench/precompile.py)
 
 from tests.sandbox import Sandbox, wrapdock_argv  # noqa: E402
 
@@ -327,10 +328,9 @@ def main() -> int:
         if failed:
             print(f"bench/overlay.py: {failed['iperf3']}", file=sys.stderr)
             return 4
-    # byte-compiled, as `pip install` leaves it (bench/run does the same): where PYTHONDONTWRITEBYTECODE is
-    # set, an edited module of an editable checkout would be compiled again on every call (and a cluster
-    # overlay's start imports modules the others do not)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "wrapdock")], check=True)
+    # byte-compiled, as `pip install` leaves it, with the dataclass methods' cache (bench/run does the same;
+    # a cluster overlay's start imports modules the others do not)
+    precompile(sys.executable)
     results: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                      "settings": {"reps": args.reps, "iperf3_seconds": args.seconds},
                      "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),

@@ -14,7 +14,7 @@ from wrapdock._click import click
 from wrapdock.errors import UsageError as WrapdockUsage
 from wrapdock.errors import WrapdockError
 from wrapdock.plaintable import plain_cells, plain_table
-from wrapdock.quickimport import load_tabulate
+from wrapdock.quickimport import load_tabulate, save_compiled_methods
 from wrapdock.session import DEFAULT_DATA_DIR, Session
 from wrapdock.state import DEFAULT_STATE_DIR
 
@@ -843,4 +843,5 @@ def run() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BrokenPipeError, ValueError):  # `wrapdock ps | head -1`; a closed stream
             stream.flush()
+    save_compiled_methods()  # dataclass methods this run compiled, for the next (as Python writes a .pyc)
     os._exit(code)

@@ -290,9 +290,10 @@ def answer(env: dict[str, str], stdin: str, offer: bool = False) -> tuple[int, s
         served = _offer(call, env, stdin) if offer else None
         if served is not None:
             return served
-        from wrapdock.quickimport import deferring
+        from wrapdock.quickimport import deferring, load_dataclasses
 
-        with deferring("inspect"):  # dataclasses' (and sh's) inspect: loaded only if used
+        load_dataclasses()  # without inspect, its methods' code from the cache file (quickimport)
+        with deferring("inspect"):  # anything else's inspect: loaded only if used
             from wrapdock import cniattach  # everything that acts: only now
 
         result = cniattach.serve(call)
@@ -370,4 +371,7 @@ def _text(answer: dict[str, Any]) -> str:
 def run() -> None:
     code = main()
     sys.stdout.flush()
+    quickimport = sys.modules.get("wrapdock.quickimport")  # not imported by VERSION
+    if quickimport is not None:
+        quickimport.save_compiled_methods()  # dataclass methods this call compiled, for the next
     os._exit(code)

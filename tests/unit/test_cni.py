@@ -185,8 +185,9 @@ def test_add_and_del_never_load_inspect_nor_openssl() -> None:
     and hashlib's OpenSSL (~4 ms) are not loaded by what an ADD or a DEL imports and builds."""
     code = """if True:
         import sys
-        from wrapdock.quickimport import deferring, load_sh
-        with deferring("inspect"):  # as wrapdock.cni.main imports it
+        from wrapdock.quickimport import deferring, load_dataclasses, load_sh
+        load_dataclasses()  # as wrapdock.cni.main imports it
+        with deferring("inspect"):
             from wrapdock import cniattach
         from ipaddress import IPv4Address
         from wrapdock import ipam, portspec, runner, shell

@@ -8,6 +8,7 @@ import ast
 import importlib.machinery
 import importlib.metadata
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -209,3 +210,265 @@ def test_every_dataclass_of_wrapdock_has_a_docstring() -> None:
                     and ast.get_docstring(node) is None):
                 missing.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name}")
     assert missing == [], missing
+
+
+# The compiled dataclass methods (quickimport's `exec` for dataclasses and its cache file).
+
+PROBE_CLASSES = '''
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """A frozen, ordered one."""
+    x: int
+    y: int = 0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class Box:
+    """A mutable one with a factory."""
+    name: str
+    items: list[int] = field(default_factory=list)
+'''
+
+BEHAVIOUR = '''
+import dataclasses, json, sys, types
+import wrapdock.quickimport as quickimport
+quickimport._methods.file = sys.argv[1]
+quickimport.load_dataclasses()
+module = types.ModuleType("wrapdock.cacheprobe")  # a wrapdock module: what a run records
+sys.modules[module.__name__] = module
+exec(compile(sys.argv[2], "cacheprobe.py", "exec"), module.__dict__)
+Point, Box = module.Point, module.Box
+seen = [repr(Point(1)), Point(1, 2) == Point(1, 2), Point(1) != Point(2), hash(Point(1, 2)) == hash(Point(1, 2)),
+        Point(1) < Point(2), sorted([Point(2), Point(1, 5)]) == [Point(1, 5), Point(2)], repr(Box("b")),
+        Box("b").items is not Box("b").items, Box("a") == Box("a"), Box.__hash__ is None,
+        [type(hint).__name__ for hint in Point.__init__.__annotations__.values()]]
+try:
+    Point(1).x = 2
+except dataclasses.FrozenInstanceError as error:
+    seen.append(f"frozen: {error}")
+try:
+    Point()
+except TypeError as error:
+    seen.append(str(error))
+if sys.argv[3:] == ["save"]:
+    quickimport.save_compiled_methods()
+m = quickimport._methods
+print(json.dumps({"seen": seen, "hits": m.hits, "misses": m.misses, "calls": m.calls}))
+'''
+
+
+def _texts(classes: str) -> list[str]:
+    """The method texts dataclasses builds for `classes`."""
+    import dataclasses
+    import types
+    from unittest import mock
+
+    texts: list[str] = []
+    real_exec = exec
+
+    def recording(source: str, *args: object) -> None:
+        texts.append(source)
+        real_exec(source, *args)
+
+    module = types.ModuleType("cacheprobe_texts")
+    with mock.patch.dict(sys.modules, {module.__name__: module}), mock.patch.object(
+            dataclasses, "exec", recording, create=True):
+        exec(compile(classes, "cacheprobe.py", "exec"), module.__dict__)
+    return texts
+
+
+def _behaviour(cache: Path, *extra: str, classes: str = PROBE_CLASSES, env: dict[str, str] | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", BEHAVIOUR, str(cache), classes, *extra], capture_output=True,
+                          text=True, check=False, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return json.loads(done.stdout)
+
+
+def test_methods_from_the_cache_behave_as_compiled_ones_and_a_run_writes_them_only_as_pyc_files_are(
+        tmp_path: Path) -> None:
+    cache = tmp_path / "__pycache__" / "dataclass-methods.bin"
+    writing = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    not_writing = {**writing, "PYTHONDONTWRITEBYTECODE": "1"}
+    compiled = _behaviour(cache, "save", env=not_writing)
+    assert compiled["misses"] == compiled["calls"] > 0 and compiled["hits"] == 0
+    assert not cache.exists()  # PYTHONDONTWRITEBYTECODE: no file, as no .pyc
+    assert _behaviour(cache, "save", env=writing) == compiled  # still compiled: nothing to read yet
+    assert cache.exists()
+    cached = _behaviour(cache, env=not_writing)  # reading is not writing
+    assert cached["hits"] == compiled["calls"] and cached["misses"] == 0
+    assert cached["seen"] == compiled["seen"]
+    assert "frozen: cannot assign to field 'x'" in cached["seen"]
+    assert ["type", "type", "GenericAlias", "NoneType"] in cached["seen"]  # real annotations, not strings
+    # an edited class: its module's section is written again with this run's texts only (the old go)
+    edited = PROBE_CLASSES.replace("    name: str\n", "    name: str\n    size: int = 0\n")
+    assert _behaviour(cache, "save", classes=edited, env=writing)["misses"] > 0
+    again = _behaviour(cache, classes=edited, env=not_writing)
+    assert again["misses"] == 0 and again["hits"] == again["calls"] == compiled["calls"]
+    from wrapdock import quickimport
+
+    methods = quickimport._CompiledMethods()
+    methods.file = str(cache)
+    assert len(methods._section("wrapdock.cacheprobe")) == len(set(_texts(edited)))
+
+
+def _a_written_cache(path: Path, texts: list[str]) -> None:
+    from wrapdock import quickimport
+
+    assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps({
+        text: marshal.dumps(compile(text, "<string>", "exec", dont_inherit=True)) for text in texts})})
+
+
+METHOD_TEXT = "def __create_fn__():\n def __repr__(self):\n  return 'probe'\n return __repr__"
+
+
+def _looked_up(path: Path) -> tuple[int, int]:
+    """Hits and misses of one method's text with the cache file at `path`, and that it is the compiled code."""
+    from wrapdock import quickimport
+
+    methods = quickimport._CompiledMethods()
+    methods.file = str(path)
+    code = methods.code(METHOD_TEXT, {"__name__": "wrapdock.probe"})
+    assert code == compile(METHOD_TEXT, "<string>", "exec", dont_inherit=True)
+    return methods.hits, methods.misses
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif how == "a bit flipped":
+        data[-20] ^= 0x04
+        path.write_bytes(data)
+    elif how == "another Python's":
+        data[0] ^= 0xFF  # the magic number
+        path.write_bytes(data)
+    elif how == "its index damaged":
+        data[22] ^= 0x10  # after the header (12 bytes), the index's size and CRC-32
+        path.write_bytes(data)
+    elif how == "another format":
+        data[8] += 1  # after the magic number and b"wdcm"
+        path.write_bytes(data)
+    elif how == "a directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "garbage":
+        path.write_bytes(b"\x00\xff" * 500)
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "a bit flipped", "its index damaged",
+                                 "another Python's", "another format", "a directory", "garbage"])
+def test_a_missing_damaged_or_foreign_cache_file_means_compiling_as_before(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "dataclass-methods.bin"
+    _a_written_cache(path, [METHOD_TEXT])
+    assert _looked_up(path) == (1, 0)
+    _damage(path, how)
+    assert _looked_up(path) == (0, 1)
+
+
+def test_an_entry_that_is_not_code_is_compiled(tmp_path: Path) -> None:
+    from wrapdock import quickimport
+
+    path = tmp_path / "dataclass-methods.bin"
+    for entry in (marshal.dumps(42), b"\xff\x00"):
+        assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps({METHOD_TEXT: entry})})
+        assert _looked_up(path) == (0, 1)
+    assert quickimport._write_methods(str(path), {"wrapdock.probe": marshal.dumps(["not", "a", "dict"])})
+    assert _looked_up(path) == (0, 1)
+
+
+def test_the_warm_up_makes_every_method_of_every_wrapdock_dataclass_a_hit(tmp_path: Path) -> None:
+    cache = tmp_path / "dataclass-methods.bin"
+    write = f"from wrapdock import quickimport\nprint(quickimport.write_method_cache({str(cache)!r})[1])"
+    done = subprocess.run([sys.executable, "-c", write], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    written = int(done.stdout)
+    probe = f"""
+import importlib, json
+from wrapdock import quickimport
+quickimport._methods.file = {str(cache)!r}
+quickimport.load_click()
+modules = quickimport.modules_with_dataclasses()
+for module in modules:
+    importlib.import_module(module)
+m = quickimport._methods
+print(json.dumps([m.hits, m.misses, m.calls, m.other_calls, len(modules)]))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    hits, misses, calls, other_calls, modules = json.loads(done.stdout)
+    assert modules > 20 and "wrapdock.model" in quickimport_modules()
+    assert (hits, misses, other_calls) == (calls, 0, []) and calls >= written > 100  # some texts recur
+
+
+def quickimport_modules() -> list[str]:
+    from wrapdock import quickimport
+
+    return quickimport.modules_with_dataclasses()
+
+
+def test_every_cached_method_is_what_compiling_its_text_gives(tmp_path: Path) -> None:
+    """Keyed by the whole text: a hit is the same code compiling would make (the warm-up's whole file)."""
+    from wrapdock import quickimport
+
+    cache = tmp_path / "dataclass-methods.bin"
+    write = f"from wrapdock import quickimport\nquickimport.write_method_cache({str(cache)!r})"
+    subprocess.run([sys.executable, "-c", write], check=True)
+    methods = quickimport._CompiledMethods()
+    methods.file = str(cache)
+    methods._read()
+    entries = {text: blob for module in methods.index for text, blob in methods._section(module).items()}
+    assert len(methods.index) > 20 and len(entries) > 100
+    for text, blob in entries.items():
+        assert marshal.loads(blob) == compile(text, "<string>", "exec", dont_inherit=True), text
+
+
+# A Python whose dataclasses builds its methods otherwise: each breaks the cache's assumption, which is
+# named; the dataclasses still work (their methods compiled as before).
+NEW_DATACLASSES = {
+    "no global exec": (r"\bexec\(txt, ", "__import__('builtins').exec(txt, ",
+                       "no longer builds methods through a global `exec`"),
+    "exec of compiled code": (r"\bexec\(txt, ", "exec(compile(txt, '<string>', 'exec'), ",
+                              "calls exec with (code, dict, dict), not (source text, globals, namespace)"),
+    "an exec of its own": (r"\Z", "\nexec = exec\n", "has a name `exec` of its own"),
+}
+
+
+@pytest.mark.parametrize("change", NEW_DATACLASSES)
+def test_a_dataclasses_that_builds_methods_otherwise_is_named(tmp_path: Path, change: str) -> None:
+    import re
+
+    pattern, replacement, expected = NEW_DATACLASSES[change]
+    real = importlib.machinery.PathFinder.find_spec("dataclasses")
+    assert real is not None and real.origin
+    source, count = re.subn(pattern, replacement, Path(real.origin).read_text(), count=1)
+    assert count == 1, f"{real.origin} no longer has {pattern!r}: update this test"
+    (tmp_path / "dataclasses.py").write_text(source)
+    probe = """
+import json, sys
+from wrapdock.quickimport import broken_assumptions, load_dataclasses
+dataclasses = load_dataclasses()
+assert dataclasses.__file__.startswith(sys.argv[1]), dataclasses.__file__
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    '''The answer.'''
+    value: int
+print(Answer(42).value, Answer(42) == Answer(42))
+print(json.dumps(broken_assumptions()))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=False,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    answer, broken = done.stdout.splitlines()
+    assert answer == "42 True"
+    assert any(problem.startswith("dataclasses of Python") and expected in problem
+               for problem in json.loads(broken)), broken
