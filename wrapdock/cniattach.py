@@ -58,12 +58,9 @@ def record_name(network: str, container_id: str, ifname: str) -> str:
 
 def host_ifname(container_id: str, ifname: str) -> str:
     """wdc + 12 hex digits: 15 characters, and never doctor's wd<10 hex><n> of CLI containers."""
-    try:  # the builtin sha256, as the stdlib's random does: hashlib loads OpenSSL (~4 ms of every ADD and DEL)
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:  # (Python 3.12+: _sha2)
-        from hashlib import sha256
+    from wrapdock.names import sha256_hex
 
-    return "wdc" + sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:12]
+    return "wdc" + sha256_hex(f"{container_id}/{ifname}".encode())[:12]
 
 
 def rule_tag(container_id: str, ifname: str) -> str:

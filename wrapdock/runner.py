@@ -148,6 +148,7 @@ def audited_stdin(stdin: Sequence[str]) -> dict:
     script is kept whole.)"""
     if sum(len(line) + 1 for line in stdin) <= AUDIT_STDIN_FULL_BYTES:  # characters: ~bytes, cheaper
         return {"stdin": list(stdin)}
+    from wrapdock.names import sha256_hex
 
     head: list[str] = []
     kept = 0
@@ -158,20 +159,8 @@ def audited_stdin(stdin: Sequence[str]) -> dict:
         head.append(line)
     data = ("\n".join(stdin) + "\n").encode()
     return {"stdin": head, "stdin_lines": len(stdin), "stdin_bytes": len(data),
-            "stdin_sha256": _sha256(data)}
+            "stdin_sha256": sha256_hex(data)}
 
-
-def _sha256(data: bytes) -> str:
-    """SHA-256 from CPython's own built-in module when it has one (`_sha256`; `_sha2` since 3.12):
-    hashlib would load OpenSSL first, ~4 ms of a start or rm next to 200 containers."""
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data).hexdigest()
 
 
 class Runner:
