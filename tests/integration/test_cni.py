@@ -57,6 +57,18 @@ class Caller:
         assert (code, answer) == (0, None), answer
 
 
+def adds_at_once(sandbox: Sandbox, pods: tuple[str, ...], version: str = "1.0.0") -> list[dict]:
+    """ADDs of these namespaces' eth0, all started before any is done; their results (each succeeded)."""
+    conf = json.dumps({"cniVersion": version, "name": NET, "type": "wrapdock"})
+    calls = [subprocess.Popen([*sandbox.enter_argv(), PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **sandbox.env, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod,
+                                   "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{pod}"}) for pod in pods]
+    results = [json.loads(call.communicate(conf, timeout=120)[0]) for call in calls]
+    assert [call.returncode for call in calls] == [0] * len(pods), results
+    return results
+
+
 def netns(sandbox: Sandbox, *names: str) -> None:
     for name in names:
         sandbox.sh("ip", "netns", "add", name)
@@ -201,13 +213,7 @@ def test_gc_keeps_the_valid_attachments_and_status_sees_the_bridge(sandbox: Sand
     pods = ("pod1", "pod2", "pod3")
     netns(sandbox, *pods)
     # three ADDs at once (podman starts containers in parallel): one address each, under the state lock
-    conf = json.dumps({"cniVersion": "1.0.0", "name": NET, "type": "wrapdock"})
-    calls = [subprocess.Popen([*sandbox.enter_argv(), PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **sandbox.env, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod,
-                                   "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{pod}"}) for pod in pods]
-    results = [json.loads(call.communicate(conf, timeout=120)[0]) for call in calls]
-    assert [call.returncode for call in calls] == [0, 0, 0], results
+    results = adds_at_once(sandbox, pods)
     assert sorted(r["ips"][0]["address"] for r in results) == ["10.88.0.2/24", "10.88.0.3/24", "10.88.0.4/24"]
     caller.ok("STATUS", version="1.1.0")
 

@@ -129,14 +129,19 @@ def podman(sandbox: Sandbox, tmp_path: Path) -> Podman:
     return Podman(sandbox, tmp_path)
 
 
-def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podman) -> None:
-    sandbox.add_outside()
-    start = sandbox.snapshot()
+def wdnet_with_web(sandbox: Sandbox) -> tuple[Host, str]:
+    """The wrapdock network NET as a CNI network (its conflist written), a CLI container `web` on it."""
     host = Host(sandbox)
     host.network(NET, SUBNET)
     host.wd("network", "cni-config", NET)
     host.run("--name", "web", "--net", NET, "busybox", "sleep", "3600")
-    web = host.address("web", NET)
+    return host, host.address("web", NET)
+
+
+def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podman) -> None:
+    sandbox.add_outside()
+    start = sandbox.snapshot()
+    host, web = wdnet_with_web(sandbox)
 
     # run --rm: an address from the wrapdock network, a ping to the CLI container; DEL at the end
     out = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sh", "-c",
@@ -192,11 +197,7 @@ def test_podman_with_the_resident_server(sandbox: Sandbox, podman: Podman) -> No
     from tests.integration.test_cni_server import start_server, stop_server
 
     start = sandbox.snapshot()
-    host = Host(sandbox)
-    host.network(NET, SUBNET)
-    host.wd("network", "cni-config", NET)
-    host.run("--name", "web", "--net", NET, "busybox", "sleep", "3600")
-    web = host.address("web", NET)
+    host, web = wdnet_with_web(sandbox)
     server, pid = start_server(sandbox)
     out = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sh", "-c",
                  f"ip addr show eth0 && ping -c1 -W3 {web}").stdout

@@ -6,13 +6,12 @@ server is refused. podman with the server: tests/integration/test_cni_clients.py
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 
 from tests.integration.ctnet import Host
-from tests.integration.test_cni import NET, PLUGIN, SUBNET, Caller, assert_cni_gone, netns, pod_ping
+from tests.integration.test_cni import NET, SUBNET, Caller, adds_at_once, assert_cni_gone, netns, pod_ping
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -63,15 +62,9 @@ def test_the_server_carries_the_calls_out_and_the_plugin_works_without_it(sandbo
     assert_cni_gone(sandbox, host, [veth1])
 
     # three ADDs at once through the server (its children share the state lock), then STATUS and GC
-    conf = json.dumps({"cniVersion": "1.1.0", "name": NET, "type": "wrapdock"})
     pods = ("para", "parb", "parc")
     netns(sandbox, *pods)
-    calls = [subprocess.Popen([*sandbox.enter_argv(), PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **sandbox.env, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod,
-                                   "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{pod}"}) for pod in pods]
-    results = [json.loads(call.communicate(conf, timeout=120)[0]) for call in calls]
-    assert [call.returncode for call in calls] == [0, 0, 0], results
+    results = adds_at_once(sandbox, pods, version="1.1.0")
     addresses = {r["ips"][0]["address"] for r in results}  # one each (the IPAM goes on past a released one)
     assert len(addresses) == 3 and all(a.startswith("10.88.0.") and a.endswith("/24") for a in addresses)
     assert all(served in trail(sandbox, "ADD", pod) for pod in pods)
