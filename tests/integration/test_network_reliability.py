@@ -82,7 +82,9 @@ def check_every_create_fault(boxes: Sequence) -> list[list[str]]:
     live(first, "network", "rm", "testbridge")
     first.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward}")  # rm leaves forwarding on, by design
     assert first.snapshot() == before
-    assert steps[0] == ["ip", "-batch", "-"]  # the bridge, its alias, address and state in one batch
+    # the bridge, its alias, address and state in one batch, and its route_localnet, in one `sh -s`
+    assert steps[0] == ["sh", "-s"]
+    assert "ip -batch - <<'WRAPDOCK_BATCH_EOF'" in inputs[0] and inputs[0][-1].endswith("/route_localnet=1")
 
     def fault(box, k: int) -> None:
         argv = steps[k - 1]
@@ -119,7 +121,7 @@ def test_create_rolls_back_a_fault_at_every_step_next_to_another_network(sandbox
     # runs: its input still names the chains), and forwarding is not switched
     assert not any("net.ipv4.ip_forward=1" in argv for argv in steps), steps
     # the network's own steps only (the name in each command or its input)
-    assert steps[0][:3] == ["ip", "-batch", "-"]
+    assert steps[0][:4] == ["sh", "-s", "set -e", "ip -batch - <<'WRAPDOCK_BATCH_EOF'"]
     assert all(any("testbridge" in word for word in argv) for argv in steps[1:]), steps
     saved = sandbox.sh("iptables-save").stdout
     assert ":WRAPDOCK-FORWARD" in saved and "wrapdock:network=other" in saved

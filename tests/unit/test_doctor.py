@@ -277,7 +277,7 @@ def test_missing_masquerade_names_the_exact_rule_and_gc_reruns_the_create_plan()
     assert steps[0].argv == ("sh", "-s")  # the bridge, its alias, address and state, each an ensure
     assert steps[0].stdin == ("set -e", "[ -d /sys/class/net/n1/bridge ] || ip link add name n1 type bridge",
                               "ip link set dev n1 alias wrapdock:network=n1", "ip addr replace 10.77.0.1/24 dev n1",
-                              "ip link set dev n1 up")
+                              "ip link set dev n1 up", "sysctl -w net/ipv4/conf/n1/route_localnet=1")
     assert "gc: the state has network n1" in steps[0].note
     assert all(s.skip_if for s in steps if s.argv[:2] == ("iptables", "-w"))  # every rule step an ensure
 

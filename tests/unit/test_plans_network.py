@@ -248,12 +248,19 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
     argvs = [s.argv for s in plan.steps]
     bridge = plan.steps[0]  # one batch: the bridge, its owner alias, the gateway address, up
     mtu = f" mtu {network.mtu}" if network.mtu else ""
-    assert bridge.argv == ("ip", "-batch", "-") and bridge.partial
-    assert bridge.stdin == (f"link add name {network.bridge}{mtu} type bridge",
-                            f"link set dev {network.bridge} alias wrapdock:network={network.name}",
-                            f"addr add {network.gateway_cidr} dev {network.bridge}",
-                            f"link set dev {network.bridge} up")
+    batch = (f"link add name {network.bridge}{mtu} type bridge",
+             f"link set dev {network.bridge} alias wrapdock:network={network.name}",
+             f"addr add {network.gateway_cidr} dev {network.bridge}",
+             f"link set dev {network.bridge} up")
+    assert bridge.partial
+    if network.internal:
+        assert (bridge.argv, bridge.stdin) == (("ip", "-batch", "-"), batch)
+    else:  # with its route_localnet, in the same process
+        assert bridge.argv == ("sh", "-s")
+        assert bridge.stdin == ("set -e", "ip -batch - <<'WRAPDOCK_BATCH_EOF'", *batch, "WRAPDOCK_BATCH_EOF",
+                                f"sysctl -w net/ipv4/conf/{network.bridge}/route_localnet=1")
     assert bridge.undo is not None and bridge.undo.argv == ("ip", "link", "del", "dev", network.bridge)
+    assert bridge.undo.only_if == ("test", "-d", f"/sys/class/net/{network.bridge}/bridge")
     # a rule can only jump to a chain that was created before it (nat's chains are made before its rules
     # too, and a table's block of the batch is applied as a whole)
     created: set[str] = set()
@@ -348,10 +355,23 @@ def test_create_compares_rules_as_iptables_save_prints_them() -> None:
 
 
 def test_mtu_only_when_asked() -> None:
-    with_mtu = create(NETWORKS["mtu"]).steps[0].stdin[0]
-    without = create(NETWORKS["normal"]).steps[0].stdin[0]
+    with_mtu = create(NETWORKS["mtu"]).steps[0].stdin[2]
+    without = create(NETWORKS["normal"]).steps[0].stdin[2]
     assert with_mtu == "link add name br-jumbo mtu 9000 type bridge"
     assert "mtu" not in without
+
+
+def forward_steps(plan: Plan) -> list[Step]:
+    return [s for s in plan.steps if "net.ipv4.ip_forward=1" in s.argv]
+
+
+def test_forwarding_switch_only_when_a_live_read_did_not_show_it_on() -> None:
+    network = NETWORKS["normal"]
+    assert forward_steps(network_plans.create(network, EMPTY, forwarding=True)) == []
+    for forwarding in (False, None):  # off: switched, undone by a rollback; unknown (--print-only): checked first
+        (step,) = forward_steps(network_plans.create(network, EMPTY, forwarding=forwarding))
+        assert step.skip_if == ("grep", "-qx", "1", "/proc/sys/net/ipv4/ip_forward")
+        assert step.undo is not None and step.undo.argv == ("sysctl", "-w", "net.ipv4.ip_forward=0")
 
 
 def test_internal_network_has_no_nat_and_no_forwarding_switch() -> None:
