@@ -655,10 +655,12 @@ def test_gc_rolls_back_only_the_repair_that_failed(monkeypatch, tmp_path: Path) 
     assert outcome.done == ["deleted veth wd01234567890"]
     (failed,) = outcome.failed
     assert failed.startswith(f"repair network n1: `{brief(failing.argv)}` failed (exit 1): iptables: No chain")
-    # a table's restore applies all of its lines or none: only the step before it is undone
-    assert failed.endswith("; rolled back 1 step(s)")
-    assert host.argvs[-1] == added.undo.argv  # the rollback undid what this repair added, nothing else
-    assert "rollback: undo 1 completed step(s), last first" in trail
+    # one restore for both tables, which may have applied filter's block before nat's failed: its undo checks
+    # each table for its block's first rule and deletes the blocks that went in; then the step before it
+    assert failing.partial and failing.undo is not None and failing.undo.argv == ("sh", "-s")
+    assert failed.endswith("; rolled back 2 step(s)")
+    assert host.argvs[-2:] == [failing.undo.argv, added.undo.argv]  # what this repair added, nothing else
+    assert "rollback: undo 2 completed step(s), last first" in trail
 
 
 def test_gc_print_only_keeps_each_repair_on_its_own(monkeypatch, tmp_path: Path) -> None:

@@ -3,10 +3,10 @@
 create = the bridge link with the gateway address, up, and its route_localnet (one `sh -s`); IPv4
 forwarding (live: only if the host read showed it off); wrapdock's chains; the network's own FORWARD and
 NAT rules. remove = the same, backwards. The iptables part is planned against
-the host's tables (`tables`, parsed from one iptables-save the operation read): one iptables-restore per
-table with only what is missing (create) or still there (remove), so a second run finishes what a failed
-first run left; shared chains missing entirely come first, in a restore per table that is skipped if they
-exist by then (see plans/iptables.py).
+the host's tables (`tables`, parsed from one iptables-save the operation read): iptables-restore with
+only what is missing (create: one for all tables) or still there (remove: one per table), so a second
+run finishes what a failed first run left; shared chains missing entirely come first, in a restore per
+table that is skipped if they exist by then (see plans/iptables.py).
 """
 
 from __future__ import annotations
