@@ -335,7 +335,8 @@ def _join(session: Session, store: EtcdStore, definition: Definition, view: View
                       created=datetime.now(UTC).isoformat(timespec="seconds"), vxlan=vxlan)
     netspec.check_against_networks(network, networks.all_networks(session))
     netspec.check_against_host(network, host.links, host.prefixes)
-    plan = vxlan_plans.create(network, networks.read_tables(session))
+    plan = vxlan_plans.create(network, networks.read_tables(session, host.iptables),
+                              networks.forwarding(session, host.forwarding))
     me = HostRecord(vtep, mac, hostname, host_range)
     claims = {cs.config_key(definition.name): definition.to_value(),
               cs.vni_key(definition.vni): definition.name} if new else {}

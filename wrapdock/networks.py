@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # `run` needs only load(): what create and remove use is impo
     from wrapdock import netspec
     from wrapdock.plan import Plan
     from wrapdock.plans.iptables import Tables
+    from wrapdock.runner import Result
 
 
 def load(session: Session, name: str) -> Network:
@@ -55,7 +56,8 @@ def create(session: Session, request: netspec.NetworkRequest) -> Network:
             network = netspec.place_overlay(network, request, host.interfaces, host.default_dev)
             netspec.check_against_networks(network, all_networks(session))
         netspec.check_against_host(network, host.links, host.prefixes)
-        carry_out_and_record(session, network, driver.create(network, read_tables(session)))
+        plan = driver.create(network, read_tables(session, host.iptables), forwarding(session, host.forwarding))
+        carry_out_and_record(session, network, plan)
     return network
 
 
@@ -122,8 +124,15 @@ def remove(session: Session, names: list[str], force: bool = False) -> list[Netw
     return doomed
 
 
-def read_tables(session: Session) -> Tables | None:
-    """The host's iptables, read (iptables-save, shown in the trail) for the plans to decide against.
+def forwarding(session: Session, read: bool | None) -> bool | None:
+    """What a plan may take as known of IPv4 forwarding: live, what the host read showed (on: no step);
+    --print-only: nothing (the script runs later, maybe elsewhere: it checks for itself)."""
+    return None if session.print_only else read
+
+
+def read_tables(session: Session, saved: Result | None = None) -> Tables | None:
+    """The host's iptables, read (iptables-save, shown in the trail) for the plans to decide against;
+    `saved`: iptables-save as the host read (hostinfo.read) already ran it, so no second process.
 
     Live, under the lock: read each time, a read that fails is an error. --print-only (no root needed): read
     once per run, later plans see it as the plans printed before would leave it; unreadable -> None (the
@@ -132,7 +141,7 @@ def read_tables(session: Session) -> Tables | None:
     from wrapdock.plans import iptables as ipt
 
     if not session.iptables_read:
-        result = session.runner.query(ipt.SAVE_QUERY, ipt.SAVE_NOTE)
+        result = saved if saved is not None else session.runner.query(ipt.SAVE_QUERY, ipt.SAVE_NOTE)
         tables = ipt.parse_save(result.stdout) if result.ok else None
         if not session.print_only:
             if tables is None:

@@ -133,17 +133,23 @@ def test_trail_text_quiet_json_and_audit_log(sandbox):
     assert lines[0].startswith("# ")
     assert all(line.startswith(("# ", "+ ", "  ")) for line in lines), created.stderr
     # (`name`/`dev` before the bridge, if there, keep iproute2 from reading a name such as `up` as a keyword)
-    # the bridge, its owner alias, its address and its state in one `ip -batch`, every line shown
-    at = lines.index("+ ip -batch - <<'WRAPDOCK_EOF'")
-    assert lines[at - 1] == "# bridge testbridge with gateway 162.16.0.1/24"
-    assert lines[at + 1:at + 6] == ["  link add name testbridge type bridge",
-                                    "  link set dev testbridge alias wrapdock:network=testbridge",
-                                    "  addr add 162.16.0.1/24 dev testbridge", "  link set dev testbridge up",
-                                    "  WRAPDOCK_EOF"]
-    # the tables read once (iptables-save); the shared chains, all missing, in a restore per table of their own,
-    # skipped if the table's first chain is there (the probe's output is not shown); then the network's own lines
-    at = lines.index("+ iptables-save")
-    assert lines[at - 1].startswith("# read the host's iptables")
+    # the bridge, its owner alias, its address and its state in one `ip -batch`, and its route_localnet, in
+    # one `sh -s`, every line shown
+    at = lines.index("# bridge testbridge with gateway 162.16.0.1/24; published ports answer on 127.0.0.1 too "
+                     "(route_localnet on the bridge)")
+    assert lines[at + 1:at + 11] == ["+ sh -s <<'WRAPDOCK_EOF'", "  set -e", "  ip -batch - <<'WRAPDOCK_BATCH_EOF'",
+                                     "  link add name testbridge type bridge",
+                                     "  link set dev testbridge alias wrapdock:network=testbridge",
+                                     "  addr add 162.16.0.1/24 dev testbridge", "  link set dev testbridge up",
+                                     "  WRAPDOCK_BATCH_EOF", "  sysctl -w net/ipv4/conf/testbridge/route_localnet=1",
+                                     "  WRAPDOCK_EOF"]
+    # the host read once, first, in one `sh -s`: links, addresses and routes, the forwarding switch, the tables
+    # (iptables-save); the shared chains, all missing, in a restore per table of their own, skipped if the
+    # table's first chain is there (the probe's output is not shown); then the network's own lines
+    assert lines[:2] == ["# read the host's links, addresses, routes, IPv4 forwarding and iptables",
+                         "+ sh -s <<'WRAPDOCK_EOF'"]
+    assert {"  ip -j -batch - <<'WRAPDOCK_BATCH_EOF'", "  cat /proc/sys/net/ipv4/ip_forward",
+            "  iptables-save"} <= set(lines[2:lines.index("  WRAPDOCK_EOF")])
     at = lines.index("+ iptables -w -t filter -S WRAPDOCK-FORWARD >/dev/null 2>&1 || "
                      "iptables-restore -w --noflush <<'WRAPDOCK_EOF'")
     assert lines[at + 1:at + 3] == ["  *filter", "  -N WRAPDOCK-FORWARD"]
@@ -158,7 +164,7 @@ def test_trail_text_quiet_json_and_audit_log(sandbox):
     assert audit, "audit.log is empty"
     for entry in audit:
         assert {"argv", "exit_code", "duration_ms", "phase", "pid", "time"} <= entry.keys()
-    assert any(e["phase"] == "do" and e["argv"] == ["ip", "-batch", "-"]
+    assert any(e["phase"] == "do" and e["argv"] == ["sh", "-s"]
                and "link add name testbridge type bridge" in e["stdin"] and e["exit_code"] == 0 for e in audit)
     # the audit log and the trail agree: every audited command is shown (quoted as the trail quotes it, the
     # lines of a program argument indented under the `+`)
@@ -182,7 +188,7 @@ def test_trail_text_quiet_json_and_audit_log(sandbox):
         assert isinstance(record["argv"], list) and all(isinstance(w, str) for w in record["argv"])
         assert isinstance(record["exit_code"], int)
         assert isinstance(record["duration_ms"], int | float) and record["duration_ms"] >= 0
-    assert any(r["argv"] == ["ip", "-batch", "-"] and "link add name testbridge type bridge" in r["stdin"]
+    assert any(r["argv"] == ["sh", "-s"] and "link add name testbridge type bridge" in r["stdin"]
                and r["exit_code"] == 0 for r in records)
     new_audit = audit_records(sandbox)[len(after_rm):]
     assert [(e["phase"], e["argv"], e["exit_code"]) for e in new_audit] == [

@@ -95,10 +95,10 @@ class FakeClusterHost:
     def __call__(self, argv: Sequence[str], stdin: str | None) -> Result:
         argv = tuple(argv)
         out = ""
-        if argv == hostinfo.HOST_QUERY:  # the links and addresses, then the routes
-            out = json.dumps([{"ifname": "eth0", "mtu": 1500, "addr_info": [
-                {"family": "inet", "local": self.vtep, "prefixlen": 24}]}]) + "\n" + json.dumps(
-                [{"dst": "default", "dev": "eth0"}, {"dst": "198.51.100.0/24", "dev": "eth0"}])
+        if hostinfo.is_host_query(argv, stdin):  # the links and addresses, the routes, forwarding, no iptables
+            out = hostinfo.host_answer(json.dumps([{"ifname": "eth0", "mtu": 1500, "addr_info": [
+                {"family": "inet", "local": self.vtep, "prefixlen": 24}]}]), json.dumps(
+                [{"dst": "default", "dev": "eth0"}, {"dst": "198.51.100.0/24", "dev": "eth0"}]))
         elif "etcdctl" in argv and "get" in argv:
             out = self.etcd.get(argv[argv.index("--prefix") + 1])
         elif "etcdctl" in argv and argv[-1] == "txn":

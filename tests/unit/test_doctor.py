@@ -277,7 +277,7 @@ def test_missing_masquerade_names_the_exact_rule_and_gc_reruns_the_create_plan()
     assert steps[0].argv == ("sh", "-s")  # the bridge, its alias, address and state, each an ensure
     assert steps[0].stdin == ("set -e", "[ -d /sys/class/net/n1/bridge ] || ip link add name n1 type bridge",
                               "ip link set dev n1 alias wrapdock:network=n1", "ip addr replace 10.77.0.1/24 dev n1",
-                              "ip link set dev n1 up")
+                              "ip link set dev n1 up", "sysctl -w net/ipv4/conf/n1/route_localnet=1")
     assert "gc: the state has network n1" in steps[0].note
     assert all(s.skip_if for s in steps if s.argv[:2] == ("iptables", "-w"))  # every rule step an ensure
 
@@ -655,10 +655,12 @@ def test_gc_rolls_back_only_the_repair_that_failed(monkeypatch, tmp_path: Path) 
     assert outcome.done == ["deleted veth wd01234567890"]
     (failed,) = outcome.failed
     assert failed.startswith(f"repair network n1: `{brief(failing.argv)}` failed (exit 1): iptables: No chain")
-    # a table's restore applies all of its lines or none: only the step before it is undone
-    assert failed.endswith("; rolled back 1 step(s)")
-    assert host.argvs[-1] == added.undo.argv  # the rollback undid what this repair added, nothing else
-    assert "rollback: undo 1 completed step(s), last first" in trail
+    # one restore for both tables, which may have applied filter's block before nat's failed: its undo checks
+    # each table for its block's first rule and deletes the blocks that went in; then the step before it
+    assert failing.partial and failing.undo is not None and failing.undo.argv == ("sh", "-s")
+    assert failed.endswith("; rolled back 2 step(s)")
+    assert host.argvs[-2:] == [failing.undo.argv, added.undo.argv]  # what this repair added, nothing else
+    assert "rollback: undo 2 completed step(s), last first" in trail
 
 
 def test_gc_print_only_keeps_each_repair_on_its_own(monkeypatch, tmp_path: Path) -> None:

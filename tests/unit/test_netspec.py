@@ -8,12 +8,11 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from tests.unit.fakes import FakeHost
 from wrapdock import hostinfo, names, netspec
 from wrapdock.errors import EnvironmentProblem, UsageError
 from wrapdock.model import Network
 from wrapdock.netspec import HostPrefix, NetworkRequest, build_network
-from wrapdock.runner import Runner, Trail
+from wrapdock.runner import Result, Runner, Trail
 
 
 def build(name: str = "web", subnet: str = "10.20.0.0/24", **kwargs) -> Network:
@@ -289,23 +288,70 @@ def test_host_sample_refuses_overlapping_networks() -> None:
     netspec.check_against_host(net("n", "10.50.0.0/24"), links, prefixes)
 
 
-def test_read_runs_one_batch_query_through_the_runner() -> None:
-    host = FakeHost(outputs={hostinfo.HOST_QUERY: IP_ADDR_JSON + "\n" + IP_ROUTE_JSON})
+class HostRead:
+    """Answers the host read (one `sh -s`) with its parts, or fails it as the script would stop."""
+
+    def __init__(self, stdout: str, exit_code: int = 0, stderr: str = "") -> None:
+        self.stdout, self.exit_code, self.stderr = stdout, exit_code, stderr
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+
+    def __call__(self, argv, stdin: str | None) -> Result:
+        self.calls.append((tuple(argv), stdin))
+        assert hostinfo.is_host_query(argv, stdin), argv
+        return Result(tuple(argv), self.exit_code, self.stdout, self.stderr, 0.0)
+
+
+SAVED = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+
+
+def test_read_runs_one_query_through_the_runner() -> None:
+    host = HostRead(hostinfo.host_answer(IP_ADDR_JSON, IP_ROUTE_JSON, "1", SAVED))
     info = hostinfo.read(Runner(Trail("quiet"), execute=host))
-    assert host.argvs == [hostinfo.HOST_QUERY]
+    assert len(host.calls) == 1
     assert "eth0" in info.links
     assert IPv4Network("10.8.0.0/16") in {p.network for p in info.prefixes}
     assert IPv4Network("172.17.0.0/16") in {p.network for p in info.prefixes}
+    assert info.forwarding is True
+    assert info.iptables is not None and info.iptables.ok and info.iptables.stdout == SAVED
+    assert info.iptables.argv == ("iptables-save",)
+
+
+def test_the_query_shows_every_command_it_runs() -> None:
+    script = "\n".join(hostinfo.HOST_QUERY_LINES)
+    assert "ip -j -batch -" in script and "cat /proc/sys/net/ipv4/ip_forward" in script
+    assert hostinfo.HOST_QUERY_LINES[-1] == "iptables-save"  # last: its failure alone leaves the rest readable
+
+
+def test_read_tells_forwarding_off() -> None:
+    host = HostRead(hostinfo.host_answer(IP_ADDR_JSON, IP_ROUTE_JSON, "0", SAVED))
+    assert hostinfo.read(Runner(Trail("quiet"), execute=host)).forwarding is False
+
+
+def test_a_failed_iptables_save_is_reported_as_its_own_result() -> None:
+    host = HostRead(hostinfo.host_answer(IP_ADDR_JSON, IP_ROUTE_JSON, "1", ""), 4, "Permission denied (must be root)")
+    info = hostinfo.read(Runner(Trail("quiet"), execute=host))
+    assert info.iptables is not None and not info.iptables.ok and info.iptables.exit_code == 4
+    assert "must be root" in info.iptables.stderr
+    assert info.links  # the rest was read
 
 
 def test_read_of_output_that_is_not_two_json_documents_is_an_environment_problem() -> None:
-    for output in (IP_ADDR_JSON, IP_ADDR_JSON + "\nnot json"):
-        host = FakeHost(outputs={hostinfo.HOST_QUERY: output})
+    for ip_json in (IP_ADDR_JSON, IP_ADDR_JSON + "\nnot json"):
+        host = HostRead(f"{ip_json}\n{hostinfo.FORWARD_MARK}\n1\n{hostinfo.SAVE_MARK}\n")
         with pytest.raises(EnvironmentProblem, match="not its JSON"):
             hostinfo.read(Runner(Trail("quiet"), execute=host))
 
 
-def test_read_failure_is_an_environment_problem() -> None:
-    host = FakeHost(failing={hostinfo.HOST_QUERY: "Error: ipv4: FIB table does not exist."})
-    with pytest.raises(EnvironmentProblem, match="FIB table does not exist"):
+def test_an_unreadable_forwarding_value_is_an_environment_problem() -> None:
+    host = HostRead(hostinfo.host_answer(IP_ADDR_JSON, IP_ROUTE_JSON, "", SAVED))
+    with pytest.raises(EnvironmentProblem, match="ip_forward reads ''"):
+        hostinfo.read(Runner(Trail("quiet"), execute=host))
+
+
+def test_read_failure_is_an_environment_problem_that_names_the_failed_part() -> None:
+    host = HostRead("", 1, "Error: ipv4: FIB table does not exist.")
+    with pytest.raises(EnvironmentProblem, match=r"`ip -j -batch -` failed \(exit 1\): .*FIB table does not exist"):
+        hostinfo.read(Runner(Trail("quiet"), execute=host))
+    host = HostRead(f"[]\n[]\n{hostinfo.FORWARD_MARK}\n", 1, "cat: /proc/sys/net/ipv4/ip_forward: No such file")
+    with pytest.raises(EnvironmentProblem, match=r"`cat /proc/sys/net/ipv4/ip_forward` failed"):
         hostinfo.read(Runner(Trail("quiet"), execute=host))

@@ -132,16 +132,24 @@ def is_batch(step: Step) -> bool:
 
 
 def batch_argvs(step: Step) -> list[tuple[str, ...]]:
-    """A restore step's input lines as the single iptables commands they stand for, in order."""
+    """A restore step's input lines (one table's block or several) as the single iptables commands they stand
+    for, in order; of a combined restore's undo (`sh -s`, a guarded restore per table), its restores' lines."""
     argvs, table = [], ""
-    assert step.stdin[0].startswith("*") and step.stdin[-1] == "COMMIT"
-    assert len([line for line in step.stdin if line.startswith("*")]) == 1, "one table per restore"
-    for line in step.stdin:
+    lines = step.stdin
+    if step.argv == ("sh", "-s"):
+        lines = tuple(line for line in lines if line.startswith(("*", "-")) or line == "COMMIT")
+    assert lines[0].startswith("*") and lines[-1] == "COMMIT"
+    assert len([line for line in lines if line.startswith("*")]) == lines.count("COMMIT")
+    for line in lines:
         if line.startswith("*"):
             table = line[1:]
         elif line != "COMMIT":
             argvs.append((*ipt.IPTABLES, "-t", table, *line.split()))
     return argvs
+
+
+def is_combined_undo(step: Step) -> bool:
+    return step.argv == ("sh", "-s") and any(line.startswith("if iptables ") for line in step.stdin)
 
 
 def iptables_argvs(plan: Plan) -> list[tuple[str, ...]]:
@@ -156,7 +164,7 @@ def all_argvs(plan: Plan) -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
     for step in plan.steps:
         for one in (step, step.undo):
-            if one is not None and is_batch(one):
+            if one is not None and (is_batch(one) or is_combined_undo(one)):
                 found += batch_argvs(one)
         for argv in (step.argv, step.skip_if, step.only_if, step.undo.argv if step.undo else None):
             if argv:
@@ -248,12 +256,19 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
     argvs = [s.argv for s in plan.steps]
     bridge = plan.steps[0]  # one batch: the bridge, its owner alias, the gateway address, up
     mtu = f" mtu {network.mtu}" if network.mtu else ""
-    assert bridge.argv == ("ip", "-batch", "-") and bridge.partial
-    assert bridge.stdin == (f"link add name {network.bridge}{mtu} type bridge",
-                            f"link set dev {network.bridge} alias wrapdock:network={network.name}",
-                            f"addr add {network.gateway_cidr} dev {network.bridge}",
-                            f"link set dev {network.bridge} up")
+    batch = (f"link add name {network.bridge}{mtu} type bridge",
+             f"link set dev {network.bridge} alias wrapdock:network={network.name}",
+             f"addr add {network.gateway_cidr} dev {network.bridge}",
+             f"link set dev {network.bridge} up")
+    assert bridge.partial
+    if network.internal:
+        assert (bridge.argv, bridge.stdin) == (("ip", "-batch", "-"), batch)
+    else:  # with its route_localnet, in the same process
+        assert bridge.argv == ("sh", "-s")
+        assert bridge.stdin == ("set -e", "ip -batch - <<'WRAPDOCK_BATCH_EOF'", *batch, "WRAPDOCK_BATCH_EOF",
+                                f"sysctl -w net/ipv4/conf/{network.bridge}/route_localnet=1")
     assert bridge.undo is not None and bridge.undo.argv == ("ip", "link", "del", "dev", network.bridge)
+    assert bridge.undo.only_if == ("test", "-d", f"/sys/class/net/{network.bridge}/bridge")
     # a rule can only jump to a chain that was created before it (nat's chains are made before its rules
     # too, and a table's block of the batch is applied as a whole)
     created: set[str] = set()
@@ -272,22 +287,46 @@ def test_create_steps_are_in_a_safe_order(network: Network) -> None:
 
 @pytest.mark.parametrize("network", ALL_CASES)
 def test_create_adds_are_restores_with_exact_undo(network: Network) -> None:
-    """One iptables-restore --noflush per table with the missing lines; its undo deletes exactly those rules
-    and the chains it created, in reverse."""
+    """iptables-restore --noflush with the missing lines: the shared chains one table per restore, the network's
+    own lines in one restore for all its tables; each undo deletes exactly those rules and the chains it created,
+    in reverse (a combined restore's undo table by table, last first, each only if its block went in)."""
     steps = create(network).steps
     batches = [s for s in steps if is_batch(s)]
     own = ["*filter"] if network.internal else ["*filter", "*nat"]
-    assert [s.stdin[0] for s in batches] == ["*filter", "*nat", *own]  # the shared chains first, then its own
+    assert [s.stdin[0] for s in batches[:2]] == ["*filter", "*nat"]  # the shared chains first, then its own
+    assert len(batches) == 3 and [line for line in batches[2].stdin if line.startswith("*")] == own
     assert not [s for s in steps if is_iptables(s.argv)]
     for step in batches:
-        assert not step.partial and step.undo is not None and is_batch(step.undo)
+        combined = len([line for line in step.stdin if line.startswith("*")]) > 1
+        assert step.partial is combined and step.undo is not None
+        assert is_combined_undo(step.undo) if combined else is_batch(step.undo)
         assert not [line for line in step.stdin if line.startswith(":")], "a :CHAIN line would flush the chain"
         adds, undo = batch_argvs(step), batch_argvs(step.undo)
-        expected = [as_delete(a) for a in reversed(adds) if action_of(a)[1] in ("-A", "-I")]
+        tables = list(dict.fromkeys(a[3] for a in adds))
+        expected = [as_delete(a) for table in reversed(tables) for a in reversed(adds)
+                    if a[3] == table and action_of(a)[1] in ("-A", "-I")]
         assert [a for a in undo if action_of(a)[1] == "-D"] == expected
         made_chains = [(a[3], a[action_of(a)[0] + 1]) for a in adds if action_of(a)[1] == "-N"]
         dropped = [(a[3], a[action_of(a)[0] + 1]) for a in undo if action_of(a)[1] == "-X"]
         assert dropped == list(reversed(made_chains))
+
+
+def test_a_combined_restores_undo_deletes_only_the_tables_whose_block_went_in() -> None:
+    """iptables-restore commits table by table: filter's block may be in when nat's failed. The undo checks each
+    table for its block's first line (a `-C` of that rule) and runs that table's deletions only then."""
+    (step,) = [s for s in network_plans.create(NETWORKS["normal"], made(OTHER)).steps if is_batch(s)]
+    assert step.undo is not None
+    script = step.undo.stdin
+    guards = [line for line in script if line.startswith("if ")]
+    first_filter = next(line for line in step.stdin if line.startswith("-A WRAPDOCK-FORWARD"))
+    first_nat = step.stdin[step.stdin.index("*nat") + 1]
+    assert first_nat.startswith("-I WRAPDOCK-MASQ 1 ")
+    assert guards == [
+        f"if iptables -w -t nat -C {first_nat[3:].replace(' 1 ', ' ', 1)} >/dev/null 2>&1; then "
+        "iptables-restore -w --noflush <<'WRAPDOCK_BATCH_EOF'",
+        f"if iptables -w -t filter -C {first_filter[3:]} >/dev/null 2>&1; then "
+        "iptables-restore -w --noflush <<'WRAPDOCK_BATCH_EOF'"]
+    assert script[0] == "set -e" and script.count("fi") == 2
 
 
 @pytest.mark.parametrize("network", ALL_CASES)
@@ -348,10 +387,23 @@ def test_create_compares_rules_as_iptables_save_prints_them() -> None:
 
 
 def test_mtu_only_when_asked() -> None:
-    with_mtu = create(NETWORKS["mtu"]).steps[0].stdin[0]
-    without = create(NETWORKS["normal"]).steps[0].stdin[0]
+    with_mtu = create(NETWORKS["mtu"]).steps[0].stdin[2]
+    without = create(NETWORKS["normal"]).steps[0].stdin[2]
     assert with_mtu == "link add name br-jumbo mtu 9000 type bridge"
     assert "mtu" not in without
+
+
+def forward_steps(plan: Plan) -> list[Step]:
+    return [s for s in plan.steps if "net.ipv4.ip_forward=1" in s.argv]
+
+
+def test_forwarding_switch_only_when_a_live_read_did_not_show_it_on() -> None:
+    network = NETWORKS["normal"]
+    assert forward_steps(network_plans.create(network, EMPTY, forwarding=True)) == []
+    for forwarding in (False, None):  # off: switched, undone by a rollback; unknown (--print-only): checked first
+        (step,) = forward_steps(network_plans.create(network, EMPTY, forwarding=forwarding))
+        assert step.skip_if == ("grep", "-qx", "1", "/proc/sys/net/ipv4/ip_forward")
+        assert step.undo is not None and step.undo.argv == ("sysctl", "-w", "net.ipv4.ip_forward=0")
 
 
 def test_internal_network_has_no_nat_and_no_forwarding_switch() -> None:

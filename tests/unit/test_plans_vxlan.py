@@ -69,14 +69,20 @@ def test_the_seam_gives_each_driver_its_own_plans_and_bridges_their_unchanged_on
 
 def test_create_puts_the_device_on_the_bridge_with_its_identity_and_mtu_before_anything_else() -> None:
     plan = vxlan_plans.create(OVERLAYS["peers"], EMPTY)
-    batch = plan.steps[0].stdin
+    # one process: the links' batch, the flood list's batch, the bridge's route_localnet
+    assert plan.steps[0].argv == ("sh", "-s")
+    script = plan.steps[0].stdin
+    links = script.index("ip -batch - <<'WRAPDOCK_BATCH_EOF'")
+    flood = script.index("bridge -batch - <<'WRAPDOCK_BATCH_EOF'")
+    batch = script[links + 1:script.index("WRAPDOCK_BATCH_EOF", links)]
     device = next(line for line in batch if "type vxlan" in line)
     assert device == ("link add name wdvx42 address 02:ff:c6:33:64:0b mtu 1450 type vxlan id 42 dstport 4789 "
                       "local 198.51.100.11 dev ul0 learning")
     assert "link add name ov mtu 1450 type bridge" in batch
     assert batch.index("link set dev wdvx42 master ov") < batch.index("link set dev wdvx42 up")
-    assert plan.steps[1].stdin == tuple(f"fdb append 00:00:00:00:00:00 dev wdvx42 dst {p} self permanent"
-                                        for p in PEERS)
+    assert script[flood + 1:flood + 1 + len(PEERS)] == tuple(
+        f"fdb append 00:00:00:00:00:00 dev wdvx42 dst {p} self permanent" for p in PEERS)
+    assert script[0] == "set -e" and script[-1] == "sysctl -w net/ipv4/conf/ov/route_localnet=1"
     # the rollback of the first step removes both links (and with the device, the peers)
     assert plan.steps[0].partial and plan.steps[0].undo is not None
     assert "ip link del dev wdvx42" in "\n".join(plan.steps[0].undo.stdin)
@@ -84,7 +90,9 @@ def test_create_puts_the_device_on_the_bridge_with_its_identity_and_mtu_before_a
 
 def test_the_overlay_gets_the_bridge_drivers_nat_and_forwarding_unchanged() -> None:
     net = OVERLAYS["peers"]
-    assert vxlan_plans.create(net, EMPTY).steps[2:] == bridge_plans.create(net, EMPTY).steps[1:]
+    for forwarding in (None, False, True):
+        assert (vxlan_plans.create(net, EMPTY, forwarding).steps[1:]
+                == bridge_plans.create(net, EMPTY, forwarding).steps[1:])
 
 
 def test_remove_undoes_create_device_before_bridge_and_rules_first() -> None:
@@ -100,15 +108,18 @@ def test_every_remove_step_is_undone_with_the_lines_create_ran() -> None:
     link with create's own batch lines (the device with its flood list, the bridge with route_localnet)."""
     network = OVERLAYS["peers"]
     created = vxlan_plans.create(network, made(OTHER)).steps
-    batch, flood = created[0].stdin, created[1].stdin
     steps = vxlan_plans.remove(network, False, made(OTHER, network)).steps
     assert all(s.undo is not None for s in steps)
     device_undo, bridge_undo = (s.undo.stdin for s in steps if s.argv[:3] == ("ip", "link", "del"))
     assert device_undo[0] == "set -e" and device_undo[1] == "ip -batch - <<'WRAPDOCK_BATCH_EOF'"
     commands = ("ip -batch", "bridge -batch", "sysctl")
-    redone = [line for line in (*bridge_undo, *device_undo)
-              if line not in ("set -e", "WRAPDOCK_BATCH_EOF") and not line.startswith(commands)]
-    assert sorted(redone) == sorted((*batch, *flood))  # every line create ran, nothing else
+
+    def batch_lines(script) -> list[str]:
+        return sorted(line for line in script if line not in ("set -e", "WRAPDOCK_BATCH_EOF")
+                      and not line.startswith(commands))
+
+    # every line create ran, nothing else
+    assert batch_lines((*bridge_undo, *device_undo)) == batch_lines(created[0].stdin)
     assert "sysctl -w net/ipv4/conf/ov/route_localnet=1" in bridge_undo
     internal = vxlan_plans.remove(OVERLAYS["internal"], False, made(OTHER)).steps
     assert not [line for s in internal if s.undo for line in s.undo.stdin if "route_localnet" in line]

@@ -8,7 +8,8 @@ check, lock, record and run; a driver only plans. Two drivers:
   store seam of wrapdock/clusterstore.py, around the same plans).
 Endpoints (a container's veth on the network's bridge, wrapdock/plans/endpoint.py) are the same for
 both, so attach and detach are shared, not per driver, until a driver needs its own.
-`tables`: the host's iptables as the operation read them (None: unreadable, in --print-only only).
+`tables`: the host's iptables as the operation read them (None: unreadable, in --print-only only);
+`forwarding`: IPv4 forwarding as a live create read it (None: unknown, --print-only: the plan checks).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Driver(Protocol):
     name: str
     multi_host: bool  # has peers to join, leave and sync
 
-    def create(self, network: Network, tables: Tables | None) -> Plan: ...
+    def create(self, network: Network, tables: Tables | None, forwarding: bool | None = None) -> Plan: ...
     def remove(self, network: Network, last: bool, tables: Tables | None) -> Plan: ...
 
 
@@ -39,8 +40,8 @@ class _Module:
     multi_host: bool
     module: object
 
-    def create(self, network: Network, tables: Tables | None) -> Plan:
-        return self.module.create(network, tables)  # type: ignore[attr-defined]
+    def create(self, network: Network, tables: Tables | None, forwarding: bool | None = None) -> Plan:
+        return self.module.create(network, tables, forwarding)  # type: ignore[attr-defined]
 
     def remove(self, network: Network, last: bool, tables: Tables | None) -> Plan:
         return self.module.remove(network, last, tables)  # type: ignore[attr-defined]
@@ -59,8 +60,8 @@ def of(network: Network) -> Driver:
         raise ValueError(f"network {network.name} has an unknown driver {network.driver!r}") from None
 
 
-def create(network: Network, tables: Tables | None) -> Plan:
-    return of(network).create(network, tables)
+def create(network: Network, tables: Tables | None, forwarding: bool | None = None) -> Plan:
+    return of(network).create(network, tables, forwarding)
 
 
 def remove(network: Network, last: bool, tables: Tables | None) -> Plan:

@@ -11,6 +11,7 @@ each on its own, so one that fails stops none of the others.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,16 @@ def repair_network(network: Network, reasons: list[str], veths: list[str], table
     steps = network_plans.create(network, tables).steps
     link_note = steps[0].note
     for step in steps:
-        if step.argv == ("ip", "-batch", "-"):  # the bridge batch, as ensures: only what is missing
+        if step is steps[0]:  # the bridge (and its route_localnet), as ensures: only what is missing
             br = network.bridge
             mtu = f" mtu {network.mtu}" if network.mtu else ""
+            localnet = () if network.internal else (shlex.join(network_plans.route_localnet(network).argv),)
             step = dataclasses.replace(step, argv=("sh", "-s"), partial=False, undo=None, stdin=(
                 "set -e",
                 f"[ -d /sys/class/net/{br}/bridge ] || ip link add name {br}{mtu} type bridge",
                 f"ip link set dev {br} alias {names.network_comment(network.name)}",
                 f"ip addr replace {network.gateway_cidr} dev {br}",
-                f"ip link set dev {br} up"))
+                f"ip link set dev {br} up", *localnet))
         if step.note == link_note:  # the trail says why the create plan runs again
             step = dataclasses.replace(step, note=f"{why}: re-run its create plan, each step an ensure: {link_note}")
         plan.add(step)

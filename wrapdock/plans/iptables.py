@@ -16,15 +16,17 @@ Within each chain the rules do not depend on their order, so networks and contai
 in any order. Traffic from one wrapdock network to another RETURNs before the MASQUERADE: it is
 routed with its real source address. Each rule carries a comment naming its owner.
 
-A network's chains and rules are made and removed by iptables-restore --noflush, one per table, with
-exactly the lines that are missing (`-N`, `-A`, `-I`) or still there (`-D`, `-X`). Python decides
-which, from one `iptables-save` the operation reads (runner.query, under wrapdock's lock) and parses
-here (`parse_save`); rules are compared as sets of options, as iptables-save prints them in its own
-order. No chain is ever declared with `:CHAIN` (which would flush it). Each step's undo deletes (or
-re-adds) exactly its own lines. A `--print-only` script holds what was missing when it was printed,
-with one exception that keeps it safe where wrapdock has run since: shared chains the read showed all
-missing in a table come in a restore of their own, skipped if that table's first chain exists
-(`iptables -S WRAPDOCK-FORWARD`, `... WRAPDOCK-DNAT`).
+A network's chains and rules are made and removed by iptables-restore --noflush with exactly the
+lines that are missing (`-N`, `-A`, `-I`) or still there (`-D`, `-X`): removed by one restore per
+table, its own rules added by one restore for all tables (one_restore). Python decides which lines,
+from one `iptables-save` the operation reads (runner.query or the host read, under wrapdock's lock) and
+parses here (`parse_save`); rules are compared as sets of options, as iptables-save prints them in its
+own order. No chain is ever declared with `:CHAIN` (which would flush it). Each step's undo deletes (or
+re-adds) exactly its own lines (a restore for several tables: of those tables whose block went in).
+A `--print-only` script holds what was missing when it was printed, with one exception that keeps it
+safe where wrapdock has run since: shared chains the read showed all missing in a table come in a
+restore of their own, skipped if that table's first chain exists (`iptables -S WRAPDOCK-FORWARD`,
+`... WRAPDOCK-DNAT`).
 Single rules and chains (`add_rule`, `add_chain`) stay "ensures" (`-C || -A`) for the callers that
 check and repair one at a time (doctor, gc's restore of the shared chains).
 """
@@ -37,7 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from wrapdock import names
-from wrapdock.plan import Step, cmd
+from wrapdock.plan import INLINE_END, Step, cmd
+from wrapdock.shell import probe_text
 
 IPTABLES = ("iptables", "-w")
 
@@ -217,9 +220,10 @@ def after(tables: Tables | None, steps: Iterable[Step]) -> Tables | None:
     return tables
 
 
-# -- the edits: decided here from the tables, applied by one iptables-restore per table ---------------
-# Each table gets its own iptables-restore: it commits table by table (a failure in nat leaves filter's
-# block applied), so one restore per table is what keeps a failed step and its undo exact.
+# -- the edits: decided here from the tables, applied by iptables-restore ------------------------------
+# iptables-restore commits table by table (a failure in nat leaves filter's block applied). Deletions get
+# one restore per table, which keeps a failed step and its undo exact; additions go in one restore for all
+# tables, whose undo checks which tables' blocks went in (one_restore).
 RESTORE = ("iptables-restore", "-w", "--noflush")
 
 Edit = tuple[str, str, str]  # table, the restore line, the line that undoes it
@@ -258,7 +262,7 @@ def addition_steps(tables: Tables | None, rules: Sequence[Rule], note: str) -> l
     have = tables or Tables()
     steps = [_skeleton_step(table) for table in _SKELETON_TABLES
              if not any(have.has_chain(t, c) for t, c in _CHAINS if t == table)]
-    return steps + edit_steps(additions(after(have, steps), rules), note)
+    return steps + one_restore(additions(after(have, steps), rules), note)
 
 
 def _skeleton_step(table: str) -> Step:
@@ -324,6 +328,43 @@ def edit_steps(edits: list[Edit], note: str) -> list[Step]:
         undo = cmd(*RESTORE, note="rollback", stdin=[f"*{table}", *inverse, "COMMIT"])
         steps.append(cmd(*RESTORE, note=note, stdin=[f"*{table}", *lines, "COMMIT"], undo=undo))
     return steps
+
+
+def one_restore(edits: list[Edit], note: str) -> list[Step]:
+    """Additions to several tables in ONE iptables-restore (one process, not one per table).
+
+    iptables-restore commits table by table (iptables-legacy, and iptables-nft too: a failure in nat leaves
+    filter's block applied), so the step is partial, and its undo checks, table by table (last first), whether
+    that table's block went in: its first line's rule (`-C`) or chain (`-S`) is there. A block goes in whole
+    or not at all and every line of it was missing when planned, so that line stands for the block; the undo
+    deletes exactly that block's lines. Only for additions (a deletion's block would need the opposite test)."""
+    tables = list(dict.fromkeys(t for t, _, _ in edits))
+    if len(tables) < 2:
+        return edit_steps(edits, note)
+    lines: list[str] = []
+    for table in tables:
+        lines += [f"*{table}", *(line for t, line, _ in edits if t == table), "COMMIT"]
+    undo_lines = ["set -e"]
+    for table in reversed(tables):
+        first = next(line for t, line, _ in edits if t == table)
+        inverse = [back for t, _, back in reversed(edits) if t == table]
+        undo_lines += [f"if {probe_text(_witness(table, first))}; then {shlex.join(RESTORE)} <<'{INLINE_END}'",
+                       f"*{table}", *inverse, "COMMIT", INLINE_END, "fi"]
+    undo = cmd("sh", "-s", note="rollback", stdin=undo_lines)
+    return [cmd(*RESTORE, note=note, stdin=lines, undo=undo, partial=True)]
+
+
+def _witness(table: str, line: str) -> tuple[str, ...]:
+    """The probe that tells whether an added restore line (`-N`, `-A`, `-I`) is in the table."""
+    words = shlex.split(line)
+    action, chain, spec = words[0], words[1], words[2:]
+    if action == "-N":
+        return _chain_probe(table, chain)
+    if action not in ("-A", "-I"):
+        raise ValueError(f"not an addition: {line}")
+    if action == "-I" and spec and spec[0].isdigit():
+        spec = spec[1:]
+    return (*IPTABLES, "-t", table, "-C", chain, *spec)
 
 
 def _rule_line(r: Rule, action: str) -> str:

@@ -1,18 +1,21 @@
 """The bridge driver: which commands create and remove a network, in which order.
 
-create = the bridge link with the gateway address, up; IPv4 forwarding; wrapdock's chains; the
-network's own FORWARD and NAT rules. remove = the same, backwards. The iptables part is planned against
-the host's tables (`tables`, parsed from one iptables-save the operation read): one iptables-restore per
-table with only what is missing (create) or still there (remove), so a second run finishes what a failed
-first run left; shared chains missing entirely come first, in a restore per table that is skipped if they
-exist by then (see plans/iptables.py).
+create = the bridge link with the gateway address, up, and its route_localnet (one `sh -s`); IPv4
+forwarding (live: only if the host read showed it off); wrapdock's chains; the network's own FORWARD and
+NAT rules. remove = the same, backwards. The iptables part is planned against
+the host's tables (`tables`, parsed from one iptables-save the operation read): iptables-restore with
+only what is missing (create: one for all tables) or still there (remove: one per table), so a second
+run finishes what a failed first run left; shared chains missing entirely come first, in a restore per
+table that is skipped if they exist by then (see plans/iptables.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from wrapdock import names
 from wrapdock.model import Network
-from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plan import Plan, Step, cmd, inline
 from wrapdock.plans import iptables as ipt
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -60,7 +63,7 @@ def _rules_note(network: Network) -> str:
             f"leaving the host (not towards other wrapdock networks){isolated}")
 
 
-def create(network: Network, tables: ipt.Tables | None) -> Plan:
+def create(network: Network, tables: ipt.Tables | None, forwarding: bool | None = None) -> Plan:
     br = network.bridge
     plan = Plan(f"create bridge network {network.name} ({network.subnet}, gateway {network.gateway}, "
                 f"bridge {br})")
@@ -69,37 +72,53 @@ def create(network: Network, tables: ipt.Tables | None) -> Plan:
     # One batch: the bridge carries its owner in its alias from its first microsecond, so gc can tell
     # it is wrapdock's even if wrapdock is killed right after. `name`/`dev` before every link name: a
     # bridge called "up" or "mtu" is a name, not a keyword.
-    plan.add(cmd("ip", "-batch", "-", note=link_note, partial=True, stdin=(
+    batch = cmd("ip", "-batch", "-", note=link_note, partial=True, stdin=(
         f"link add name {br}{' ' + ' '.join(mtu) if mtu else ''} type bridge",
         f"link set dev {br} alias {names.network_comment(network.name)}",
         f"addr add {network.gateway_cidr} dev {br}",
         f"link set dev {br} up",
     ), undo=cmd("ip", "link", "del", "dev", br, note=link_note,
-                only_if=("test", "-d", f"/sys/class/net/{br}/bridge"))))
-    plan.extend(host_steps(network, tables))
+                only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))
+    plan.add(with_route_localnet(network, [batch]))
+    plan.extend(host_steps(network, tables, forwarding))
     return plan
 
 
-def host_steps(network: Network, tables: ipt.Tables | None) -> list[Step]:
-    """What every network with a bridge needs once its links exist: forwarding, route_localnet, the
-    shared chains and the network's own rules (the vxlan driver reuses them unchanged)."""
+def host_steps(network: Network, tables: ipt.Tables | None, forwarding: bool | None = None) -> list[Step]:
+    """What every network with a bridge needs once its links exist (and route_localnet, see
+    with_route_localnet): forwarding, the shared chains and the network's own rules (the vxlan driver
+    reuses them unchanged). `forwarding`: True when a live read showed it on, so no step at all; else
+    (off, or unknown: a --print-only script) the switch, checked first where it runs."""
     plan = Plan("")
-    if not network.internal:
+    if not network.internal and not forwarding:
         forward_note = "let the host route packets (IPv4 forwarding)"
         plan.add(cmd("sysctl", "-w", "net.ipv4.ip_forward=1", note=forward_note,
                      skip_if=("grep", "-qx", "1", IP_FORWARD),
                      undo=cmd("sysctl", "-w", "net.ipv4.ip_forward=0", note=forward_note)))
-        plan.add(route_localnet(network))
     note = f"{_rules_note(network)} ({ipt.decided(tables, adding=True)})"
     plan.extend(ipt.addition_steps(tables, _rules(network), note))
     return plan.steps
 
 
+ROUTE_LOCALNET_NOTE = "published ports answer on 127.0.0.1 too (route_localnet on the bridge)"
+
+
 def route_localnet(network: Network) -> Step:
     """No undo of its own: the setting goes with the bridge (the vxlan driver redoes it with the bridge)."""
     # the slash form: a bridge name may hold dots, which the dotted form would split
-    return cmd("sysctl", "-w", f"net/ipv4/conf/{network.bridge}/route_localnet=1",
-               note="published ports answer on 127.0.0.1 too (route_localnet on the bridge)")
+    return cmd("sysctl", "-w", f"net/ipv4/conf/{network.bridge}/route_localnet=1", note=ROUTE_LOCALNET_NOTE)
+
+
+def with_route_localnet(network: Network, steps: list[Step]) -> Step:
+    """The steps that make the network's links (the first one's undo deletes them all), and for a network
+    that is not internal its bridge's route_localnet after them, as one `sh -s` (one process, not one
+    each): undone by the first step's undo, the setting goes with the bridge. It may stop half-way: partial."""
+    if network.internal and len(steps) == 1:
+        return steps[0]
+    first = steps[0]
+    more = [] if network.internal else [route_localnet(network)]
+    note = first.note if network.internal else f"{first.note}; {ROUTE_LOCALNET_NOTE}"
+    return replace(inline([*steps, *more], note), undo=first.undo, partial=True)
 
 
 def own_rule_steps(network: Network) -> list[Step]:

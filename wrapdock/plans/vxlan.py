@@ -82,23 +82,24 @@ def _link_note(network: Network) -> str:
             f"(MTU {network.mtu} = underlay {vx.underlay_mtu} - 50 or less)")
 
 
-def create(network: Network, tables: ipt.Tables | None) -> Plan:
+def create(network: Network, tables: ipt.Tables | None, forwarding: bool | None = None) -> Plan:
     vx = _vxlan(network)
     br = network.bridge
     plan = Plan(f"create vxlan network {network.name} ({network.subnet}, VNI {vx.vni}, UDP port {vx.port}; "
                 f"this host: VTEP {vx.vtep} on {vx.underlay}, range {vx.host_range}, gateway {network.gateway}, "
                 f"bridge {br})")
     link_note = _link_note(network)
-    # one batch, both links carry their owner in their alias from the start (gc can tell they are ours)
-    plan.add(_links_batch([*_bridge_lines(network), *_device_lines(network)], link_note, undo=cmd(
+    # one batch, both links carry their owner in their alias from the start (gc can tell they are ours);
+    # with the flood list and route_localnet in one `sh -s` (one process), undone by deleting the links
+    links = _links_batch([*_bridge_lines(network), *_device_lines(network)], link_note, undo=cmd(
         "sh", "-s", note=link_note, stdin=(
             "set -e",
             f"[ ! -e /sys/class/net/{vx.device} ] || ip link del dev {vx.device}",
             f"[ ! -d /sys/class/net/{br}/bridge ] || ip link del dev {br}",
-        ))))
-    if vx.peers:
-        plan.add(_flood_list(vx))
-    plan.extend(bridge_plans.host_steps(network, tables))
+        )))
+    flood = [_flood_list(vx)] if vx.peers else []
+    plan.add(bridge_plans.with_route_localnet(network, [links, *flood]))
+    plan.extend(bridge_plans.host_steps(network, tables, forwarding))
     return plan
 
 
