@@ -306,8 +306,8 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     the cgroups and the directory go; `ip link del` does the same in the foreground in ~25 ms. The
     script waits for each host end to vanish (at most 1 s: a process left in the namespace keeps
     it) and deletes what is still there. `meanwhile` (`sh -s` steps: the neighbours' /etc/hosts) runs
-    in that script right after the namespace goes, in the time the kernel needs; their undos are the
-    script's undo.
+    in that script, in the background from right after the namespace goes until the end, while the
+    kernel takes the cgroups and the veths down; their undos are the script's undo.
     """
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
@@ -316,13 +316,16 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     lines = ["set -e"]
     if runtime.netns:
         lines.append(f"[ ! -e {_q(f'/run/netns/{runtime.netns}')} ] || ip netns del {_q(runtime.netns)}")
-    lines += [line for step in meanwhile for line in script_lines(step)]
+    if meanwhile:  # in the background, beside the cgroups' rmdir (~10-20 ms each, the kernel's waiting)
+        lines += ["{", *(line for step in meanwhile for line in script_lines(step)), "} &", "meanwhile=$!"]
     lines += [f"[ ! -d {_q(d)} ] || rmdir {_q(d)}" for d in runtime.cgroups.dirs(config.id).values()]
     lines.append(f"[ ! -d {_q(paths.dir)} ] || rm -rf --one-file-system {_q(paths.dir)}")
     for name in host_ifnames:
         if runtime.netns:
             lines.append(f"n=0; while [ -e /sys/class/net/{name} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done")
         lines.append(f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}")
+    if meanwhile:
+        lines.append('wait "$meanwhile"')  # its failure is the script's (set -e)
     note = "; ".join([f"{config.name}'s interfaces, network namespace, cgroups and directory",
                       *(step.note for step in meanwhile)])
     undos = [step.undo for step in reversed(meanwhile) if step.undo is not None]
