@@ -34,11 +34,6 @@ MAX_REQUEST_BYTES = 1 << 20  # a configuration with a prevResult is a few KiB
 REQUEST_SECONDS = 30.0  # to read a request (the plugin writes it at once); the call itself has no limit
 
 
-def identity() -> dict[str, Any]:
-    """What a call must share with the server to be carried out by it (the plugin sends its own)."""
-    return cni.server_identity()
-
-
 def mismatch(request: dict[str, Any], mine: dict[str, Any]) -> str | None:
     """Why this server must not carry out the request (None: it may)."""
     if request.get("protocol") != cni.SERVER_PROTOCOL:
@@ -149,7 +144,7 @@ def serve(path: Path, say: Callable[[str], None]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     server.settimeout(0.5)  # to notice a stop and reap finished children between calls
-    mine, me = identity(), os.getpid()
+    mine, me = cni.server_identity(), os.getpid()
     say(f"wrapdock cni serve: pid {me}, listening on {path}")
     try:
         while not stopping:

@@ -368,6 +368,28 @@ TRICKY = ["$HOME `id` $(id) ${PATH}", "it's \"quoted\"", "back\\slash\\", "\ttab
           "WRAPDOCK_EOF", " WRAPDOCK_EOF", "EOF", "a \\", "> /tmp/x", "ünïcode ✓", "last"]
 
 
+def test_remove_rewrites_the_neighbours_hosts_inside_its_cleanup_and_fails_with_them(tmp_path: Path) -> None:
+    """rm's `meanwhile` (the neighbours' /etc/hosts) runs in the background of the cleanup script: written
+    when the script ends, its failure the script's (it exits non-zero), its undo the script's undo."""
+    neighbours = [tmp_path / f"n{i}" for i in range(3)]
+    for path in neighbours:
+        path.write_text("old\n")
+    hosts = plans.write_files([(path, ["new"]) for path in neighbours], "hosts",
+                              undo=plans.write_files([(path, ["old"]) for path in neighbours], "hosts"))
+    [cleanup] = plans.remove(CONFIGS["plain"], PATHS, runtime("v1", None), False, [], [], meanwhile=[hosts]).steps
+    assert cleanup.partial and cleanup.undo is not None and "hosts" in cleanup.note
+    carry_out([cleanup])
+    assert [path.read_text() for path in neighbours] == ["new\n"] * 3
+    carry_out([cleanup.undo])
+    assert [path.read_text() for path in neighbours] == ["old\n"] * 3
+
+    blocker = tmp_path / "not a dir"
+    blocker.write_text("")
+    failing = plans.write_files([(blocker / "hosts", ["new"])], "hosts")
+    [cleanup] = plans.remove(CONFIGS["plain"], PATHS, runtime("v1", None), False, [], [], meanwhile=[failing]).steps
+    assert run_script(cleanup).returncode != 0
+
+
 def test_write_files_is_one_sh_script_that_writes_every_file_exactly(tmp_path: Path) -> None:
     base = tmp_path / "a dir"
     files = [(base / "hosts", ["127.0.0.1\tlocalhost"]), (base / "sub dir" / "tricky", TRICKY),
