@@ -58,6 +58,18 @@ def test_network_and_ipam_round_trip(tmp_path: Path) -> None:
     assert [r["name"] for r in store.all("network")] == ["api"]
 
 
+def test_small_records_are_written_indented_big_ones_in_one_line(tmp_path: Path) -> None:
+    """People read the small files; an IPAM record of a crowded network is written with json's C encoder."""
+    store = StateStore(tmp_path / "state")
+    store.put("ipam", "web", IPAM)
+    assert (tmp_path / "state" / "ipam" / "web.json").read_text().count("\n") > 5
+    crowded = with_(IPAM, subnet="10.20.0.0/16", allocations={
+        f"10.20.{i // 250}.{i % 250 + 2}": {"owner": f"c{i}", "time": "2024-01-02T03:04:05+00:00"} for i in range(200)})
+    store.put("ipam", "crowd", crowded)
+    text = (tmp_path / "state" / "ipam" / "crowd.json").read_text()
+    assert text.count("\n") == 1 and store.get("ipam", "crowd") == crowded
+
+
 def test_overwrite_replaces_whole_record(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.put("ipam", "web", IPAM)
