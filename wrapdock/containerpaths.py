@@ -55,8 +55,20 @@ class ContainerPaths:
         return self.dir / "tty-input"
 
     def etc_file(self, name: str) -> Path:
-        """hosts, resolv.conf, hostname: kept by wrapdock, bind-mounted over the image's /etc/NAME."""
+        """resolv.conf, hostname: kept by wrapdock, bind-mounted over the image's /etc/NAME."""
         return self.dir / name
+
+    @cached_property
+    def etc_dir(self) -> Path:
+        """Holds `hosts`: a file of the container's own, or a hard link to the file its group of
+        containers shares (DATA_DIR/hosts/...). A shared one reaches the container through this
+        directory, bind-mounted read-only at /dev/.wrapdock: a later `network connect` links another
+        file here and binds it over /etc/hosts from inside (a mount of the host's tree could not be)."""
+        return self.dir / "etc"
+
+    @cached_property
+    def hosts(self) -> Path:
+        return self.etc_dir / "hosts"
 
     def runtime_files(self) -> list[Path]:
         return [self.pidfile, self.statfile, self.ready, self.exitfile]

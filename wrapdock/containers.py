@@ -164,13 +164,50 @@ def _host_resolv() -> str:
         return ""
 
 
-def etc_files(session: Session, record: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, list[str]]:
-    remote = remote_records(session, {e["network"] for e in record["endpoints"]})
+def etc_files(record: dict[str, Any]) -> dict[str, list[str]]:
+    """The /etc files of a container besides /etc/hosts (see hosts_files)."""
     return {
-        "hosts": hostsfile.hosts_lines(record, [*records, *remote]),
         "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
         "hostname": [record["hostname"]],
     }
+
+
+def shared_hosts_dir(session: Session) -> str:
+    """DATA_DIR/hosts: one /etc/hosts per group of containers with the same networks (hostsfile.content_key)."""
+    return f"{session.data_dir}/hosts"
+
+
+def hosts_file(session: Session, record: dict[str, Any]) -> tuple[str, str]:
+    """("own" or "shared", where the container's /etc/hosts is kept): its own file in its etc
+    directory, or its group's file, which its etc directory holds a hard link to."""
+    return _hosts_file_of(session, hostsfile.content_key(record), record["id"])
+
+
+def _hosts_file_of(session: Session, key: tuple[Any, ...], container_id: str) -> tuple[str, str]:
+    if key[0] == "own":
+        return "own", f"{session.data_dir}/containers/{container_id}/etc/hosts"
+    return "shared", f"{shared_hosts_dir(session)}/{hostsfile.shared_file_name(key)}"
+
+
+def _own_hosts_step(session: Session, record: dict[str, Any], others: list[dict[str, Any]]) -> tuple[str, Step]:
+    """A new container's /etc/hosts, before it starts: its own file, or its group's file (written
+    again: the group now lists it) and the link to it. Undone: the group's file as it was (or gone,
+    if the container was its first member); the container's directory goes with the files' undo."""
+    kind, path = hosts_file(session, record)
+    network_names = {e["network"] for e in record["endpoints"]}
+    remote = remote_records(session, network_names)
+    lines = hostsfile.hosts_lines(record, [*others, *remote])
+    paths = paths_of(session, record["id"])
+    note = f"{record['name']}'s /etc/hosts" + (" (the file of the containers on the same networks)"
+                                               if kind == "shared" else "")
+    if kind == "own":
+        return kind, plans.write_files([(path, lines)], note, mkdirs=(paths.etc_dir,))
+    key = hostsfile.content_key(record)
+    member = next((r for r in others if not r["id"].startswith(REMOTE) and hostsfile.content_key(r) == key), None)
+    undo = (plans.write_files([(path, hostsfile.hosts_lines(member, [*others, *remote]))], note) if member
+            else plans.write_files([], note, remove=(path,)))
+    return kind, plans.write_files([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
+                                   links=((path, paths.hosts),), undo=undo)
 
 
 def _directories(folder: str) -> set[str]:
@@ -199,44 +236,74 @@ def remote_records(session: Session, network_names: set[str],
     return found
 
 
+def _hosts_contents(session: Session, network_names: set[str], records: list[dict[str, Any]],
+                    also: str | None = None) -> dict[str, list[str]]:
+    """path -> content of each /etc/hosts file used by these records' containers on these networks
+    (and by container `also`, whatever its networks): one per group of containers with the same
+    networks (computed once), one per `-h` container."""
+    contents: dict[str, list[str]] = {}
+    by_key: dict[Any, str] = {}
+    present = None if session.print_only else _directories(os.path.join(session.data_dir, "containers"))
+    for record in records:
+        if record["id"].startswith(REMOTE) or not (
+                record["id"] == also or {e["network"] for e in record["endpoints"]} & network_names):
+            continue
+        key = hostsfile.content_key(record)
+        if key in by_key:
+            continue
+        if key[0] == "own" and present is not None and record["id"] not in present:
+            continue  # its directory is gone (a crash): nothing to write into
+        path = by_key[key] = _hosts_file_of(session, key, record["id"])[1]
+        contents[path] = hostsfile.hosts_lines(record, records)
+    return contents
+
+
 def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
                 before: list[dict[str, Any]], skip: str | None = None,
-                remote_after: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[Step]:
-    """The step that rewrites /etc/hosts of every container on these networks to list `after`'s
-    containers (in place: their bind mounts follow); its undo writes back what `before` listed.
-    Other hosts' containers on cluster networks are listed too (`remote_after`: what a sync found)."""
+                remote_after: dict[str, tuple[tuple[str, str], ...]] | None = None,
+                drop_unused: bool = False, also: str | None = None) -> list[Step]:
+    """The step that rewrites the /etc/hosts files of the containers on these networks to list
+    `after`'s containers (in place: the bind mounts follow); its undo writes back what `before`
+    listed. A group's file is one file, whatever the number of its containers. `skip`: the path of a
+    file written elsewhere (a new container's). `drop_unused`: a group file no container of `after`
+    uses any more is removed (rm; undone by writing it back). Other hosts' containers on cluster
+    networks are listed too (`remote_after`: what a sync found). `also`: a container whose networks
+    changed: its file is written even if it is on none of these networks now."""
     after = [*after, *remote_records(session, network_names, remote_after)]
     before = [*before, *remote_records(session, network_names)]
-    files_after: list[tuple[str | Path, list[str]]] = []
-    files_before: list[tuple[str | Path, list[str]]] = []
-    before_by_id = {r["id"]: r for r in before}
-    content_after: dict[Any, list[str]] = {}  # by content key: computed once per group of containers
-    content_before: dict[Any, list[str]] = {}
-    shared_after, shared_before = hostsfile.shared_names(after), hostsfile.shared_names(before)
-    containers_dir = os.path.join(session.data_dir, "containers")  # strings, not Paths: n of them
-    present = None if session.print_only else _directories(containers_dir)  # one listing, not n stats
-    for record in after:
-        if record["id"] == skip or record["id"].startswith(REMOTE) or not {
-                e["network"] for e in record["endpoints"]} & network_names:
-            continue
-        if present is not None and record["id"] not in present:
-            continue
-        path = f"{containers_dir}/{record['id']}/hosts"
-        key = hostsfile.content_key(record, shared_after)
-        if key not in content_after:
-            content_after[key] = hostsfile.hosts_lines(record, after)
-        files_after.append((path, content_after[key]))
-        old = before_by_id.get(record["id"])
-        if old is not None:
-            key = hostsfile.content_key(old, shared_before)
-            if key not in content_before:
-                content_before[key] = hostsfile.hosts_lines(old, before)
-            files_before.append((path, content_before[key]))
-    if not files_after:
+    contents_after = _hosts_contents(session, network_names, after, also)
+    contents_before = _hosts_contents(session, network_names, before, also)
+    write = {path: lines for path, lines in contents_after.items()
+             if path != skip and contents_before.get(path) != lines}
+    unused: tuple[str, ...] = ()
+    if drop_unused:
+        shared = shared_hosts_dir(session) + "/"
+        candidates = {path for path in contents_before if path not in contents_after and path.startswith(shared)}
+        if candidates:
+            used = {hostsfile.content_key(r) for r in after if not r["id"].startswith(REMOTE)}
+            candidates -= {_hosts_file_of(session, key, "")[1] for key in used if key[0] == "shared"}
+        unused = tuple(sorted(candidates))
+    if not write and not unused:
         return []
-    note = f"/etc/hosts of the {len(files_after)} container(s) on {', '.join(sorted(network_names))}"
-    undo = plans.write_files(files_before, note) if files_before else None
-    return [plans.write_files(files_after, note, undo=undo)]
+    note = (f"/etc/hosts of the containers on {', '.join(sorted(network_names))}: "
+            f"{len(write)} file(s)" + (f", {len(unused)} no longer used" if unused else ""))
+    restore = [(path, contents_before[path]) for path in [*write, *unused] if path in contents_before]
+    created = tuple(path for path in write if path not in contents_before)
+    undo = plans.write_files(restore, note, remove=created) if restore or created else None
+    mkdirs = (shared_hosts_dir(session),) if created else ()
+    return [plans.write_files(list(write.items()), note, mkdirs=mkdirs, remove=unused, undo=undo)]
+
+
+def unused_hosts_files(session: Session) -> list[str]:
+    """Shared /etc/hosts files no container uses (left by network connect and disconnect; gc removes them)."""
+    folder = shared_hosts_dir(session)
+    try:
+        present = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+    except FileNotFoundError:
+        return []
+    used = {hostsfile.shared_file_name(key) for key in {hostsfile.content_key(r) for r in all_records(session)}
+            if key[0] == "shared"}
+    return [f"{folder}/{name}" for name in sorted(present - used)]
 
 
 def _release_names(session: Session, record: dict[str, Any], network_names: set[str] | None = None) -> list[Step]:
@@ -406,10 +473,11 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-        plan = plans.prepare(config, paths, runtime, etc_files(session, record, [*others, record]), network_steps,
-                             request.tty)
+        hosts_kind, hosts_step = _own_hosts_step(session, record, others)
+        plan = plans.prepare(config, paths, runtime, etc_files(record), network_steps, request.tty,
+                             hosts=(hosts_kind, hosts_step))
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
-                                 skip=config.id)
+                                 skip=hosts_file(session, record)[1])
         if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
             from wrapdock import clusternames
 
@@ -513,7 +581,8 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             current = [r for r in current if r["id"] != record["id"]]
             # the neighbours' /etc/hosts are rewritten inside the cleanup script, while the kernel takes
             # the veths down: no process of their own, and no time of their own at 200 neighbours
-            hosts = _hosts_step(session, {e["network"] for e in record["endpoints"]}, current, [*current, record])
+            hosts = _hosts_step(session, {e["network"] for e in record["endpoints"]}, current, [*current, record],
+                                drop_unused=True)
             # a script cannot know whether the container will be running: it gets the (guarded) kill step
             plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
                                 running[record["id"]] or (force and session.print_only),
@@ -551,7 +620,8 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
 
             steps.insert(0, clusternames.register_name(network, record["name"], str(address)))
         steps += _hosts_step(session, {e["network"] for e in connected["endpoints"]}, [*others, connected],
-                             [*others, record])
+                             [*others, record], also=record["id"])
+        steps += _rebind_hosts(session, record, connected)
         completed = session.carry_out(Plan(f"connect container {record['name']} to network {network.name}", steps))
         if not session.records_state:
             return record
@@ -580,11 +650,8 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         all_attachments = attachments(session, record)
         att = all_attachments[position]
         steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if withdraw else []
-        steps.append(endpoint_plans.detach(att, record["name"]))
         # the default route went with the first network: the next one that leads out carries it now
         successor = next((a for a in all_attachments if a is not att and not a.network.internal), None)
-        if position == 0 and successor is not None:
-            steps.append(endpoint_plans.default_route(successor, record["netns"], record["name"]))
         left = {**record, "endpoints": [e for i, e in enumerate(record["endpoints"]) if i != position]}
         if position == 0 and successor is not None:  # the first endpoint is the one with the default route
             moved = next(e for e in left["endpoints"] if e["network"] == successor.network.name)
@@ -592,10 +659,14 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         if withdraw:
             left["ports"] = []
         others = [r for r in all_records(session) if r["id"] != record["id"]]
+        # the names before the link: the detach has no undo, so what may fail comes first
         steps += _hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
-                             [*others, left], [*others, record])
-        # a cluster network: its name goes from etcd first (undone by putting it back; the detach that
-        # follows has no undo)
+                             [*others, left], [*others, record], also=record["id"])
+        steps += _rebind_hosts(session, record, left)
+        steps.append(endpoint_plans.detach(att, record["name"]))
+        if position == 0 and successor is not None:
+            steps.append(endpoint_plans.default_route(successor, record["netns"], record["name"]))
+        # a cluster network: its name goes from etcd first (undone by putting it back)
         steps[:0] = _release_names(session, record, {network_name})
         session.carry_out(Plan(f"disconnect container {record['name']} from network {network_name}", steps))
         if not session.records_state:
@@ -603,6 +674,18 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
         _release(session, record, [network_name])
         session.state.put("container", record["id"], left)
     return left
+
+
+def _rebind_hosts(session: Session, before: dict[str, Any], after: dict[str, Any]) -> list[Step]:
+    """A container whose networks changed shares another group's /etc/hosts now (a file the hosts
+    step has just written): its link, and its bind mount while it runs, move there. (The file it
+    leaves stays until gc, if nobody uses it.)"""
+    kind, old_path = hosts_file(session, before)
+    new_path = hosts_file(session, after)[1]
+    if kind == "own" or new_path == old_path:
+        return []
+    paths = paths_of(session, before["id"])
+    return [plans.rebind_hosts(before["name"], live_pid(paths), paths, new_path, old_path, images.host_busybox())]
 
 
 def attached_to(session: Session, network_name: str) -> list[dict[str, Any]]:

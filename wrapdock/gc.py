@@ -290,6 +290,18 @@ def _carry_out(session: Session, action: Action) -> str | None:
     return None
 
 
+def _remove_unused_hosts_files(session: Session, outcome: Outcome) -> None:
+    from wrapdock import containers
+    from wrapdock.plans.container import write_files
+
+    unused = containers.unused_hosts_files(session)
+    if unused:
+        task = f"remove {len(unused)} shared /etc/hosts file(s) no container uses"
+        plan = Plan(task, [write_files([], task, remove=tuple(unused))])
+        failed = _carry_out(session, Action(task, [task], plan))
+        (outcome.failed if failed else outcome.done).append(failed or task)
+
+
 def _release_stale_claims(session: Session, facts: Facts, outcome: Outcome) -> None:
     """Cluster-mode networks: this host's names in etcd whose container is gone; with --cluster also its
     registrations in networks it has no record of (wrapdock/cluster.py)."""
@@ -343,6 +355,7 @@ def reconcile(session: Session) -> Outcome:
             except CommandFailed as failure:
                 outcome.failed.append(f"update /etc/hosts of the containers on {', '.join(sorted(changed_networks))}: "
                                       + _why(failure))
+        _remove_unused_hosts_files(session, outcome)
         if not session.print_only:  # a cache of the records (state.py): written from the files alone
             session.state.rebuild_index("container")
     return outcome

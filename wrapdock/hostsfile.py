@@ -1,4 +1,4 @@
-"""The /etc/hosts and /etc/resolv.conf wrapdock keeps for each container. Pure."""
+"""The /etc/hosts and /etc/resolv.conf wrapdock keeps for containers. Pure."""
 
 from __future__ import annotations
 
@@ -7,38 +7,41 @@ from typing import Any
 HEADER = "# kept by wrapdock: rewritten when containers join or leave this container's networks"
 
 
-def content_key(record: dict[str, Any], shared_names: set[str]) -> tuple[Any, ...]:
-    """Containers with the same key get the same /etc/hosts: the same networks and --add-host
-    entries, unless the container has a name another container has too (a `-h` used twice): its own
-    name must find itself first, so it gets a content of its own. `shared_names` = shared_names(...)."""
-    if shared_names.intersection(_names(record)):
+def content_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """Containers with the same key get the same /etc/hosts, and share one file (one inode, see
+    shared_file_name): the same networks and --add-host entries. A container whose host name is not
+    its name (`-h`) gets a file of its own: another container may answer to that name too, and its
+    own name must find itself first. The key depends on the container alone, so it changes only when
+    the container's networks do (network connect, disconnect)."""
+    if record["hostname"] != record["name"]:
         return ("own", record["id"])
-    return frozenset(e["network"] for e in record.get("endpoints", [])), tuple(record.get("add_hosts", []))
+    networks = tuple(sorted({e["network"] for e in record.get("endpoints", [])}))
+    return ("shared", networks, tuple(record.get("add_hosts", [])))
 
 
-def shared_names(records: list[dict[str, Any]]) -> set[str]:
-    """Host names that more than one of these containers answers to."""
-    seen: set[str] = set()
-    shared: set[str] = set()
-    for record in records:
-        for name in set(_names(record)):
-            (shared if name in seen else seen).add(name)
-    return shared
+def shared_file_name(key: tuple[Any, ...]) -> str:
+    """The name of a shared /etc/hosts under DATA_DIR/hosts: a digest of its key (networks are free
+    text up to a length, a file name is not)."""
+    from wrapdock.names import sha256_hex
+
+    return sha256_hex(repr(key).encode())[:24]
 
 
 def hosts_lines(record: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
     """localhost, every container on a network this one is on (itself too, by name), then --add-host.
 
-    Sorted by container name, so that the containers of one network can share one content (see
-    content_key); a container whose name another one has too is listed first, so it finds itself.
+    The containers whose host name is their name come first, sorted by name (names are unique on a
+    host, and across the hosts of a cluster network): so every container of a group finds itself
+    under its name before a `-h` container that took the same host name; the `-h` ones follow, also
+    by name. A `-h` container's own file lists itself first.
     """
     networks = {e["network"] for e in record.get("endpoints", [])}
     lines = [HEADER, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     members = {other["id"]: other for other in others}
     members[record["id"]] = record
-    listed = sorted(members.values(), key=lambda r: (r["name"], r["id"]))
-    if shared_names(listed).intersection(_names(record)):
-        listed.sort(key=lambda r: r["id"] != record["id"])  # stable: itself first, the rest by name
+    listed = sorted(members.values(), key=lambda r: (r["hostname"] != r["name"], r["name"], r["id"]))
+    if record["hostname"] != record["name"]:
+        listed.sort(key=lambda r: r["id"] != record["id"])  # stable: itself first, the rest as they were
     for member in listed:
         for endpoint in member.get("endpoints", []):
             if endpoint["network"] in networks:

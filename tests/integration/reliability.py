@@ -25,6 +25,8 @@ STATE_FOLDERS = ("networks", "ipam", "containers")
 NOTHING_TO_DO = "nothing to do: the state and the host agree\n"
 # the note of the step that rewrites the /etc/hosts of a network's other containers
 HOSTS_REFRESH = "/etc/hosts of"
+# in the note of a new container's files script: the /etc/hosts it shares with its neighbours, written there
+SHARED_HOSTS = "/etc/hosts (the file of the containers on the same networks)"
 
 
 

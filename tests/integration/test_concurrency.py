@@ -80,7 +80,7 @@ def test_thirty_parallel_runs_into_one_network_then_thirty_parallel_removals(san
     assert unreachable == []
     # started side by side, yet each one's /etc/hosts names all 30 with their addresses
     for name in names:
-        hosts = (box.sh("cat", f"/run/wrapdock-data/containers/{views[name]['id']}/hosts").stdout)
+        hosts = (box.sh("cat", f"/run/wrapdock-data/containers/{views[name]['id']}/etc/hosts").stdout)
         table = hosts_table(hosts)
         assert {n: table.get(n) for n in names} == address, f"{name}'s /etc/hosts:\n{hosts}"
 
@@ -131,7 +131,7 @@ def test_parallel_removals_do_not_fail_each_other(sandbox):
         assert (result.returncode, result.stdout, result.stderr) == (0, f"{name}\n", ""), result
     # third's /etc/hosts names neither of them any more
     third = json.loads(ok(box, "inspect", "third").stdout)[0]
-    assert set(hosts_table(box.sh("cat", f"/run/wrapdock-data/containers/{third['id']}/hosts").stdout)) == {
+    assert set(hosts_table(box.sh("cat", f"/run/wrapdock-data/containers/{third['id']}/etc/hosts").stdout)) == {
         "localhost", "ip6-localhost", "ip6-loopback", "third"}
     ok(box, "--quiet", "rm", "-f", "third")
     assert_same(box, before, "after the removals")

@@ -100,9 +100,12 @@ def replay(box, machine_hostname: str) -> None:
     assert points["/"][0] == "overlay"
     assert points["/"][1] == f"wrapdock-{container_id[:12]}"
     etc_files = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
-    assert set(points) - etc_files == {"/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/proc/sys", "/sys"}, points
-    for path in set(points) & etc_files:
-        assert points[path][2].endswith(f"/containers/{container_id}/{path.rsplit('/', 1)[1]}"), points[path]
+    assert set(points) - etc_files == {"/", "/dev", "/dev/.wrapdock", "/dev/pts", "/dev/shm", "/proc", "/proc/sys",
+                                       "/sys"}, points
+    for path in set(points) & etc_files:  # hosts: through its etc directory (/dev/.wrapdock, read-only)
+        name = "etc/hosts" if path == "/etc/hosts" else path.rsplit('/', 1)[1]
+        assert points[path][2].endswith(f"/containers/{container_id}/{name}"), points[path]
+    assert points["/dev/.wrapdock"][2].endswith(f"/containers/{container_id}/etc"), points
     # the host's root is not reachable through any path inside
     assert wd(box, "exec", "bird", "sh", "-c", "test -e /run/wrapdock-data || test -e /.wrapdock-oldroot",
               code=1).returncode == 1

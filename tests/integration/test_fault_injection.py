@@ -21,6 +21,7 @@ import pytest
 from tests.integration.containerlab import processes
 from tests.integration.reliability import (
     HOSTS_REFRESH,
+    SHARED_HOSTS,
     assert_names_failed_step,
     assert_no_leftovers,
     assert_same,
@@ -83,10 +84,10 @@ def test_run_rolls_back_a_fault_at_every_step(sandbox):
     assert_same(box, before, "run then rm -f")
     kinds = [step["argv"][0] for step in steps]
     assert {"ip", "iptables-restore", "setsid"} <= set(kinds), kinds  # veth, published port, start
-    # nbr's /etc/hosts is rewritten while web's init builds its root: between the start and the wait
+    # web and nbr share one /etc/hosts file: web's files script writes it (nbr sees web at once)
     assert steps[-1]["note"].startswith(WAIT_FOR_INIT), notes(steps)
-    assert steps[-2]["note"].startswith(HOSTS_REFRESH), notes(steps)
-    assert steps[-3]["argv"][0] == "setsid", notes(steps)
+    assert steps[-2]["argv"][0] == "setsid", notes(steps)
+    assert SHARED_HOSTS in steps[0]["note"], notes(steps)
 
     for k, step in enumerate(steps, start=1):
         proc = call(box, "--quiet", *RUN, env=fault(k))
@@ -113,7 +114,9 @@ def test_connect_rolls_back_a_fault_at_every_step(sandbox):
     ok(box, "--quiet", "network", "disconnect", NET2, "nbr")
     assert_same(box, before, "connect then disconnect")
     assert [step["argv"][:2] for step in steps[:2]] == [["ip", "-batch"], ["ip", "-n"]], steps
-    assert steps[-1]["note"].startswith(HOSTS_REFRESH), notes(steps)
+    # the file of nbr's new group of networks, then nbr moved onto it (its link, its mount)
+    assert steps[-2]["note"].startswith(HOSTS_REFRESH), notes(steps)
+    assert steps[-1]["note"] == "nbr's /etc/hosts: the file its networks now share", notes(steps)
 
     for k, step in enumerate(steps, start=1):
         proc = call(box, "--quiet", *connect, env=fault(k))
@@ -208,8 +211,11 @@ def test_lab_up_removes_everything_after_a_fault_at_every_step(sandbox, sandbox_
     steps = changing_steps(up.stderr)
     assert ok(first, "--quiet", "lab", "down", str(lab)).stdout == "lab flt is down: removed 3 object(s)\n"
     assert_same(first, befores[0], "lab up then lab down")
-    # the last container's start rewrites its neighbour's /etc/hosts, then waits for its own init
-    assert len(steps) >= 10 and steps[-2]["note"].startswith(HOSTS_REFRESH), notes(steps)
+    # the last container's files script writes the /etc/hosts it shares with its neighbour; its start
+    # then waits for its own init
+    assert len(steps) >= 10 and steps[-2]["argv"][0] == "setsid", notes(steps)
+    files_scripts = [step for step in steps if step["note"].startswith("the container's directory")]
+    assert len(files_scripts) == 2 and SHARED_HOSTS in files_scripts[-1]["note"], notes(steps)
     assert steps[-1]["note"].startswith(WAIT_FOR_INIT), notes(steps)
 
     def loop(index: int) -> None:

@@ -106,14 +106,20 @@ def assert_default_isolation(results, sections, workload: str) -> None:
 
 def assert_own_mounts(mountinfo: str) -> None:
     points = mount_points(mountinfo)
-    assert set(points) == {"/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/proc/sys", "/sys", "/etc/hosts",
-                           "/etc/resolv.conf", "/etc/hostname"}, sorted(points)
+    # /dev/.wrapdock: a container whose /etc/hosts is shared (not one with a host name of its own, -h)
+    assert set(points) - {"/dev/.wrapdock"} == {"/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/proc/sys", "/sys",
+                                                "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}, sorted(points)
     assert points["/"][0] == "overlay"
-    # the /etc files are the container's own files (in its directory on the host), nothing else of the host
-    for name in ("hosts", "resolv.conf", "hostname"):
-        assert re.fullmatch(rf".*/containers/[0-9a-f]{{64}}/{re.escape(name)}", points[f"/etc/{name}"][2]), mountinfo
+    # the /etc files are the container's own files (in its directory on the host), nothing else of the host;
+    # /etc/hosts comes through its etc directory (a link to the file its group of containers shares)
+    for name, where in (("hosts", "etc/hosts"), ("resolv.conf", "resolv.conf"), ("hostname", "hostname")):
+        assert re.fullmatch(rf".*/containers/[0-9a-f]{{64}}/{re.escape(where)}", points[f"/etc/{name}"][2]), mountinfo
+    shared = "/dev/.wrapdock" in points
+    assert not shared or re.fullmatch(r".*/containers/[0-9a-f]{64}/etc", points["/dev/.wrapdock"][2]), mountinfo
     ro = {line.split()[4]: line.split()[5] for line in mountinfo.splitlines()}
     assert ro["/proc/sys"].startswith("ro") and ro["/sys"].startswith("ro"), mountinfo
+    # shared with the containers on the same networks: no container can change its neighbours' names
+    assert not shared or (ro["/etc/hosts"].startswith("ro") and ro["/dev/.wrapdock"].startswith("ro")), mountinfo
 
 
 def test_a_default_container_sees_and_changes_only_itself(sandbox):
@@ -123,6 +129,9 @@ def test_a_default_container_sees_and_changes_only_itself(sandbox):
     ok(box, "--quiet", "run", "-d", "--name", "a", "--net", NET, "busybox", "sh", "-c",
        f"echo secret > /{MARKER}; exec sleep 600")
     ok(box, "--quiet", "run", "-d", "--name", "b", "--net", NET, "busybox", "sleep", "600")
+    # a and b share one /etc/hosts file, read-only inside: a cannot point b's names elsewhere
+    refused = box.wrapdock("--quiet", "exec", "a", "sh", "-c", "echo '203.0.113.9 a' >> /etc/hosts", check=False)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr, refused
     before = picture(box)
 
     # the marker is in a's tree (the probe can find it) ...

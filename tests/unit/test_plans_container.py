@@ -89,8 +89,19 @@ CONFIGS = {
                                caps=(), volumes=(Volume("/etc/extra hosts", "/etc/hosts.extra", True, file=True),)),
 }
 
-ETC = {"hosts": ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"],
-       "resolv.conf": ["nameserver 192.0.2.53"], "hostname": ["web"]}
+ETC = {"resolv.conf": ["nameserver 192.0.2.53"], "hostname": ["web"]}
+HOSTS_LINES = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", "10.0.0.2\tweb"]
+GROUP_HOSTS = Path("/var/lib/wrapdock/hosts/0123456789abcdef01234567")
+
+
+def hosts(kind: str = "shared") -> tuple[str, Step]:
+    """The /etc/hosts step containers.run hands to prepare: a file of its own, or its group's file and a link."""
+    if kind == "own":
+        return kind, plans.write_files([(PATHS.hosts, HOSTS_LINES)], "web's /etc/hosts", mkdirs=(PATHS.etc_dir,))
+    note = "web's /etc/hosts (the file of the containers on the same networks)"
+    return kind, plans.write_files([(GROUP_HOSTS, HOSTS_LINES)], note, mkdirs=(GROUP_HOSTS.parent, PATHS.etc_dir),
+                                   links=((GROUP_HOSTS, PATHS.hosts),),
+                                   undo=plans.write_files([], note, remove=(GROUP_HOSTS,)))
 EXEC_ENV = ["PATH=" + DEFAULT_PATH, "HOSTNAME=web", "HOME=/root", "bird=123"]
 
 
@@ -128,9 +139,10 @@ def remove_steps(config: str, layout: str, running: bool, netns: str | None = "w
 
 
 CASES = {
-    "prepare-plain-v1": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, []).steps,
+    "prepare-plain-v1": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, [], hosts=hosts()).steps,
     "prepare-plain-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, []).steps,
-    "prepare-limits-v1": lambda: plans.prepare(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), ETC, []).steps,
+    "prepare-limits-v1": lambda: plans.prepare(CONFIGS["limits"], PATHS, runtime("v1", "db.1"), ETC, [],
+                                               hosts=hosts("own")).steps,
     "prepare-limits-v1swap": lambda: plans.prepare(CONFIGS["limits"], PATHS, runtime("v1swap", "db.1"), ETC,
                                                    []).steps,
     "prepare-limits-v2": lambda: plans.prepare(CONFIGS["limits"], PATHS, runtime("v2", "db.1"), ETC, []).steps,
@@ -139,7 +151,8 @@ CASES = {
     "prepare-sysadmin-v1": lambda: plans.prepare(CONFIGS["sysadmin"], PATHS, runtime("v1", "adm"), ETC, []).steps,
     "prepare-dropall-v2": lambda: plans.prepare(CONFIGS["dropall"], PATHS, runtime("v2", "bare"), ETC, []).steps,
     "prepare-hostnet-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2", None), ETC, []).steps,
-    "prepare-network-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps,
+    "prepare-network-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps(),
+                                                hosts=hosts()).steps,
     "prepare-tty-v2": lambda: plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, [], tty=True).steps,
     "prepare-tty-privileged-v2": lambda: plans.prepare(CONFIGS["privileged"], PATHS, runtime("v2", "root"), {}, [],
                                                        tty=True).steps,
@@ -514,6 +527,49 @@ def test_prepare_and_remove_carried_out_against_a_fake_tree(tmp_path: Path) -> N
     assert all(d.is_dir() for d in layout.parent_dirs().values())
     assert paths.dir.parent.is_dir()
     carry_out([cleanup])  # a second rm (after a failed one) finds everything gone and succeeds
+
+
+def test_a_shared_hosts_file_is_written_once_and_linked_into_each_containers_etc_directory(tmp_path: Path) -> None:
+    """Two containers of one group: one inode, reached through each one's etc directory; the first one's
+    undo removes the group's file, a later one's undo writes back what the group had."""
+    group = tmp_path / "data" / "hosts" / "g"
+    first, second = (ContainerPaths(tmp_path / "data" / "containers" / name) for name in ("a", "b"))
+    for paths, lines, undo in ((first, ["one"], plans.write_files([], "h", remove=(group,))),
+                               (second, ["one", "two"], plans.write_files([(group, ["one"])], "h"))):
+        step = plans.write_files([(group, lines)], "h", mkdirs=(group.parent, paths.etc_dir),
+                                 links=((group, paths.hosts),), undo=undo)
+        carry_out([step])
+    assert first.hosts.stat().st_ino == second.hosts.stat().st_ino == group.stat().st_ino
+    assert first.hosts.read_text() == "one\ntwo\n" and group.stat().st_nlink == 3
+    carry_out([plans.write_files([(group, ["one"])], "h")])  # the undo of the second: in place, both see it
+    assert second.hosts.read_text() == "one\n"
+    carry_out([plans.write_files([], "h", remove=(group,))])
+    assert not group.exists() and first.hosts.read_text() == "one\n"
+
+
+def test_init_binds_a_shared_hosts_file_read_only_through_its_etc_directory() -> None:
+    shared = plans.init_script(CONFIGS["plain"], PATHS, runtime("v2"), tuple(ETC), hosts="shared")
+    own = plans.init_script(CONFIGS["plain"], PATHS, runtime("v2"), tuple(ETC), hosts="own")
+    assert [line for line in shared if ".wrapdock" in line and "oldroot" not in line] == [
+        "mkdir -p dev/.wrapdock", f"mount --bind {PATHS.etc_dir} dev/.wrapdock",
+        "mount -o remount,bind,ro dev/.wrapdock", "mount --bind dev/.wrapdock/hosts etc/hosts"]
+    assert f"mount --bind {PATHS.hosts} etc/hosts" in own
+    assert not [line for line in own if "dev/.wrapdock" in line]
+    bare = plans.init_script(CONFIGS["plain"], PATHS, runtime("v2"), ())
+    assert not [line for line in bare if "etc/hosts" in line and not line.startswith("#")]
+
+
+def test_rebinding_a_running_containers_hosts_swaps_its_mount_then_renames_the_link() -> None:
+    step = plans.rebind_hosts("web", 4242, PATHS, "/d/hosts/new", "/d/hosts/old", "/usr/bin/busybox")
+    tool = "/proc/self/fd/9/busybox"
+    assert step.stdin == (
+        "set -e", f"ln -f /d/hosts/new {PATHS.etc_dir}/.hosts-next", "exec 9</usr/bin",
+        f"nsenter -t 4242 -m -p -r {tool} sh -c '\"$0\" umount /etc/hosts && \"$0\" mount --bind "
+        f"/dev/.wrapdock/.hosts-next /etc/hosts' {tool}",
+        f"mv -f {PATHS.etc_dir}/.hosts-next {PATHS.hosts}")
+    assert step.undo is not None and step.undo.stdin[1] == f"ln -f /d/hosts/old {PATHS.etc_dir}/.hosts-next"
+    stopped = plans.rebind_hosts("web", None, PATHS, "/d/hosts/new", "/d/hosts/old", "/usr/bin/busybox")
+    assert not [line for line in stopped.stdin if "nsenter" in line]
 
 
 # -- a container on networks: the namespace comes with the first host batch ------------------------

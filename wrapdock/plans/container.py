@@ -68,6 +68,9 @@ def _cap_wrappers(config: ContainerConfig, extra: tuple[str, ...] = ()) -> tuple
 
 
 DEVPTS_OPTIONS = "newinstance,ptmxmode=0666,mode=0620"
+# where a container on a shared /etc/hosts sees its etc directory (read-only; a tmpfs of wrapdock's,
+# so nothing lands in the container's layer), as LXD injects mounts through /dev/.lxd-mounts
+HOSTS_DIR_IN_CONTAINER = "/dev/.wrapdock"
 
 
 def on_a_pty(inner: list[str], devpts_setup: list[str], no_input: Path | None) -> list[str]:
@@ -98,11 +101,13 @@ def environment(config: ContainerConfig, tty: bool) -> list[str]:
 
 
 def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, etc_files: tuple[str, ...] = (),
-                tty: bool = False) -> list[str]:
-    """The init's lines. `tty`: its /dev/pts is the devpts instance `on_a_pty` mounted (the one its
-    pty comes from), and the workload becomes a session leader with that pty as its controlling
-    terminal (busybox `setsid -c` steals it from script's session, which needs CAP_SYS_ADMIN: before
-    the drop), so a ^C typed reaches only the workload's foreground process group."""
+                tty: bool = False, hosts: str | None = None) -> list[str]:
+    """The init's lines. `hosts`: "own" (a file of its own, writable) or "shared" (its group's file,
+    read-only: one container must not change its neighbours' names), see containerpaths.etc_dir.
+    `tty`: its /dev/pts is the devpts instance `on_a_pty` mounted (the one its pty comes from), and
+    the workload becomes a session leader with that pty as its controlling terminal (busybox
+    `setsid -c` steals it from script's session, which needs CAP_SYS_ADMIN: before the drop),
+    so a ^C typed reaches only the workload's foreground process group."""
     mounts: list[str] = []
     for volume in config.volumes:
         target = "." + volume.target
@@ -114,10 +119,19 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         mounts.append(f"mount --bind {_q(volume.source)} {_q(target)}")
         if volume.readonly:
             mounts.append(f"mount -o remount,bind,ro {_q(target)}")
-    for name in etc_files:
+    sources: dict[str, str] = {}
+    if hosts == "own":
+        sources["hosts"] = _q(paths.hosts)
+    elif hosts == "shared":  # a bind from the read-only directory is read-only too
+        mounts += [f"mkdir -p {HOSTS_DIR_IN_CONTAINER[1:]}",
+                   f"mount --bind {_q(paths.etc_dir)} {HOSTS_DIR_IN_CONTAINER[1:]}",
+                   f"mount -o remount,bind,ro {HOSTS_DIR_IN_CONTAINER[1:]}"]
+        sources["hosts"] = f"{HOSTS_DIR_IN_CONTAINER[1:]}/hosts"
+    sources.update((name, _q(paths.etc_file(name))) for name in etc_files)
+    for name, source in sources.items():
         target = f"etc/{name}"
         mounts.append(f"[ -e {target} ] || {{ mkdir -p etc; touch {target}; }}")
-        mounts.append(f"mount --bind {_q(paths.etc_file(name))} {target}")
+        mounts.append(f"mount --bind {source} {target}")
     join = cgroup_plans.join_commands(runtime.cgroups, config.id)
     _, _, workload = _cap_wrappers(config)
     if config.user:  # the host busybox's nsenter applet sets the ids: nothing of the image is needed
@@ -178,9 +192,11 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> S
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
-def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tuple[Path, ...] = (),
-                executable: tuple[Path, ...] = (), undo: Step | None = None) -> Step:
-    """One `sh -s` that makes directories and writes files (one process for all of them).
+def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tuple[str | Path, ...] = (),
+                executable: tuple[Path, ...] = (), undo: Step | None = None,
+                links: tuple[tuple[str | Path, str | Path], ...] = (), remove: tuple[str | Path, ...] = ()) -> Step:
+    """One `sh -s` that makes directories, writes files, then makes hard links (`links`: (file, link))
+    and removes files (`remove`): one process for all of them.
 
     Each file is one `printf '%s\\n' LINE... > FILE`, a shell builtin: no process per file, and the
     file is truncated and written in place, so a bind mount of it (the container's /etc/hosts)
@@ -212,12 +228,19 @@ def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tu
             lines.append("    > /dev/null")
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
+    lines += [f"ln -f {_q(source)} {_q(link)}" for source, link in links]
+    if remove:
+        lines.append("rm -f -- " + " ".join(_q(p) for p in remove))
     return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
-            etc_files: dict[str, list[str]], network_steps: list[Step], tty: bool = False) -> Plan:
+            etc_files: dict[str, list[str]], network_steps: list[Step], tty: bool = False,
+            hosts: tuple[str, Step] | None = None) -> Plan:
     """Everything up to (not including) starting the process: directory, files and cgroups, netns, network.
+
+    `hosts`: ("own" or "shared", the `sh -s` step that writes the container's /etc/hosts or its
+    group's and links it into the container's etc directory); it runs in the files' script.
 
     A container on a network gets its namespace from the network steps' host batch; without one,
     `ip netns add` here.
@@ -226,13 +249,16 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
     files_note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
                   f"/etc files ({', '.join(etc_files) or 'none'})")
     files = [(paths.etc_file(name), lines) for name, lines in etc_files.items()]
-    files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files), tty)))
+    files.append((paths.init, init_script(config, paths, runtime, tuple(etc_files), tty, hosts[0] if hosts else None)))
     files_step = write_files(files, files_note, mkdirs=(paths.upper, paths.work, paths.rootfs),
                              undo=cmd("rm", "-rf", "--one-file-system", str(paths.dir), note=files_note))
     # the directory, the cgroups and (without a network) the namespace in one script: each command
     # wrapdock runs itself costs ~3 ms beyond its own run (a fork of its Python, threads to feed it)
     (cgroup_step,) = cgroup_plans.create(runtime.cgroups, config.id, config.limits)
     steps, notes = [files_step, cgroup_step], [files_note, cgroup_step.note]
+    if hosts is not None:
+        steps.insert(1, hosts[1])
+        notes.insert(1, hosts[1].note)
     if runtime.netns and not network_steps:
         netns = _q(runtime.netns)
         notes.append(f"network namespace {runtime.netns} (ip netns exec {runtime.netns} ... works on the host)")
@@ -264,6 +290,29 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
                 note=f"wait until {config.name}'s init has handed over to the workload")
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
     return [*forget, start, *meanwhile, ready]
+
+
+def rebind_hosts(name: str, pid: int | None, paths: ContainerPaths, source: str, old_source: str,
+                 busybox: str) -> Step:
+    """network connect or disconnect moved a container to another shared /etc/hosts: link that file
+    into its etc directory and, while it runs, bind it over /etc/hosts from inside its mount namespace
+    (with the host busybox, reached through a descriptor of its directory: the image may have no
+    `mount`). The old bind goes first: a mount stacked on it would go with the old file's name (the
+    kernel detaches mounts whose mount point is deleted), so for a moment /etc/hosts is the image's, as
+    a reader may see a file half-written during any rewrite. The file is bound under a second name,
+    then renamed to `hosts` for the next start. Undone the same way, back to the old file."""
+    tool = f"/proc/self/fd/9/{Path(busybox).name}"
+    next_link = paths.etc_dir / ".hosts-next"
+
+    def script(file: str) -> list[str]:
+        lines = ["set -e", f"ln -f {_q(file)} {_q(next_link)}"]
+        if pid is not None:
+            swap = f'"$0" umount /etc/hosts && "$0" mount --bind {HOSTS_DIR_IN_CONTAINER}/.hosts-next /etc/hosts'
+            lines += [f"exec 9<{_q(str(Path(busybox).parent))}",
+                      f"nsenter -t {pid} -m -p -r {tool} sh -c {_q(swap)} {tool}"]
+        return [*lines, f"mv -f {_q(next_link)} {_q(paths.hosts)}"]
+    note = f"{name}'s /etc/hosts: the file its networks now share"
+    return cmd("sh", "-s", note=note, stdin=script(source), undo=cmd("sh", "-s", note=note, stdin=script(old_source)))
 
 
 def remove_when_done(config: ContainerConfig, paths: ContainerPaths, wrapdock: list[str]) -> Step:
