@@ -52,7 +52,11 @@ DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images",
            "cni": "cni/attachments"}
 INDEXED = {"container"}  # kinds read whole by common commands (ps, every run and rm): FOLDER.index.json
-INDEX_REWRITE_AFTER = 16  # records read from their files (or gone) before the index is written again
+INDEX_REWRITE_AFTER = 16  # records read from their files (or gone) before a cache is written again
+SUMMARIZED = {"container"}  # kinds whose records' planning fields are also kept apart: FOLDER.summary.json
+SUMMARY_FIELDS = {  # what run, rm, connect, disconnect and /etc/hosts planning read of the other containers
+    "container": ("id", "name", "hostname", "endpoints", "ports", "add_hosts", "net_mode", "netns", "phase"),
+}
 _validators: dict[str, Any] = {}
 _schemas: dict[str, dict[str, Any]] = {}
 
@@ -113,6 +117,34 @@ def check_shape(kind: str, record: Any, where: str) -> None:
     errors: list[str] = []
     compile_schema(_schema(kind))(record, "$", errors)  # only now: it explains what is wrong
     raise StateError(f"{where}: {errors[0] if errors else f'does not match state/{kind}.schema.json'}")
+
+
+class _CacheFile:
+    """A cache beside a folder of records, FOLDER.SUFFIX.json: per record file, its stamp and what the
+    cache keeps of it under the key `value` (the whole record: `fields` None; else those keys). A plain
+    class, not a dataclass: state.py is imported by every command, and dataclasses compile at import."""
+
+    __slots__ = ("fields", "suffix", "value")
+
+    def __init__(self, suffix: str, value: str, fields: tuple[str, ...] | None = None) -> None:
+        self.suffix = suffix
+        self.value = value
+        self.fields = fields
+
+    def keep(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self.fields is None:
+            return record
+        return {key: record[key] for key in self.fields if key in record}
+
+    def header(self, kind: str) -> dict[str, Any]:
+        """What a cache file must say of itself to be used (another version, kind, schema or fields: not)."""
+        header: dict[str, Any] = {"version": 1, "kind": kind, "schema_crc32": _schema_crc32(kind)}
+        if self.fields is not None:
+            header["fields"] = list(self.fields)
+        return header
+
+
+_INDEX = _CacheFile("index", "record")
 
 
 class StateStore:
@@ -189,17 +221,12 @@ class StateStore:
         self.path(kind, name).unlink(missing_ok=True)
 
     def all(self, kind: str) -> list[dict[str, Any]]:
-        folder = self.root / FOLDERS[kind]
-        try:
-            names = sorted(entry.name for entry in os.scandir(folder)
-                           if entry.name.endswith(".json") and not entry.name.startswith("."))
-        except FileNotFoundError:
+        listing = self._listing(kind)
+        if listing is None:
             return []
-        except OSError as exc:
-            raise StateError(f"{folder}: cannot read: {exc.strerror}") from None
-        prefix = f"{folder}/"  # strings, not Paths: `ps` reads n of them
+        prefix, names = listing
         if kind in INDEXED:
-            return self._all_through_index(kind, prefix, names)
+            return self._through_cache(kind, _INDEX, prefix, names)
         records = []
         for name in names:
             record = self._read(kind, prefix + name)
@@ -207,26 +234,61 @@ class StateStore:
                 records.append(record)
         return records
 
-    # -- the index: every record of a kind in one file -----------------------------------------------
+    def summaries(self, kind: str) -> list[dict[str, Any]]:
+        """What planning needs of every record of `kind` (SUMMARY_FIELDS[kind]; keys a record lacks
+        are left out), for the same records in the same order as all(kind).
+
+        run, rm, connect and disconnect read a few fields of every other container: at 1000 containers
+        (bench/state_summaries.py) FOLDER.summary.json is ~470 KiB against the index's ~1 MiB, and
+        parsing it ~1.8 ms against ~5 ms; the stat of each record file (~3 ms) both still pay. Same
+        cache rules as the index (see _through_cache): a record whose file changed is read and
+        checked from its file."""
+        if kind not in SUMMARIZED:
+            raise ValueError(f"no summaries are kept for {kind!r} records (SUMMARIZED: {sorted(SUMMARIZED)})")
+        listing = self._listing(kind)
+        if listing is None:
+            return []
+        return self._through_cache(kind, _CacheFile("summary", "summary", SUMMARY_FIELDS[kind]), *listing)
+
+    def _listing(self, kind: str) -> tuple[str, list[str]] | None:
+        """The folder of `kind` as a path prefix and its record files' names, sorted; None: no folder."""
+        folder = self.root / FOLDERS[kind]
+        try:
+            names = sorted(entry.name for entry in os.scandir(folder)
+                           if entry.name.endswith(".json") and not entry.name.startswith("."))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{folder}: cannot read: {exc.strerror}") from None
+        return f"{folder}/", names  # strings, not Paths: `ps` reads n of them
+
+    # -- the caches beside a folder: the index (whole records) and the summaries ------------------------
     def index_path(self, kind: str) -> Path:
-        return self.root / f"{FOLDERS[kind]}.index.json"
+        return self._cache_path(kind, _INDEX)
 
-    def _all_through_index(self, kind: str, prefix: str, names: list[str]) -> list[dict[str, Any]]:
-        """The records of `kind`, each taken from the index while its file is the one the index saw
-        (same inode, mtime and size: a write replaces the file, so it gets a new inode), else read
-        and checked from its file; then the index is written again if it was out of date.
+    def summary_path(self, kind: str) -> Path:
+        return self._cache_path(kind, _CacheFile("summary", "summary", SUMMARY_FIELDS[kind]))
 
-        One stat per record instead of open, read, parse and check: at 1000 containers 182 M -> ~85 M
-        instructions for each `ps`, start and rm. The index is a cache of the record files, never the
-        truth: a stale, missing or broken index (or one made under another version of the schema)
-        costs the reads it would have saved, nothing else (doctor reads the files; gc rewrites the
-        index). Rewriting it (~1 MB at 1000) costs far more than reading a few changed records, so it
-        is rewritten once INDEX_REWRITE_AFTER entries are out of date, not after every change (every
-        start and rm changes one or two).
+    def _cache_path(self, kind: str, cache: _CacheFile) -> Path:
+        return self.root / f"{FOLDERS[kind]}.{cache.suffix}.json"
+
+    def _through_cache(self, kind: str, cache: _CacheFile, prefix: str, names: list[str]) -> list[dict[str, Any]]:
+        """What `cache` keeps of each record of `kind`, taken from the cache file while the record's file
+        is the one the cache saw (same inode, mtime and size: a write replaces the file, so it gets a
+        new inode), else read and checked from its file; then the cache is written again if it was out
+        of date.
+
+        The index: one stat per record instead of open, read, parse and check: at 1000 containers 182 M
+        -> ~85 M instructions for each `ps`, start and rm. A cache of the record files, never the
+        truth: a stale, missing or broken cache (or one made under another version of the schema, or
+        of the summary's fields) costs the reads it would have saved, nothing else (doctor reads the
+        files; gc rewrites the caches). Rewriting one (the index: ~1 MB at 1000) costs far more than
+        reading a few changed records, so it is rewritten once INDEX_REWRITE_AFTER entries are out of
+        date, not after every change (every start and rm changes one or two).
         """
-        index = self._load_index(kind)
+        cached = self._load_cache(kind, cache)
         fresh: dict[str, Any] = {}
-        records = []
+        values = []
         for name in names:
             path = prefix + name
             try:
@@ -236,57 +298,61 @@ class StateStore:
             except OSError as exc:
                 raise StateError(f"{path}: cannot read: {exc.strerror}") from None
             stamp = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
-            entry = index.get(name)
+            entry = cached.get(name)
             if entry is not None and entry["stamp"] == stamp:
-                record = entry["record"]
+                value = entry[cache.value]
                 fresh[name] = entry
             else:
                 record = self._read(kind, path)
                 if record is None:
                     continue
+                value = cache.keep(record)
                 seen = self._seen.get(path)  # the stamp of what _read checked (the file may have changed since)
                 if seen is not None:
-                    fresh[name] = {"stamp": list(seen[0]), "record": record}
-            records.append(record)
-        stale = sum(fresh[n] is not index.get(n) for n in fresh) + len(index.keys() - fresh.keys())
-        if stale >= INDEX_REWRITE_AFTER or (stale and not index):
-            self._write_index(kind, fresh)
-        return records
+                    fresh[name] = {"stamp": list(seen[0]), cache.value: value}
+            values.append(value)
+        stale = sum(fresh[n] is not cached.get(n) for n in fresh) + len(cached.keys() - fresh.keys())
+        if stale >= INDEX_REWRITE_AFTER or (stale and not cached):
+            self._write_cache(kind, cache, fresh)
+        return values
 
-    def _load_index(self, kind: str) -> dict[str, Any]:
-        """name -> {"stamp": [inode, mtime_ns, size], "record": {...}}; {} if missing or not wrapdock's."""
+    def _load_cache(self, kind: str, cache: _CacheFile) -> dict[str, Any]:
+        """name -> {"stamp": [inode, mtime_ns, size], VALUE: {...}}; {} if missing or not this cache's."""
         try:  # read each time (no copy kept in memory): the records handed out are the caller's to change
-            with open(self.index_path(kind), "rb") as handle:
-                index = json.loads(handle.read())
+            with open(self._cache_path(kind, cache), "rb") as handle:
+                content = json.loads(handle.read())
         except (OSError, ValueError):
             return {}
-        if not (isinstance(index, dict) and index.get("version") == 1 and index.get("kind") == kind
-                and index.get("schema_crc32") == _schema_crc32(kind) and isinstance(index.get("files"), dict)):
+        if not (isinstance(content, dict) and isinstance(content.get("files"), dict)
+                and all(content.get(key) == value for key, value in cache.header(kind).items())):
             return {}
-        files = index["files"]
-        if not all(isinstance(e, dict) and isinstance(e.get("stamp"), list) and isinstance(e.get("record"), dict)
+        files = content["files"]
+        if not all(isinstance(e, dict) and isinstance(e.get("stamp"), list) and isinstance(e.get(cache.value), dict)
                    for e in files.values()):
             return {}
         return files
 
-    def _write_index(self, kind: str, files: dict[str, Any]) -> None:
+    def _write_cache(self, kind: str, cache: _CacheFile, files: dict[str, Any]) -> None:
         """Atomically, as a record is written (temporary file, rename); a failure only costs speed."""
-        path = self.index_path(kind)
+        path = self._cache_path(kind, cache)
         tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             with os.fdopen(fd, "w") as handle:  # dumps, compact: the C encoder (dump and indent use Python's)
-                handle.write(json.dumps({"version": 1, "kind": kind, "schema_crc32": _schema_crc32(kind),
-                                         "files": files}))
+                handle.write(json.dumps({**cache.header(kind), "files": files}))
             os.replace(tmp, path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
 
     def rebuild_index(self, kind: str) -> None:
-        """Write the index from the record files alone (gc)."""
+        """Write the index (and the summaries, if kept) from the record files alone (gc)."""
         self.index_path(kind).unlink(missing_ok=True)
+        if kind in SUMMARIZED:
+            self.summary_path(kind).unlink(missing_ok=True)
         self._seen.clear()
         self.all(kind)
+        if kind in SUMMARIZED:
+            self.summaries(kind)
 
     # -- locking and the audit log -----------------------------------------------------------------
     @contextmanager

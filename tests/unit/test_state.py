@@ -406,3 +406,177 @@ def test_an_index_made_under_another_schema_is_not_used(tmp_path: Path) -> None:
     index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
     path.write_text(json.dumps({**index, "schema_crc32": index["schema_crc32"] + 1}))
     assert _names(StateStore(root)) == ["c1"]  # its records were checked against another schema
+
+
+# -- the summaries of container records ------------------------------------------------------------
+def _summary_names(store: StateStore) -> list[str]:
+    return [s["name"] for s in store.summaries("container")]
+
+
+def _projection(records: list[dict]) -> list[dict]:
+    from wrapdock.state import SUMMARY_FIELDS
+
+    return [{k: r[k] for k in SUMMARY_FIELDS["container"] if k in r} for r in records]
+
+
+def test_summaries_are_the_planning_fields_of_all(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    assert store.summaries("container") == []  # no folder yet
+    for number in (3, 1, 2):
+        store.put("container", f"{number:064x}", _container(number))
+    summaries = StateStore(root).summaries("container")
+    assert summaries == _projection(StateStore(root).all("container"))
+    assert [s["name"] for s in summaries] == ["c1", "c2", "c3"]  # all()'s order
+    assert set(summaries[0]) == {"id", "name", "hostname", "endpoints", "ports", "add_hosts", "net_mode", "netns",
+                                 "phase"}
+    cache = json.loads((root / "containers.summary.json").read_text())  # written: there was none
+    assert cache["files"][f"{1:064x}.json"]["summary"] == summaries[0]
+    assert StateStore(root).summaries("container") == summaries  # now from the file
+
+
+def test_summaries_only_for_summarized_kinds(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="network"):
+        StateStore(tmp_path).summaries("network")
+
+
+def test_summaries_follow_the_record_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 1)
+    root = tmp_path / "state"
+    writer = StateStore(root)
+    for number in (1, 2, 3):
+        writer.put("container", f"{number:064x}", _container(number))
+    assert _summary_names(StateStore(root)) == ["c1", "c2", "c3"]
+    # changed (a new inode), added and removed behind the cache's back: the files win, the cache catches up
+    writer.put("container", f"{2:064x}", {**_container(2), "name": "renamed"})
+    writer.put("container", f"{4:064x}", _container(4))
+    writer.remove("container", f"{1:064x}")
+    assert _summary_names(StateStore(root)) == ["renamed", "c3", "c4"]
+    cache = json.loads((root / "containers.summary.json").read_text())
+    assert sorted(cache["files"]) == [f"{n:064x}.json" for n in (2, 3, 4)]
+    assert cache["files"][f"{2:064x}.json"]["summary"]["name"] == "renamed"
+
+
+def test_summaries_are_used_only_while_the_file_is_the_one_they_saw(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    assert _summary_names(StateStore(root)) == ["c1"]
+    path = root / "containers.summary.json"
+    cache = json.loads(path.read_text())
+    cache["files"][f"{1:064x}.json"]["summary"]["name"] = "from-the-summary"
+    path.write_text(json.dumps(cache))
+    assert _summary_names(StateStore(root)) == ["from-the-summary"]  # the stamp matches: read from the cache
+    assert _names(StateStore(root)) == ["c1"]  # all() never reads the summaries
+    store.put("container", f"{1:064x}", _container(1))  # a new file (new inode): the entry is stale
+    assert _summary_names(StateStore(root)) == ["c1"]
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}',
+                                     '{"version": 1, "kind": "container", "schema_crc32": 1, "files": {}}'])
+def test_a_broken_summary_file_costs_reads_only(tmp_path: Path, content: str) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    (root / "containers.summary.json").write_text(content)
+    assert _summary_names(StateStore(root)) == ["c1"]
+    assert json.loads((root / "containers.summary.json").read_text())["version"] == 1  # written again
+
+
+def test_a_foreign_summary_file_is_not_used(tmp_path: Path) -> None:
+    """The index's entries (whole records under "record") or another kind's: never taken as summaries."""
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    assert _names(StateStore(root)) == ["c1"]
+    index = json.loads((root / "containers.index.json").read_text())
+    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
+    path = root / "containers.summary.json"
+    path.write_text(json.dumps(index))
+    assert _summary_names(StateStore(root)) == ["c1"]
+    summary = json.loads(path.read_text())  # written again, a summary file now
+    summary["files"][f"{1:064x}.json"]["summary"]["name"] = "elsewhere"
+    path.write_text(json.dumps({**summary, "kind": "network"}))
+    assert _summary_names(StateStore(root)) == ["c1"]
+
+
+def test_summaries_made_with_other_fields_are_not_used(tmp_path: Path, monkeypatch) -> None:
+    from wrapdock.state import SUMMARY_FIELDS
+
+    root = tmp_path / "state"
+    StateStore(root).put("container", f"{1:064x}", _container(1))
+    assert _summary_names(StateStore(root)) == ["c1"]
+    monkeypatch.setitem(SUMMARY_FIELDS, "container", (*SUMMARY_FIELDS["container"], "image", "user"))
+    StateStore(root).put("container", f"{2:064x}", {**_container(2), "user": "1000:1000"})
+    summaries = StateStore(root).summaries("container")
+    assert summaries[0]["image"] == "busybox"  # not the old entry without it
+    assert "user" not in summaries[0] and summaries[1]["user"] == "1000:1000"  # a key a record lacks is left out
+    cache = json.loads((root / "containers.summary.json").read_text())
+    assert cache["fields"][-2:] == ["image", "user"]  # written again, with the fields it holds
+
+
+def test_summaries_made_under_another_schema_are_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    StateStore(root).put("container", f"{1:064x}", _container(1))
+    assert _summary_names(StateStore(root)) == ["c1"]
+    path = root / "containers.summary.json"
+    cache = json.loads(path.read_text())
+    cache["files"][f"{1:064x}.json"]["summary"]["name"] = "from-the-summary"
+    path.write_text(json.dumps({**cache, "schema_crc32": cache["schema_crc32"] + 1}))
+    assert _summary_names(StateStore(root)) == ["c1"]
+
+
+def test_a_broken_record_is_reported_despite_the_summaries(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    store.put("container", f"{1:064x}", _container(1))
+    assert _summary_names(StateStore(root)) == ["c1"]
+    path = root / "containers" / f"{1:064x}.json"
+    path.write_text(json.dumps({**_container(1), "phase": "nonsense"}))  # valid JSON, not the schema
+    with pytest.raises(StateError, match=r"phase") as summaries_error:
+        StateStore(root).summaries("container")
+    with pytest.raises(StateError) as all_error:
+        StateStore(root).all("container")
+    assert str(summaries_error.value) == str(all_error.value)
+    path.write_text("{broken")
+    with pytest.raises(StateError, match="not valid JSON"):
+        StateStore(root).summaries("container")
+
+
+def test_summaries_are_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 3)
+    root = tmp_path / "state"
+    store = StateStore(root)
+    for number in (1, 2, 3, 4):
+        store.put("container", f"{number:064x}", _container(number))
+    assert _summary_names(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # none yet: written
+    path = root / "containers.summary.json"
+    written = path.read_bytes()
+    store.put("container", f"{1:064x}", {**_container(1), "name": "one"})
+    store.remove("container", f"{2:064x}")
+    assert _summary_names(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
+    assert path.read_bytes() == written
+    store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
+    assert _summary_names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
+    assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
+
+
+def test_rebuild_index_rebuilds_the_summaries(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    store = StateStore(root)
+    for number in (1, 2):
+        store.put("container", f"{number:064x}", _container(number))
+    assert _summary_names(StateStore(root)) == ["c1", "c2"]
+    path = root / "containers.summary.json"
+    cache = json.loads(path.read_text())
+    cache["files"][f"{1:064x}.json"]["summary"]["name"] = "wrong"  # a stamp that matches, a wrong entry
+    path.write_text(json.dumps(cache))
+    store.rebuild_index("container")
+    files = json.loads(path.read_text())["files"]
+    assert [e["summary"]["name"] for e in files.values()] == ["c1", "c2"]
+    assert json.loads((root / "containers.index.json").read_text())["files"].keys() == files.keys()
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    store.remove("container", f"{1:064x}")
+    store.remove("container", f"{2:064x}")
+    store.rebuild_index("container")  # nothing left: neither file is kept
+    assert not path.exists() and not (root / "containers.index.json").exists()
