@@ -30,7 +30,7 @@ from wrapdock import (
 from wrapdock.containerspec import ContainerConfig, Volume
 
 # reading containers lives in containerviews (ps imports it without all of this module)
-from wrapdock.containerviews import all_records, current_status, find, find_in, paths_of
+from wrapdock.containerviews import all_records, current_status, find, find_in, paths_of, summaries, whole
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, RecordStore
 from wrapdock.model import Network
@@ -237,61 +237,86 @@ def remote_records(session: Session, network_names: set[str],
 
 
 def _hosts_contents(session: Session, network_names: set[str], records: list[dict[str, Any]],
-                    also: str | None = None) -> dict[str, list[str]]:
+                    also: str | None = None, skip: str | None = None) -> dict[str, list[str]]:
     """path -> content of each /etc/hosts file used by these records' containers on these networks
     (and by container `also`, whatever its networks): one per group of containers with the same
-    networks (computed once), one per `-h` container."""
+    networks (computed once), one per `-h` container; not the file `skip` (written elsewhere)."""
     contents: dict[str, list[str]] = {}
     by_key: dict[Any, str] = {}
-    present = None if session.print_only else _directories(os.path.join(session.data_dir, "containers"))
+    present: set[str] | None = None
     for record in records:
-        if record["id"].startswith(REMOTE) or not (
-                record["id"] == also or {e["network"] for e in record["endpoints"]} & network_names):
+        for endpoint in record["endpoints"]:  # a loop, not any(): this runs for every container of the host
+            if endpoint["network"] in network_names:
+                break
+        else:
+            if record["id"] != also:
+                continue
+        if record["id"].startswith(REMOTE):
             continue
         key = hostsfile.content_key(record)
         if key in by_key:
             continue
-        if key[0] == "own" and present is not None and record["id"] not in present:
-            continue  # its directory is gone (a crash): nothing to write into
+        if key[0] == "own" and not session.print_only:
+            if present is None:  # listed once, and only for -h containers
+                present = _directories(os.path.join(session.data_dir, "containers"))
+            if record["id"] not in present:
+                continue  # its directory is gone (a crash): nothing to write into
         path = by_key[key] = _hosts_file_of(session, key, record["id"])[1]
-        contents[path] = hostsfile.hosts_lines(record, records)
+        if path != skip:
+            contents[path] = hostsfile.hosts_lines(record, records)
     return contents
 
 
 def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
                 before: list[dict[str, Any]], skip: str | None = None,
                 remote_after: dict[str, tuple[tuple[str, str], ...]] | None = None,
-                drop_unused: bool = False, also: str | None = None) -> list[Step]:
+                drop: tuple[str, list[str]] | None = None, also: str | None = None) -> list[Step]:
     """The step that rewrites the /etc/hosts files of the containers on these networks to list
     `after`'s containers (in place: the bind mounts follow); its undo writes back what `before`
     listed. A group's file is one file, whatever the number of its containers. `skip`: the path of a
-    file written elsewhere (a new container's). `drop_unused`: a group file no container of `after`
-    uses any more is removed (rm; undone by writing it back). Other hosts' containers on cluster
+    file written elsewhere (a new container's). `drop`: (path, content) of a group's file whose last
+    container goes (rm): removed, and written back by the undo. Other hosts' containers on cluster
     networks are listed too (`remote_after`: what a sync found). `also`: a container whose networks
     changed: its file is written even if it is on none of these networks now."""
     after = [*after, *remote_records(session, network_names, remote_after)]
     before = [*before, *remote_records(session, network_names)]
-    contents_after = _hosts_contents(session, network_names, after, also)
-    contents_before = _hosts_contents(session, network_names, before, also)
-    write = {path: lines for path, lines in contents_after.items()
-             if path != skip and contents_before.get(path) != lines}
-    unused: tuple[str, ...] = ()
-    if drop_unused:
-        shared = shared_hosts_dir(session) + "/"
-        candidates = {path for path in contents_before if path not in contents_after and path.startswith(shared)}
-        if candidates:
-            used = {hostsfile.content_key(r) for r in after if not r["id"].startswith(REMOTE)}
-            candidates -= {_hosts_file_of(session, key, "")[1] for key in used if key[0] == "shared"}
-        unused = tuple(sorted(candidates))
+    contents_after = _hosts_contents(session, network_names, after, also, skip)
+    contents_before = _hosts_contents(session, network_names, before, also, skip)
+    write = {path: lines for path, lines in contents_after.items() if contents_before.get(path) != lines}
+    unused = (drop[0],) if drop is not None and drop[0] not in contents_after else ()
+    if unused and drop is not None:
+        contents_before[drop[0]] = drop[1]
     if not write and not unused:
         return []
-    note = (f"/etc/hosts of the containers on {', '.join(sorted(network_names))}: "
+    note = (f"/etc/hosts of the containers on {', '.join(sorted(network_names)) or 'no network'}: "
             f"{len(write)} file(s)" + (f", {len(unused)} no longer used" if unused else ""))
     restore = [(path, contents_before[path]) for path in [*write, *unused] if path in contents_before]
     created = tuple(path for path in write if path not in contents_before)
     undo = plans.write_files(restore, note, remove=created) if restore or created else None
     mkdirs = (shared_hosts_dir(session),) if created else ()
     return [plans.write_files(list(write.items()), note, mkdirs=mkdirs, remove=unused, undo=undo)]
+
+
+def _last_of_its_group(session: Session, record: dict[str, Any], others: list[dict[str, Any]]
+                       ) -> tuple[str, list[str]] | None:
+    """rm: (path, content) of the shared /etc/hosts file this container is the last one to use, if it is.
+    Told by the file's link count (the file and one link per container: 2 = this one alone), without
+    reading every container's networks; a --print-only script is planned from the records."""
+    kind, path = hosts_file(session, record)
+    if kind != "shared":
+        return None
+    if session.print_only:
+        key = hostsfile.content_key(record)
+        if any(hostsfile.content_key(r) == key for r in others if not r["id"].startswith(REMOTE)):
+            return None
+    else:
+        try:
+            if os.stat(path).st_nlink > 2:
+                return None
+        except FileNotFoundError:
+            return None
+    remote = remote_records(session, {e["network"] for e in record["endpoints"]})
+    return path, hostsfile.hosts_lines(record, [*others, *remote])
 
 
 def unused_hosts_files(session: Session) -> list[str]:
@@ -450,7 +475,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     # Under the state lock from the checks to the record: the address, the ports and the name are this
     # container's alone, and every /etc/hosts on its networks is rewritten from one consistent state.
     with session.lock():
-        others = [r for r in all_records(session) if r["id"] != config.id]
+        others = [r for r in summaries(session) if r["id"] != config.id]
         for other in others:
             if other["name"] == config.name:
                 raise UsageError(f"container name {config.name!r} is already in use")
@@ -568,8 +593,8 @@ def stop(session: Session, refs: list[str], timeout: int) -> list[dict[str, Any]
 def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any]]:
     session.require_root()
     with session.lock():  # one read of the records for the references and the neighbours, one state to the end
-        current = all_records(session)
-        records = list({r["id"]: r for r in (find_in(current, ref) for ref in refs)}.values())
+        current = summaries(session)
+        records = [whole(session, r) for r in {r["id"]: r for r in (find_in(current, ref) for ref in refs)}.values()]
         running = {r["id"]: live_pid(paths_of(session, r["id"])) is not None for r in records}
         for record in records:
             if running[record["id"]] and not force:
@@ -582,7 +607,7 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             # the neighbours' /etc/hosts are rewritten inside the cleanup script, while the kernel takes
             # the veths down: no process of their own, and no time of their own at 200 neighbours
             hosts = _hosts_step(session, {e["network"] for e in record["endpoints"]}, current, [*current, record],
-                                drop_unused=True)
+                                drop=_last_of_its_group(session, record, current))
             # a script cannot know whether the container will be running: it gets the (guarded) kill step
             plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
                                 running[record["id"]] or (force and session.print_only),
@@ -613,7 +638,7 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
                     "host_ifname": endpoint_plans.host_ifname(record["id"], index), "address": str(address)}
         att = Attachment(network, endpoint["ifname"], endpoint["host_ifname"], address, primary=not record["endpoints"])
         connected = {**record, "endpoints": [*record["endpoints"], endpoint], "net_mode": "bridge"}
-        others = [r for r in all_records(session) if r["id"] != record["id"]]
+        others = [r for r in summaries(session) if r["id"] != record["id"]]
         steps = endpoint_plans.attach(att, record["netns"], record["name"])
         if network.scope == "cluster":  # its name for the other hosts, claimed first (as run does)
             from wrapdock import clusternames
@@ -658,7 +683,7 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
             left["endpoints"] = [moved, *(e for e in left["endpoints"] if e is not moved)]
         if withdraw:
             left["ports"] = []
-        others = [r for r in all_records(session) if r["id"] != record["id"]]
+        others = [r for r in summaries(session) if r["id"] != record["id"]]
         # the names before the link: the detach has no undo, so what may fail comes first
         steps += _hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
                              [*others, left], [*others, record], also=record["id"])

@@ -28,9 +28,23 @@ def all_records(session: Session) -> list[dict[str, Any]]:
     return session.state.all("container")
 
 
+def summaries(session: Session) -> list[dict[str, Any]]:
+    """What planning needs of every container (state.SUMMARY_FIELDS): its names, networks and ports,
+    from a cache half the index's size, for the commands that change one container among many."""
+    return session.state.summaries("container")
+
+
 def find(session: Session, ref: str) -> dict[str, Any]:
     """A container by name, full id or unique id prefix (as Docker resolves them)."""
-    return find_in(all_records(session), ref)
+    return whole(session, find_in(summaries(session), ref))
+
+
+def whole(session: Session, summary: dict[str, Any]) -> dict[str, Any]:
+    """The record of a container found among the summaries."""
+    record = session.state.get("container", summary["id"])
+    if record is None:  # removed since the summaries were read (a command that does not hold the lock)
+        raise UsageError(f"no such container: {summary['name']}")
+    return record
 
 
 def find_in(records: list[dict[str, Any]], ref: str) -> dict[str, Any]:

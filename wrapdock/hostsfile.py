@@ -15,8 +15,9 @@ def content_key(record: dict[str, Any]) -> tuple[Any, ...]:
     the container's networks do (network connect, disconnect)."""
     if record["hostname"] != record["name"]:
         return ("own", record["id"])
-    networks = tuple(sorted({e["network"] for e in record.get("endpoints", [])}))
-    return ("shared", networks, tuple(record.get("add_hosts", [])))
+    endpoints = record.get("endpoints", [])  # (computed for each container of a network: one endpoint is quick)
+    networks = (endpoints[0]["network"],) if len(endpoints) == 1 else tuple(sorted({e["network"] for e in endpoints}))
+    return ("shared", networks, tuple(record.get("add_hosts") or ()))
 
 
 def shared_file_name(key: tuple[Any, ...]) -> str:
