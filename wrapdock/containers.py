@@ -165,7 +165,7 @@ def _host_resolv() -> str:
 
 
 def etc_files(record: dict[str, Any]) -> dict[str, list[str]]:
-    """The /etc files of a container besides /etc/hosts (see hosts_files)."""
+    """The /etc files of a container besides /etc/hosts (see hosts_file)."""
     return {
         "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
         "hostname": [record["hostname"]],
@@ -189,7 +189,8 @@ def _hosts_file_of(session: Session, key: tuple[Any, ...], container_id: str) ->
     return "shared", f"{shared_hosts_dir(session)}/{hostsfile.shared_file_name(key)}"
 
 
-def _own_hosts_step(session: Session, record: dict[str, Any], others: list[dict[str, Any]]) -> tuple[str, Step]:
+def _new_container_hosts_step(session: Session, record: dict[str, Any],
+                              others: list[dict[str, Any]]) -> tuple[str, Step]:
     """A new container's /etc/hosts, before it starts: its own file, or its group's file (written
     again: the group now lists it) and the link to it. Undone: the group's file as it was (or gone,
     if the container was its first member); the container's directory goes with the files' undo."""
@@ -498,7 +499,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-        hosts_kind, hosts_step = _own_hosts_step(session, record, others)
+        hosts_kind, hosts_step = _new_container_hosts_step(session, record, others)
         plan = plans.prepare(config, paths, runtime, etc_files(record), network_steps, request.tty,
                              hosts=(hosts_kind, hosts_step))
         neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,

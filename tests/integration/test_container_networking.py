@@ -303,6 +303,31 @@ def test_names_in_etc_hosts_and_resolv_conf(sandbox):
     host.teardown(start, ["alpha", "beta", "delta", "epsilon"], [TB])
 
 
+def test_a_network_shares_one_hosts_file_a_h_container_has_its_own(sandbox):
+    """beta and gamma (one network, no --add-host) see one /etc/hosts inode; kid (-h beta) has its own,
+    itself first, while beta's name still finds beta; the group's file goes with its last container."""
+    host, start = begin(sandbox)
+    host.network(TB, "162.16.0.1/24")
+    for args in (("--name", "beta"), ("--name", "gamma"), ("--name", "kid", "-h", "beta")):
+        host.run(*args, "--net", TB, *SLEEP)
+
+    def inode(name: str) -> str:
+        proc = host.inside(name, "stat", "-c", "%i", "/etc/hosts")
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert inode("beta") == inode("gamma") != inode("kid")
+    shared = sandbox.sh("ls", "/run/wrapdock-data/hosts").stdout.split()
+    assert len(shared) == 1, shared
+    assert host.hosts("beta")["beta"] == host.hosts("gamma")["beta"] == host.address("beta", TB)
+    assert host.hosts("kid")["beta"] == host.address("kid", TB)
+    assert host.hosts("gamma")["kid"] == host.address("kid", TB)  # rewritten when kid came: one file
+    host.wd("--quiet", "rm", "-f", "beta", "gamma")
+    assert sandbox.sh("ls", "/run/wrapdock-data/hosts").stdout.split() == []
+    assert "gamma" not in host.hosts("kid")
+    host.teardown(start, ["kid"], [TB])
+
+
 def test_network_rm_force_with_containers_attached_leaves_nothing(sandbox, tmp_path):
     host, start = begin(sandbox)
     host.network(TB, "162.16.0.1/24")
