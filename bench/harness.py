@@ -491,16 +491,17 @@ class Bench:
 
     def crowd_footprint(self) -> dict:
         """What N containers cost on disk (tmpfs, i.e. memory): the state directory, and one container's
-        /etc/hosts (every container on the network has one, listing all of them)."""
+        /etc/hosts (listing all of them; the containers of one network share one file: their number)."""
         script = ('du -sk /run/wrapdock | cut -f1; ls /run/wrapdock/containers | wc -l; '
-                  'set -- /run/wrapdock-data/containers/*/hosts; wc -c < "$1"; wc -l < "$1"; '
-                  'du -sk /run/wrapdock-data/containers | cut -f1')
+                  'set -- /run/wrapdock-data/containers/*/etc/hosts; wc -c < "$1"; wc -l < "$1"; '
+                  'du -sk /run/wrapdock-data/containers | cut -f1; ls /run/wrapdock-data/hosts | wc -l')
         out = self.wd.box.bash(script, check=False)["stdout"].split()
-        if len(out) != 5:
+        if len(out) != 6:
             return {"error": " ".join(out)[:300]}
-        state_kib, records, hosts_bytes, hosts_lines, data_kib = (int(v) for v in out)
+        state_kib, records, hosts_bytes, hosts_lines, data_kib, hosts_files = (int(v) for v in out)
         return {"state_dir_kib": state_kib, "container_records": records, "one_hosts_file_bytes": hosts_bytes,
-                "one_hosts_file_lines": hosts_lines, "containers_data_kib": data_kib}
+                "one_hosts_file_lines": hosts_lines, "containers_data_kib": data_kib,
+                "shared_hosts_files": hosts_files}
 
     def paired_starts(self, n: int) -> dict:
         """#1 and #N+1, measured in alternation: a start on a fresh host (a second wrapdock sandbox) and
@@ -668,9 +669,9 @@ def main_table(results: dict) -> str:
         rows.append([f"   rm -f with {n} containers", ms(cr["rm_f_at_n"]["median_s"]), "", "", "", "", "", ""])
         fp = cr.get("footprint", {})
         if "state_dir_kib" in fp:
-            rows.append([f"   state dir / one /etc/hosts with {n} containers",
-                         f"{fp['state_dir_kib']} KiB / {fp['one_hosts_file_bytes'] / 1024:.0f} KiB", "", "", "", "",
-                         "", ""])
+            rows.append([f"   state dir / one /etc/hosts (shared files) with {n} containers",
+                         f"{fp['state_dir_kib']} KiB / {fp['one_hosts_file_bytes'] / 1024:.0f} KiB "
+                         f"({fp.get('shared_hosts_files', '?')})", "", "", "", "", "", ""])
         if "crowd_rm" in cr["paired"]:
             rows.append([f"3. rm -f next to 1 -> next to {n} (alternating)",
                          f"{ms(cr['paired']['fresh_rm']['median_s'])} -> {ms(cr['paired']['crowd_rm']['median_s'])}",

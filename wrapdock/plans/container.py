@@ -299,8 +299,9 @@ def rebind_hosts(name: str, pid: int | None, paths: ContainerPaths, source: str,
     (with the host busybox, reached through a descriptor of its directory: the image may have no
     `mount`). The old bind goes first: a mount stacked on it would go with the old file's name (the
     kernel detaches mounts whose mount point is deleted), so for a moment /etc/hosts is the image's, as
-    a reader may see a file half-written during any rewrite. The file is bound under a second name,
-    then renamed to `hosts` for the next start. Undone the same way, back to the old file."""
+    a reader may see a file half-written during any rewrite. The file is linked under a second name
+    and renamed to `hosts` (for the next start) once the mount is made: a failure before leaves the
+    link as it was. Undone the same way, back to the old file."""
     tool = f"/proc/self/fd/9/{Path(busybox).name}"
     next_link = paths.etc_dir / ".hosts-next"
 
