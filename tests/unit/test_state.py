@@ -315,48 +315,61 @@ def _names(store: StateStore) -> list[str]:
     return [r["name"] for r in store.all("container")]
 
 
-def test_index_follows_the_record_files(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("cache", ["index", "summary"])
+def test_a_cache_follows_the_record_files(tmp_path: Path, monkeypatch, cache: str) -> None:
+    file, value, read = CACHES[cache]
     monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 1)
     root = tmp_path / "state"
     writer = StateStore(root)
     for number in (1, 2, 3):
         writer.put("container", f"{number:064x}", _container(number))
-    assert _names(StateStore(root)) == ["c1", "c2", "c3"]
-    index = json.loads((root / "containers.index.json").read_text())
-    assert sorted(index["files"]) == [f"{n:064x}.json" for n in (1, 2, 3)]
-    # changed, added and removed behind the index's back: the files win, the index catches up
+    assert read(StateStore(root)) == ["c1", "c2", "c3"]
+    content = json.loads((root / file).read_text())
+    assert sorted(content["files"]) == [f"{n:064x}.json" for n in (1, 2, 3)]
+    # changed (a new inode), added and removed behind the cache's back: the files win, the cache catches up
     writer.put("container", f"{2:064x}", {**_container(2), "name": "renamed"})
     writer.put("container", f"{4:064x}", _container(4))
     writer.remove("container", f"{1:064x}")
-    assert _names(StateStore(root)) == ["renamed", "c3", "c4"]
-    index = json.loads((root / "containers.index.json").read_text())
-    assert sorted(index["files"]) == [f"{n:064x}.json" for n in (2, 3, 4)]
-    assert index["files"][f"{2:064x}.json"]["record"]["name"] == "renamed"
+    assert read(StateStore(root)) == ["renamed", "c3", "c4"]
+    content = json.loads((root / file).read_text())
+    assert sorted(content["files"]) == [f"{n:064x}.json" for n in (2, 3, 4)]
+    assert content["files"][f"{2:064x}.json"][value]["name"] == "renamed"
 
 
-def test_index_is_used_only_while_the_file_is_the_one_it_saw(tmp_path: Path) -> None:
+# the two caches beside the container records: (file, where an entry keeps its value, how it is read)
+CACHES = {"index": ("containers.index.json", "record", lambda store: _names(store)),
+          "summary": ("containers.summary.json", "summary", lambda store: _summary_names(store))}
+
+
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_a_cache_is_used_only_while_the_file_is_the_one_it_saw(tmp_path: Path, cache: str) -> None:
+    file, value, read = CACHES[cache]
     root = tmp_path / "state"
     store = StateStore(root)
     store.put("container", f"{1:064x}", _container(1))
-    assert _names(StateStore(root)) == ["c1"]
-    path = root / "containers.index.json"
-    index = json.loads(path.read_text())
-    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
-    path.write_text(json.dumps(index))
-    assert _names(StateStore(root)) == ["from-the-index"]  # the stamp matches: read from the index
-    store.put("container", f"{1:064x}", _container(1))  # a new file (new inode): the index entry is stale
-    assert _names(StateStore(root)) == ["c1"]
+    assert read(StateStore(root)) == ["c1"]
+    path = root / file
+    content = json.loads(path.read_text())
+    content["files"][f"{1:064x}.json"][value]["name"] = "from-the-cache"
+    path.write_text(json.dumps(content))
+    assert read(StateStore(root)) == ["from-the-cache"]  # the stamp matches: read from the cache
+    if cache == "summary":
+        assert _names(StateStore(root)) == ["c1"]  # all() never reads the summaries
+    store.put("container", f"{1:064x}", _container(1))  # a new file (new inode): the entry is stale
+    assert read(StateStore(root)) == ["c1"]
 
 
+@pytest.mark.parametrize("cache", sorted(CACHES))
 @pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}',
                                      '{"version": 1, "kind": "container", "schema_crc32": 1, "files": {}}'])
-def test_a_broken_index_costs_reads_only(tmp_path: Path, content: str) -> None:
+def test_a_broken_cache_costs_reads_only(tmp_path: Path, content: str, cache: str) -> None:
+    file, _, read = CACHES[cache]
     root = tmp_path / "state"
     store = StateStore(root)
     store.put("container", f"{1:064x}", _container(1))
-    (root / "containers.index.json").write_text(content)
-    assert _names(StateStore(root)) == ["c1"]
-    assert json.loads((root / "containers.index.json").read_text())["version"] == 1  # written again
+    (root / file).write_text(content)
+    assert read(StateStore(root)) == ["c1"]
+    assert json.loads((root / file).read_text())["version"] == 1  # written again
 
 
 def test_a_broken_record_is_reported_despite_the_index(tmp_path: Path) -> None:
@@ -379,33 +392,37 @@ def test_rebuild_index(tmp_path: Path) -> None:
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_index_is_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("cache", ["index", "summary"])
+def test_a_cache_is_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch, cache: str) -> None:
+    file, _, read = CACHES[cache]
     monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 3)
     root = tmp_path / "state"
     store = StateStore(root)
     for number in (1, 2, 3, 4):
         store.put("container", f"{number:064x}", _container(number))
-    assert _names(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # no index yet: written
-    path = root / "containers.index.json"
+    assert read(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # no cache yet: written
+    path = root / file
     written = path.read_bytes()
     store.put("container", f"{1:064x}", {**_container(1), "name": "one"})
     store.remove("container", f"{2:064x}")
-    assert _names(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
+    assert read(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
     assert path.read_bytes() == written
     store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
-    assert _names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
+    assert read(StateStore(root)) == ["one", "three", "c4"]  # three: written again
     assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
 
 
-def test_an_index_made_under_another_schema_is_not_used(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["index", "summary"])
+def test_a_cache_made_under_another_schema_is_not_used(tmp_path: Path, cache: str) -> None:
+    file, value, read = CACHES[cache]
     root = tmp_path / "state"
     StateStore(root).put("container", f"{1:064x}", _container(1))
-    assert _names(StateStore(root)) == ["c1"]
-    path = root / "containers.index.json"
-    index = json.loads(path.read_text())
-    index["files"][f"{1:064x}.json"]["record"]["name"] = "from-the-index"
-    path.write_text(json.dumps({**index, "schema_crc32": index["schema_crc32"] + 1}))
-    assert _names(StateStore(root)) == ["c1"]  # its records were checked against another schema
+    assert read(StateStore(root)) == ["c1"]
+    path = root / file
+    content = json.loads(path.read_text())
+    content["files"][f"{1:064x}.json"][value]["name"] = "from-the-cache"
+    path.write_text(json.dumps({**content, "schema_crc32": content["schema_crc32"] + 1}))
+    assert read(StateStore(root)) == ["c1"]  # its records were checked against another schema
 
 
 # -- the summaries of container records ------------------------------------------------------------
@@ -440,49 +457,6 @@ def test_summaries_only_for_summarized_kinds(tmp_path: Path) -> None:
         StateStore(tmp_path).summaries("network")
 
 
-def test_summaries_follow_the_record_files(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 1)
-    root = tmp_path / "state"
-    writer = StateStore(root)
-    for number in (1, 2, 3):
-        writer.put("container", f"{number:064x}", _container(number))
-    assert _summary_names(StateStore(root)) == ["c1", "c2", "c3"]
-    # changed (a new inode), added and removed behind the cache's back: the files win, the cache catches up
-    writer.put("container", f"{2:064x}", {**_container(2), "name": "renamed"})
-    writer.put("container", f"{4:064x}", _container(4))
-    writer.remove("container", f"{1:064x}")
-    assert _summary_names(StateStore(root)) == ["renamed", "c3", "c4"]
-    cache = json.loads((root / "containers.summary.json").read_text())
-    assert sorted(cache["files"]) == [f"{n:064x}.json" for n in (2, 3, 4)]
-    assert cache["files"][f"{2:064x}.json"]["summary"]["name"] == "renamed"
-
-
-def test_summaries_are_used_only_while_the_file_is_the_one_they_saw(tmp_path: Path) -> None:
-    root = tmp_path / "state"
-    store = StateStore(root)
-    store.put("container", f"{1:064x}", _container(1))
-    assert _summary_names(StateStore(root)) == ["c1"]
-    path = root / "containers.summary.json"
-    cache = json.loads(path.read_text())
-    cache["files"][f"{1:064x}.json"]["summary"]["name"] = "from-the-summary"
-    path.write_text(json.dumps(cache))
-    assert _summary_names(StateStore(root)) == ["from-the-summary"]  # the stamp matches: read from the cache
-    assert _names(StateStore(root)) == ["c1"]  # all() never reads the summaries
-    store.put("container", f"{1:064x}", _container(1))  # a new file (new inode): the entry is stale
-    assert _summary_names(StateStore(root)) == ["c1"]
-
-
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 1, "kind": "container", "files": {"x": 1}}',
-                                     '{"version": 1, "kind": "container", "schema_crc32": 1, "files": {}}'])
-def test_a_broken_summary_file_costs_reads_only(tmp_path: Path, content: str) -> None:
-    root = tmp_path / "state"
-    store = StateStore(root)
-    store.put("container", f"{1:064x}", _container(1))
-    (root / "containers.summary.json").write_text(content)
-    assert _summary_names(StateStore(root)) == ["c1"]
-    assert json.loads((root / "containers.summary.json").read_text())["version"] == 1  # written again
-
-
 def test_a_foreign_summary_file_is_not_used(tmp_path: Path) -> None:
     """The index's entries (whole records under "record") or another kind's: never taken as summaries."""
     root = tmp_path / "state"
@@ -515,17 +489,6 @@ def test_summaries_made_with_other_fields_are_not_used(tmp_path: Path, monkeypat
     assert cache["fields"][-2:] == ["image", "user"]  # written again, with the fields it holds
 
 
-def test_summaries_made_under_another_schema_are_not_used(tmp_path: Path) -> None:
-    root = tmp_path / "state"
-    StateStore(root).put("container", f"{1:064x}", _container(1))
-    assert _summary_names(StateStore(root)) == ["c1"]
-    path = root / "containers.summary.json"
-    cache = json.loads(path.read_text())
-    cache["files"][f"{1:064x}.json"]["summary"]["name"] = "from-the-summary"
-    path.write_text(json.dumps({**cache, "schema_crc32": cache["schema_crc32"] + 1}))
-    assert _summary_names(StateStore(root)) == ["c1"]
-
-
 def test_a_broken_record_is_reported_despite_the_summaries(tmp_path: Path) -> None:
     root = tmp_path / "state"
     store = StateStore(root)
@@ -541,24 +504,6 @@ def test_a_broken_record_is_reported_despite_the_summaries(tmp_path: Path) -> No
     path.write_text("{broken")
     with pytest.raises(StateError, match="not valid JSON"):
         StateStore(root).summaries("container")
-
-
-def test_summaries_are_rewritten_only_when_enough_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("wrapdock.state.INDEX_REWRITE_AFTER", 3)
-    root = tmp_path / "state"
-    store = StateStore(root)
-    for number in (1, 2, 3, 4):
-        store.put("container", f"{number:064x}", _container(number))
-    assert _summary_names(StateStore(root)) == ["c1", "c2", "c3", "c4"]  # none yet: written
-    path = root / "containers.summary.json"
-    written = path.read_bytes()
-    store.put("container", f"{1:064x}", {**_container(1), "name": "one"})
-    store.remove("container", f"{2:064x}")
-    assert _summary_names(StateStore(root)) == ["one", "c3", "c4"]  # two out of date: read from their files
-    assert path.read_bytes() == written
-    store.put("container", f"{3:064x}", {**_container(3), "name": "three"})
-    assert _summary_names(StateStore(root)) == ["one", "three", "c4"]  # three: written again
-    assert sorted(json.loads(path.read_text())["files"]) == [f"{n:064x}.json" for n in (1, 3, 4)]
 
 
 def test_rebuild_index_rebuilds_the_summaries(tmp_path: Path) -> None:
