@@ -185,7 +185,7 @@ def hosts_file(session: Session, record: dict[str, Any]) -> tuple[str, str]:
 
 def _hosts_file_of(session: Session, key: tuple[Any, ...], container_id: str) -> tuple[str, str]:
     if key[0] == "own":
-        return "own", f"{session.data_dir}/containers/{container_id}/etc/hosts"
+        return "own", str(paths_of(session, container_id).hosts)
     return "shared", f"{shared_hosts_dir(session)}/{hostsfile.shared_file_name(key)}"
 
 

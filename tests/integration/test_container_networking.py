@@ -250,6 +250,15 @@ def test_connect_and_disconnect(sandbox, tmp_path):
     assert not host.ping("owl", robin_ob, wait=1)
     assert host.remote_addr("robin", f"http://{OWL_IP}/cgi-bin/ip") == robin_tb  # routed again
 
+    # the file robin shared with nobody on testbridge + otherbridge is left; gc removes it, not the two in use
+    def shared_files() -> list[str]:
+        return sandbox.sh("ls", "/run/wrapdock-data/hosts").stdout.split()
+
+    assert len(shared_files()) == 3
+    host.wd("--quiet", "gc")
+    assert len(shared_files()) == 2
+    assert host.hosts("robin")["robin"] == robin_tb and host.hosts("owl")["owl"] == OWL_IP  # the ones in use
+
     host.teardown(start, ["robin", "owl"], [TB, OB])
 
 
