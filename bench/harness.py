@@ -505,12 +505,22 @@ class Bench:
 
     def paired_starts(self, n: int) -> dict:
         """#1 and #N+1, measured in alternation: a start on a fresh host (a second wrapdock sandbox) and
-        a start on the crowd network, each removed again (untimed) so that every round sees the same."""
-        log(f"3. start #1 (fresh host) and #{n + 1} (on the {n}), alternating, {self.reps} rounds")
+        a start on the crowd network, each removed again (untimed) so that every round sees the same.
+
+        A third host, with no container but N empty named network namespaces (`ip netns add`: N bind
+        mounts under /run/netns, as N containers leave), tells the kernel's share from wrapdock's: every
+        new mount namespace (a container's init, `ip -n`) copies the whole mount table."""
+        log(f"3. start #1 (fresh host), #{n + 1} (on the {n}) and #1 beside {n} empty netns, alternating, "
+            f"{self.reps} rounds")
         fresh = peers.Wrapdock(self.python, self.script, label="wdfresh")
+        mounts = None
         try:
             fresh.run("--quiet", "network", "create", "--subnet", "10.97.0.0/24", "solo")
             fresh.run("--quiet", "run", "--rm", "--net", "solo", "busybox", "true")  # imports the image
+            mounts = peers.Wrapdock(self.python, self.script, label="wdmounts")
+            mounts.run("--quiet", "network", "create", "--subnet", "10.98.0.0/24", "solo")
+            mounts.run("--quiet", "run", "--rm", "--net", "solo", "busybox", "true")
+            mounts.box.run(["ip", "-batch", "-"], stdin="".join(f"netns add wdempty{i}\n" for i in range(1, n + 1)))
 
             def start(peer: peers.Wrapdock, network: str) -> Callable[[int], dict]:
                 def once(_rep: int) -> dict:
@@ -519,15 +529,17 @@ class Bench:
                     return {**answer, "rm": peer.run("--quiet", "rm", "-f", "probe")}
                 return once
 
-            runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd")}
+            runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd"), "mounts": start(mounts, "solo")}
             rounds(1, runners)  # warm-up, as for the peers
             got = rounds(self.reps, runners)
             return {"fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
+                    "mounts_rm_commands": last_commands(mounts),
                     **{label: summary(samples) for label, samples in got.items()},
                     **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()}}
         finally:
-            left = fresh.close()
-            self.results["cleanup"]["wdfresh"] = left or "clean"
+            for label, peer in (("wdfresh", fresh), ("wdmounts", mounts)):
+                if peer is not None:
+                    self.results["cleanup"][label] = peer.close() or "clean"
 
     def ensure_benchnet(self) -> None:
         wd = self.wd
@@ -676,6 +688,11 @@ def main_table(results: dict) -> str:
             rows.append([f"3. rm -f next to 1 -> next to {n} (alternating)",
                          f"{ms(cr['paired']['fresh_rm']['median_s'])} -> {ms(cr['paired']['crowd_rm']['median_s'])}",
                          "", "", "", f"{cr['rm_latency_ratio']:.2f}x", *_target_cell(results, "rm_latency_ratio")])
+        if "mounts" in cr["paired"]:  # the kernel's share: no container there, only N netns mounts
+            for op, key in (("start #1", "mounts"), ("rm -f", "mounts_rm")):
+                fresh_s, mounts_s = cr["paired"]["fresh" + key[6:]]["median_s"], cr["paired"][key]["median_s"]
+                rows.append([f"   {op}: fresh host -> host with {n} empty netns, no container (the mount table)",
+                             f"{ms(fresh_s)} -> {ms(mounts_s)}", "", "", "", _ratio(mounts_s, fresh_s), "", ""])
     for op, label in (("run", "4. run -d --net N -p 9000:80 ... sleep"), ("rm", "4. rm -f (that container)")):
         w, d, p = (med(["run_d", peer, op, "median_s"]) for peer in ("wrapdock", "docker", "podman"))
         rows.append([label, ms(w), ms(d), ms(p), "", _ratio(w, d), *_target_cell(results, f"{op}_detached_ratio")])
