@@ -691,8 +691,11 @@ def main_table(results: dict) -> str:
         if "mounts" in cr["paired"]:  # the kernel's share: no container there, only N netns mounts
             for op, key in (("start #1", "mounts"), ("rm -f", "mounts_rm")):
                 fresh_s, mounts_s = cr["paired"]["fresh" + key[6:]]["median_s"], cr["paired"][key]["median_s"]
+                crowd_s = cr["paired"]["crowd" + key[6:]]["median_s"]
                 rows.append([f"   {op}: fresh host -> host with {n} empty netns, no container (the mount table)",
                              f"{ms(fresh_s)} -> {ms(mounts_s)}", "", "", "", _ratio(mounts_s, fresh_s), "", ""])
+                rows.append([f"   {op}: host with {n} empty netns -> next to {n} containers (the rest)",
+                             f"{ms(mounts_s)} -> {ms(crowd_s)}", "", "", "", _ratio(crowd_s, mounts_s), "", ""])
     for op, label in (("run", "4. run -d --net N -p 9000:80 ... sleep"), ("rm", "4. rm -f (that container)")):
         w, d, p = (med(["run_d", peer, op, "median_s"]) for peer in ("wrapdock", "docker", "podman"))
         rows.append([label, ms(w), ms(d), ms(p), "", _ratio(w, d), *_target_cell(results, f"{op}_detached_ratio")])

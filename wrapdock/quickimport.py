@@ -4,7 +4,8 @@ At import, `sh` imports asyncio (for its async iteration, which wrapdock never u
 their own version from the installed packages' metadata (importlib.metadata: ~40 ms, more than a
 whole `ps` should take). `sh` also imports modules it needs only for terminals (pty, tty, termios,
 struct), for running as another user (pwd, getpass) and for reporting an error between fork and exec
-(traceback): ~6 ms of every command that changes the host. All of those are deferred here: during
+(traceback): ~6 ms of every command that changes the host; and logging, for loggers that log only at
+DEBUG and INFO, which an unconfigured logging drops (~3 ms). All of those are deferred here: during
 the import they are stand-ins that load the real module on first real use, and the originals are put
 back right after. Everything of `sh` and `tabulate` works unchanged (tests/unit/test_quickimport.py).
 
@@ -160,11 +161,43 @@ def _system() -> str:
     return os.uname().sysname
 
 
+class _ShLogger:
+    """What `logging.getLogger` gives sh, which logs at DEBUG and INFO only: dropped while no one has
+    imported logging (then no one configured it, and an unconfigured logging drops them too), passed to
+    the real logger once logging is loaded; anything else (error, exception, ...) is the real logger's.
+    Importing logging costs each command that runs one ~3 ms."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _loaded(self) -> Any:
+        real = sys.modules.get("logging")
+        return None if real is None or isinstance(real, _LazyModule) else real.getLogger(self.name)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        logger = self._loaded()
+        if logger is not None:
+            logger.debug(msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        logger = self._loaded()
+        if logger is not None:
+            logger.info(msg, *args, **kwargs)
+
+    def __getattr__(self, attribute: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger(self.name), attribute)
+
+
 def load_sh() -> types.ModuleType:
     return _import_with_stand_ins("sh", {
         "asyncio": _LazyModule("asyncio", Queue=_LazyAsyncioQueue, get_running_loop=_running_loop),
         "importlib.metadata": _metadata_stand_in(),
         "platform": _LazyModule("platform", system=_system),  # asked once, at import (~1.5 ms)
+        "logging": _LazyModule("logging", getLogger=_ShLogger),  # sh's loggers, one per command object
         **{name: _LazyModule(name) for name in _SH_RARELY_USED}})
 
 

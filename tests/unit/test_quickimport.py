@@ -49,6 +49,27 @@ def test_sh_runs_without_asyncio_and_asyncio_still_works() -> None:
     assert done.stdout.splitlines() == ["False False", "[]", "42"]
 
 
+def test_sh_runs_without_logging_and_logs_to_it_once_it_is_loaded() -> None:
+    probe = """
+import sys
+from wrapdock.quickimport import load_sh
+sh = load_sh()
+sh.Command("true")(_tty_out=False)
+print("logging" in sys.modules)
+import logging
+seen = []
+handler = logging.Handler()
+handler.emit = lambda record: seen.append(record.levelname)
+logging.getLogger("sh").addHandler(handler)
+logging.getLogger("sh").setLevel(logging.DEBUG)
+sh.Command("true")(_tty_out=False)
+print(sorted(set(seen)))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "['DEBUG', 'INFO']"]
+
+
 def test_read_only_commands_import_neither_sh_nor_jsonschema(tmp_path) -> None:
     probe = f"""
 import sys
