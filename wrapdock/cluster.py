@@ -461,16 +461,16 @@ def _sync_to(session: Session, network: Network, view: View, first: list[Step] |
         raise OperationFailed(
             f"this host (VTEP {network.vxlan.vtep}) is not registered in cluster network {network.name} any more "
             f"(removed with `leave --host`?): `wrapdock network rm {network.name}`, then join again")
-    from wrapdock import containers
+    from wrapdock import containerhosts, containerviews
 
     peers = tuple(p for p in view.hosts if p != network.vxlan.vtep)
     names_now = remote_names(view, network.vxlan.vtep)
     changed = replace(network, vxlan=replace(network.vxlan, peers=peers, names=names_now))
     last: list[Step] = []
     if names_now != network.vxlan.names:  # the other hosts' containers changed: this host's /etc/hosts
-        records = containers.all_records(session)
-        last = containers._hosts_step(session, {network.name}, records, records,
-                                      remote_after={network.name: names_now})
+        records = containerviews.all_records(session)
+        last = containerhosts.hosts_step(session, {network.name}, records, records,
+                                         remote_after={network.name: names_now})
     return changed, networks.sync_and_record(session, changed, first or [], last)
 
 

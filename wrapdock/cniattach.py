@@ -137,7 +137,7 @@ def _check_ports(session: Session, ports: list, others: list[dict[str, Any]]) ->
 
 def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
     """Connect the caller's namespace to the network, as `network connect` does; returns the record."""
-    from wrapdock.ipam import Ipam, RecordStore
+    from wrapdock.leases import LeaseStore
     from wrapdock.plan import Plan
     from wrapdock.plans import endpoint as endpoint_plans
     from wrapdock.plans.endpoint import Attachment
@@ -163,11 +163,11 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         primary = not any(r["container_id"] == call.container_id for r in others)
         ports = [from_record(p) for p in call.ports] if primary else []
         _check_ports(session, ports, others)
-        ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
-            network.name, network.ipam_range, network.gateway)
-        ipam = Ipam(network.ipam_range, network.gateway, RecordStore(ipam_record))  # as `network connect`'s
+        leases = LeaseStore.of(session.state, network.name, network.ipam_range, network.gateway)
+        assert leases is not None
+        ipam = leases.ipam(network.ipam_range, network.gateway)  # as `network connect`'s
         if stale is not None:
-            ipam.release(owner)
+            leases.release_addresses(owner, [stale["address"]])
         address = ipam.reserve(call.ips[0], owner) if call.ips else ipam.allocate(owner)
         att = Attachment(network, call.ifname, host_ifname(call.container_id, call.ifname), address, primary,
                          mac=call.mac or mac_for(address))
@@ -184,7 +184,7 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         completed = session.carry_out(Plan(f"CNI ADD: connect {name} to network {network.name}", steps))
         if session.records_state:
             try:
-                session.state.put("ipam", network.name, ipam_record)
+                leases.save()
                 session.state.put("cni", key, record)
             except BaseException:
                 session.runner.rollback(completed)
@@ -242,7 +242,7 @@ def _joined(steps: list):
 def delete(session: Session, network_name: str, container_id: str, ifname: str) -> bool:
     """Take the attachment away, whatever is left of it: its rules, its veth, its lease and its record.
     Succeeds when there is nothing (twice, unknown, no netns); returns whether there was a record."""
-    from wrapdock.ipam import Ipam, RecordStore
+    from wrapdock.leases import LeaseStore
     from wrapdock.plan import Plan
 
     session.require_root()
@@ -255,11 +255,14 @@ def delete(session: Session, network_name: str, container_id: str, ifname: str) 
         session.carry_out(Plan(f"CNI DEL: disconnect {label(container_id, ifname)} from network {network_name}",
                                steps))
         if session.records_state:
-            ipam_record = session.state.get("ipam", network_name)
-            if ipam_record is not None:
-                Ipam(IPv4Network(ipam_record["subnet"]), IPv4Address(ipam_record["gateway"]),
-                     RecordStore(ipam_record)).release(lease_owner(container_id, ifname))
-                session.state.put("ipam", network_name, ipam_record)
+            leases = LeaseStore.of(session.state, network_name)
+            if leases is not None:
+                owner = lease_owner(container_id, ifname)
+                if record is not None:  # its record says which address
+                    leases.release_addresses(owner, [record["address"]])
+                else:  # whatever a killed ADD may have left: every lease is read
+                    leases.ipam().release(owner)
+                leases.save()
             session.state.remove("cni", key)
     return record is not None
 
@@ -335,7 +338,7 @@ def check(session: Session, call: Call) -> None:
 def collect(session: Session, network_name: str, keep: tuple[tuple[str, str], ...]) -> list[str]:
     """DEL every attachment of the network that `keep` does not name (an empty ifname keeps all of a
     container's), then release CNI leases that no attachment holds; returns what went."""
-    from wrapdock.ipam import RecordStore
+    from wrapdock.leases import LeaseStore
 
     kept_ids = {cid for cid, ifname in keep if not ifname}
     kept = set(keep)
@@ -346,18 +349,17 @@ def collect(session: Session, network_name: str, keep: tuple[tuple[str, str], ..
         delete(session, network_name, record["container_id"], record["ifname"])
         gone.append(lease_owner(record["container_id"], record["ifname"]))
     with locked(session):
-        ipam_record = session.state.get("ipam", network_name)
+        leases = LeaseStore.of(session.state, network_name)
         held = {(r["address"], lease_owner(r["container_id"], r["ifname"])) for r in records_on(session, network_name)}
-        if ipam_record is not None:
-            store = RecordStore(ipam_record)
-            stray = [(address, owner) for address, owner in store.allocations().items()
+        if leases is not None:
+            stray = [(address, owner) for address, owner in leases.allocations().items()
                      if owner.startswith(OWNER_PREFIX) and (address, owner) not in held]
             for address, owner in stray:
                 session.runner.trail.heading(f"CNI GC: release {address}, held by {owner} without an attachment")
-                store.remove(address)
+                leases.remove(address)
                 gone.append(owner)
             if stray and session.records_state:
-                session.state.put("ipam", network_name, ipam_record)
+                leases.save()
     return gone
 
 

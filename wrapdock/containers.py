@@ -17,12 +17,15 @@ from typing import Any
 
 from wrapdock import (
     cgroups,
+    containerhosts,
     containerspec,
     hostports,
     hostsfile,
+    hostsindex,
     imageconfig,
     images,
     imagestore,
+    nameindex,
     names,
     networks,
     portspec,
@@ -32,7 +35,8 @@ from wrapdock.containerspec import ContainerConfig, Volume
 # reading containers lives in containerviews (ps imports it without all of this module)
 from wrapdock.containerviews import all_records, current_status, find, find_in, paths_of, summaries, whole
 from wrapdock.errors import UsageError
-from wrapdock.ipam import Ipam, RecordStore
+from wrapdock.ipam import Ipam
+from wrapdock.leases import LeaseStore
 from wrapdock.model import Network
 from wrapdock.plan import Plan, Step, one_script
 from wrapdock.plans import container as plans
@@ -124,23 +128,39 @@ def ports_of(record: dict[str, Any]) -> list[PortMapping]:
     return [portspec.from_record(p) for p in record["ports"]]
 
 
-def _ipam(session: Session, network: Network) -> tuple[Ipam, dict[str, Any]]:
-    ipam_record = session.state.get("ipam", network.name) or RecordStore.new_record(
-        network.name, network.ipam_range, network.gateway)
-    return Ipam(network.ipam_range, network.gateway, RecordStore(ipam_record)), ipam_record
+def _ipam(session: Session, network: Network) -> tuple[Ipam, LeaseStore]:
+    """The network's allocator over its leases (saved by store.save(), under the lock)."""
+    store = LeaseStore.of(session.state, network.name, network.ipam_range, network.gateway)
+    assert store is not None
+    return store.ipam(network.ipam_range, network.gateway), store
 
 
 def _release(session: Session, record: dict[str, Any], network_names: list[str] | None = None) -> None:
-    """Give back the container's addresses (all, or on the named networks); call with the lock held."""
+    """Give back the container's addresses (all, or on the named networks); call with the lock held.
+    Its record says which: one lease file each, whatever the number of leases."""
     for endpoint in record["endpoints"]:
         if network_names is not None and endpoint["network"] not in network_names:
             continue
-        ipam_record = session.state.get("ipam", endpoint["network"])
-        if ipam_record is None:
-            continue
-        Ipam(networks.load(session, endpoint["network"]).subnet, IPv4Address(ipam_record["gateway"]),
-             RecordStore(ipam_record)).release(record["id"])
-        session.state.put("ipam", endpoint["network"], ipam_record)
+        store = LeaseStore.of(session.state, endpoint["network"])
+        if store is not None and store.release_addresses(record["id"], [endpoint["address"]]):
+            store.save()
+
+
+def _others(session: Session, container_id: str) -> list[dict[str, Any]]:
+    """Every other container's summary (what planning needs of it)."""
+    return [r for r in summaries(session) if r["id"] != container_id]
+
+
+def _check_name_free(session: Session, name: str, others: list[dict[str, Any]] | None) -> None:
+    """Refuse a name in use: among `others`, or through the name index (None: it is kept)."""
+    if others is None:
+        holder = nameindex.lookup(session.state, name)
+        record = session.state.get("container", holder) if holder is not None else None
+        taken = record is not None and record["name"] == name
+    else:
+        taken = any(other["name"] == name for other in others)
+    if taken:
+        raise UsageError(f"container name {name!r} is already in use")
 
 
 def _host_ports(requests: list[PortRequest], others: list[dict[str, Any]]) -> list[PortMapping]:
@@ -165,171 +185,11 @@ def _host_resolv() -> str:
 
 
 def etc_files(record: dict[str, Any]) -> dict[str, list[str]]:
-    """The /etc files of a container besides /etc/hosts (see hosts_file)."""
+    """The /etc files of a container besides /etc/hosts (see containerhosts.hosts_file)."""
     return {
         "resolv.conf": hostsfile.resolv_lines(_host_resolv(), record["dns"]),
         "hostname": [record["hostname"]],
     }
-
-
-def shared_hosts_dir(session: Session) -> str:
-    """DATA_DIR/hosts: one /etc/hosts per group of containers with the same networks (hostsfile.content_key)."""
-    return f"{session.data_dir}/hosts"
-
-
-def hosts_file(session: Session, record: dict[str, Any]) -> tuple[str, str]:
-    """("own" or "shared", where the container's /etc/hosts is kept): its own file in its etc
-    directory, or its group's file, which its etc directory holds a hard link to."""
-    return _hosts_file_of(session, hostsfile.content_key(record), record["id"])
-
-
-def _hosts_file_of(session: Session, key: tuple[Any, ...], container_id: str) -> tuple[str, str]:
-    if key[0] == "own":
-        return "own", str(paths_of(session, container_id).hosts)
-    return "shared", f"{shared_hosts_dir(session)}/{hostsfile.shared_file_name(key)}"
-
-
-def _new_container_hosts_step(session: Session, record: dict[str, Any],
-                              others: list[dict[str, Any]]) -> tuple[str, Step]:
-    """A new container's /etc/hosts, before it starts: its own file, or its group's file (written
-    again: the group now lists it) and the link to it. Undone: the group's file as it was (or gone,
-    if the container was its first member); the container's directory goes with the files' undo."""
-    kind, path = hosts_file(session, record)
-    network_names = {e["network"] for e in record["endpoints"]}
-    remote = remote_records(session, network_names)
-    lines = hostsfile.hosts_lines(record, [*others, *remote])
-    paths = paths_of(session, record["id"])
-    note = f"{record['name']}'s /etc/hosts" + (" (the file of the containers on the same networks)"
-                                               if kind == "shared" else "")
-    if kind == "own":
-        return kind, plans.write_files([(path, lines)], note, mkdirs=(paths.etc_dir,))
-    key = hostsfile.content_key(record)
-    member = next((r for r in others if not r["id"].startswith(REMOTE) and hostsfile.content_key(r) == key), None)
-    undo = (plans.write_files([(path, hostsfile.hosts_lines(member, [*others, *remote]))], note) if member
-            else plans.write_files([], note, remove=(path,)))
-    return kind, plans.write_files([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
-                                   links=((path, paths.hosts),), undo=undo)
-
-
-def _directories(folder: str) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(folder) if entry.is_dir()}
-    except FileNotFoundError:
-        return set()
-
-
-REMOTE = "remote:"  # the id prefix of another host's container (cluster networks: names across hosts)
-
-
-def remote_records(session: Session, network_names: set[str],
-                   override: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[dict[str, Any]]:
-    """Other hosts' containers on these cluster networks, as records /etc/hosts can list (from the
-    network records' cache, which `network sync` fills from etcd: a start reads no etcd)."""
-    found: list[dict[str, Any]] = []
-    for name in sorted(network_names):
-        if override is not None and name in override:
-            pairs = override[name]
-        else:
-            record = session.state.get("network", name)
-            pairs = tuple(sorted((record or {}).get("vxlan", {}).get("names", {}).items()))
-        found += [{"id": f"{REMOTE}{name}:{container}", "name": container, "hostname": container,
-                   "endpoints": [{"network": name, "address": address}]} for container, address in pairs]
-    return found
-
-
-def _hosts_contents(session: Session, network_names: set[str], records: list[dict[str, Any]],
-                    also: str | None = None, skip: str | None = None) -> dict[str, list[str]]:
-    """path -> content of each /etc/hosts file used by these records' containers on these networks
-    (and by container `also`, whatever its networks): one per group of containers with the same
-    networks (computed once), one per `-h` container; not the file `skip` (written elsewhere)."""
-    contents: dict[str, list[str]] = {}
-    by_key: dict[Any, str] = {}
-    present: set[str] | None = None
-    for record in records:
-        for endpoint in record["endpoints"]:  # a loop, not any(): this runs for every container of the host
-            if endpoint["network"] in network_names:
-                break
-        else:
-            if record["id"] != also:
-                continue
-        if record["id"].startswith(REMOTE):
-            continue
-        key = hostsfile.content_key(record)
-        if key in by_key:
-            continue
-        if key[0] == "own" and not session.print_only:
-            if present is None:  # listed once, and only for -h containers
-                present = _directories(os.path.join(session.data_dir, "containers"))
-            if record["id"] not in present:
-                continue  # its directory is gone (a crash): nothing to write into
-        path = by_key[key] = _hosts_file_of(session, key, record["id"])[1]
-        if path != skip:
-            contents[path] = hostsfile.hosts_lines(record, records)
-    return contents
-
-
-def _hosts_step(session: Session, network_names: set[str], after: list[dict[str, Any]],
-                before: list[dict[str, Any]], skip: str | None = None,
-                remote_after: dict[str, tuple[tuple[str, str], ...]] | None = None,
-                drop: tuple[str, list[str]] | None = None, also: str | None = None) -> list[Step]:
-    """The step that rewrites the /etc/hosts files of the containers on these networks to list
-    `after`'s containers (in place: the bind mounts follow); its undo writes back what `before`
-    listed. A group's file is one file, whatever the number of its containers. `skip`: the path of a
-    file written elsewhere (a new container's). `drop`: (path, content) of a group's file whose last
-    container goes (rm): removed, and written back by the undo. Other hosts' containers on cluster
-    networks are listed too (`remote_after`: what a sync found). `also`: a container whose networks
-    changed: its file is written even if it is on none of these networks now."""
-    after = [*after, *remote_records(session, network_names, remote_after)]
-    before = [*before, *remote_records(session, network_names)]
-    contents_after = _hosts_contents(session, network_names, after, also, skip)
-    contents_before = _hosts_contents(session, network_names, before, also, skip)
-    write = {path: lines for path, lines in contents_after.items() if contents_before.get(path) != lines}
-    unused = (drop[0],) if drop is not None and drop[0] not in contents_after else ()
-    if unused and drop is not None:
-        contents_before[drop[0]] = drop[1]
-    if not write and not unused:
-        return []
-    note = (f"/etc/hosts of the containers on {', '.join(sorted(network_names)) or 'no network'}: "
-            f"{len(write)} file(s)" + (f", {len(unused)} no longer used" if unused else ""))
-    restore = [(path, contents_before[path]) for path in [*write, *unused] if path in contents_before]
-    created = tuple(path for path in write if path not in contents_before)
-    undo = plans.write_files(restore, note, remove=created) if restore or created else None
-    mkdirs = (shared_hosts_dir(session),) if created else ()
-    return [plans.write_files(list(write.items()), note, mkdirs=mkdirs, remove=unused, undo=undo)]
-
-
-def _last_of_its_group(session: Session, record: dict[str, Any], others: list[dict[str, Any]]
-                       ) -> tuple[str, list[str]] | None:
-    """rm: (path, content) of the shared /etc/hosts file this container is the last one to use, if it is.
-    Told by the file's link count (the file and one link per container: 2 = this one alone), without
-    reading every container's networks; a --print-only script is planned from the records."""
-    kind, path = hosts_file(session, record)
-    if kind != "shared":
-        return None
-    if session.print_only:
-        key = hostsfile.content_key(record)
-        if any(hostsfile.content_key(r) == key for r in others if not r["id"].startswith(REMOTE)):
-            return None
-    else:
-        try:
-            if os.stat(path).st_nlink > 2:
-                return None
-        except FileNotFoundError:
-            return None
-    remote = remote_records(session, {e["network"] for e in record["endpoints"]})
-    return path, hostsfile.hosts_lines(record, [*others, *remote])
-
-
-def unused_hosts_files(session: Session) -> list[str]:
-    """Shared /etc/hosts files no container uses (left by network connect and disconnect; gc removes them)."""
-    folder = shared_hosts_dir(session)
-    try:
-        present = {entry.name for entry in os.scandir(folder) if entry.is_file()}
-    except FileNotFoundError:
-        return []
-    used = {hostsfile.shared_file_name(key) for key in {hostsfile.content_key(r) for r in all_records(session)}
-            if key[0] == "shared"}
-    return [f"{folder}/{name}" for name in sorted(present - used)]
 
 
 def _release_names(session: Session, record: dict[str, Any], network_names: set[str] | None = None) -> list[Step]:
@@ -346,14 +206,6 @@ def _release_names(session: Session, record: dict[str, Any], network_names: set[
             steps.append(clusternames.release_name(Network.from_record(network_record), record["name"],
                                                    endpoint["address"]))
     return steps
-
-
-def refresh_hosts(session: Session, network_names: set[str]) -> None:
-    """Bring /etc/hosts of the containers on these networks in line with the state (gc, after edits)."""
-    records = all_records(session)
-    steps = _hosts_step(session, network_names, records, records)
-    if steps:
-        session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), steps))
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -476,22 +328,43 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
     # Under the state lock from the checks to the record: the address, the ports and the name are this
     # container's alone, and every /etc/hosts on its networks is rewritten from one consistent state.
     with session.lock():
-        others = [r for r in summaries(session) if r["id"] != config.id]
-        for other in others:
-            if other["name"] == config.name:
-                raise UsageError(f"container name {config.name!r} is already in use")
+        # a live run on a host that keeps the name index reads no other container's record, unless it
+        # publishes ports (it checks theirs) or its /etc/hosts cannot be made from the files alone
+        indexed = not session.print_only and nameindex.kept(session.state)
+        others = None if indexed else _others(session, config.id)
+        _check_name_free(session, config.name, others)
         if netns and Path(f"/run/netns/{netns}").exists():
             raise UsageError(f"a network namespace named {netns!r} already exists on this host")
         # decided here, before the plan: the trail and a --print-only script show the concrete ports
-        ports = _host_ports(requests, others)
+        if others is None and requests:
+            others = _others(session, config.id)  # the ports the others publish
+        ports = _host_ports(requests, others or [])
         record["ports"] = [p.to_record() for p in ports]
         if network is not None:
-            ipam, ipam_record = _ipam(session, network)
+            ipam, leases = _ipam(session, network)
             address = ipam.reserve(request.ip, config.id) if request.ip else ipam.allocate(config.id)
             record["endpoints"] = [{"network": network.name, "ifname": "eth0",
                                     "host_ifname": endpoint_plans.host_ifname(config.id, 0), "address": str(address)}]
             if session.records_state:
-                session.state.put("ipam", network.name, ipam_record)
+                leases.save()
+        network_names = {e["network"] for e in record["endpoints"]}
+        joined = containerhosts.joining(session, record) if indexed else None
+        if joined is None:
+            others = _others(session, config.id) if others is None else others
+            hosts = containerhosts.new_container_step(session, record, others)
+            neighbours = containerhosts.hosts_step(session, network_names, [*others, record], others,
+                                                   skip=containerhosts.hosts_file(session, record)[1])
+        else:
+            hosts, neighbours = joined
+        if not session.print_only:  # the indexes first: a crash leaves a stale entry, never a missing one
+            if indexed:
+                nameindex.claim(session.state, config.name, config.id)
+            else:
+                nameindex.build(session.state, [*(others or []), record])
+            if others is None:
+                hostsindex.add(session, {name: {hostsfile.content_key(record)} for name in network_names})
+            else:  # planned from the records: the networks' indexes too, written whole where there were none
+                hostsindex.add(session, hostsindex.keys_by_network([*others, record], network_names), create=True)
         if session.records_state:  # first, so that gc can clean up after a crash from here on
             session.state.put("container", config.id, record)
         network_steps: list[Step] = []
@@ -499,11 +372,7 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
-        hosts_kind, hosts_step = _new_container_hosts_step(session, record, others)
-        plan = plans.prepare(config, paths, runtime, etc_files(record), network_steps, request.tty,
-                             hosts=(hosts_kind, hosts_step))
-        neighbours = _hosts_step(session, {e["network"] for e in record["endpoints"]}, [*others, record], others,
-                                 skip=hosts_file(session, record)[1])
+        plan = plans.prepare(config, paths, runtime, etc_files(record), network_steps, request.tty, hosts=hosts)
         if network is not None and network.scope == "cluster":  # its name for the other hosts: one etcdctl
             from wrapdock import clusternames
 
@@ -524,6 +393,8 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
             if session.records_state:
                 _release(session, record)
                 session.state.remove("container", config.id)
+            if not session.print_only:
+                nameindex.release(session.state, config.name, config.id)
             raise
         if session.records_state:
             record["phase"], record["owner_pid"] = "ready", None
@@ -593,9 +464,12 @@ def stop(session: Session, refs: list[str], timeout: int) -> list[dict[str, Any]
 
 def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any]]:
     session.require_root()
-    with session.lock():  # one read of the records for the references and the neighbours, one state to the end
-        current = summaries(session)
-        records = [whole(session, r) for r in {r["id"]: r for r in (find_in(current, ref) for ref in refs)}.values()]
+    with session.lock():  # one state from the references to the last record removed
+        # a live rm on a host that keeps the name index reads the records it removes, not the others'
+        indexed = not session.print_only and nameindex.kept(session.state)
+        current = None if indexed else summaries(session)
+        found = [find(session, ref) if current is None else whole(session, find_in(current, ref)) for ref in refs]
+        records = list({r["id"]: r for r in found}.values())
         running = {r["id"]: live_pid(paths_of(session, r["id"])) is not None for r in records}
         for record in records:
             if running[record["id"]] and not force:
@@ -604,11 +478,14 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             config = config_of(record)
             network_steps = endpoint_plans.unpublish(record["id"], record["name"], ports_of(record)) if record[
                 "ports"] else []
-            current = [r for r in current if r["id"] != record["id"]]
             # the neighbours' /etc/hosts are rewritten inside the cleanup script, while the kernel takes
             # the veths down: no process of their own, and no time of their own at 200 neighbours
-            hosts = _hosts_step(session, {e["network"] for e in record["endpoints"]}, current, [*current, record],
-                                drop=_last_of_its_group(session, record, current))
+            left = containerhosts.leaving(session, record) if indexed else None
+            if left is None:
+                current = [r for r in (summaries(session) if current is None else current) if r["id"] != record["id"]]
+                hosts, gone = _leaving_from_records(session, record, current)
+            else:
+                hosts, gone = left
             # a script cannot know whether the container will be running: it gets the (guarded) kill step
             plan = plans.remove(config, paths_of(session, record["id"]), runtime_of(session, record),
                                 running[record["id"]] or (force and session.print_only),
@@ -618,7 +495,26 @@ def remove(session: Session, refs: list[str], force: bool) -> list[dict[str, Any
             if session.records_state:
                 _release(session, record)
                 session.state.remove("container", record["id"])
+            if not session.print_only:  # the indexes after the record: a crash leaves a stale entry
+                nameindex.release(session.state, record["name"], record["id"])
+                hostsindex.discard(session, gone)
     return records
+
+
+def _leaving_from_records(session: Session, record: dict[str, Any], others: list[dict[str, Any]]
+                          ) -> tuple[list[Step], dict[str, set[hostsindex.Key]]]:
+    """rm planned from the records (--print-only, or a network without an index): the neighbours'
+    /etc/hosts step, and the index entries that go with the container. Live, the networks' indexes
+    are written first, whole where there were none, as they are before it goes."""
+    network_names = {e["network"] for e in record["endpoints"]}
+    steps = containerhosts.hosts_step(session, network_names, others, [*others, record],
+                                      drop=containerhosts.last_of_its_group(session, record, others))
+    if session.print_only:
+        return steps, {}
+    before = hostsindex.keys_by_network([*others, record], network_names)
+    hostsindex.add(session, before, create=True)
+    after = hostsindex.keys_by_network(others, network_names)
+    return steps, {name: before[name] - after[name] for name in network_names}
 
 
 # -- network connect / disconnect --------------------------------------------------------------------
@@ -633,7 +529,7 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
             raise UsageError(f"container {record['name']} is already connected to {network.name}")
         used = {e["ifname"] for e in record["endpoints"]}
         index = next(i for i in range(100) if f"eth{i}" not in used)
-        ipam, ipam_record = _ipam(session, network)
+        ipam, leases = _ipam(session, network)
         address = ipam.reserve(ip, record["id"]) if ip else ipam.allocate(record["id"])
         endpoint = {"network": network.name, "ifname": f"eth{index}",
                     "host_ifname": endpoint_plans.host_ifname(record["id"], index), "address": str(address)}
@@ -645,14 +541,15 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
             from wrapdock import clusternames
 
             steps.insert(0, clusternames.register_name(network, record["name"], str(address)))
-        steps += _hosts_step(session, {e["network"] for e in connected["endpoints"]}, [*others, connected],
-                             [*others, record], also=record["id"])
+        now_on = {e["network"] for e in connected["endpoints"]}
+        hostsindex.add(session, hostsindex.keys_by_network([connected], now_on))  # before its files are written
+        steps += containerhosts.hosts_step(session, now_on, [*others, connected], [*others, record], also=record["id"])
         steps += _rebind_hosts(session, record, connected)
         completed = session.carry_out(Plan(f"connect container {record['name']} to network {network.name}", steps))
         if not session.records_state:
             return record
         try:
-            session.state.put("ipam", network.name, ipam_record)
+            leases.save()
             session.state.put("container", record["id"], connected)
         except BaseException:
             session.runner.rollback(completed)
@@ -686,8 +583,9 @@ def disconnect(session: Session, network_name: str, ref: str, force: bool = Fals
             left["ports"] = []
         others = [r for r in summaries(session) if r["id"] != record["id"]]
         # the names before the link: the detach has no undo, so what may fail comes first
-        steps += _hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
-                             [*others, left], [*others, record], also=record["id"])
+        hostsindex.add(session, hostsindex.keys_by_network([left], {e["network"] for e in left["endpoints"]}))
+        steps += containerhosts.hosts_step(session, {network_name, *(e["network"] for e in record["endpoints"])},
+                                           [*others, left], [*others, record], also=record["id"])
         steps += _rebind_hosts(session, record, left)
         steps.append(endpoint_plans.detach(att, record["name"]))
         if position == 0 and successor is not None:
@@ -706,8 +604,8 @@ def _rebind_hosts(session: Session, before: dict[str, Any], after: dict[str, Any
     """A container whose networks changed shares another group's /etc/hosts now (a file the hosts
     step has just written): its link, and its bind mount while it runs, move there. (The file it
     leaves stays until gc, if nobody uses it.)"""
-    kind, old_path = hosts_file(session, before)
-    new_path = hosts_file(session, after)[1]
+    kind, old_path = containerhosts.hosts_file(session, before)
+    new_path = containerhosts.hosts_file(session, after)[1]
     if kind == "own" or new_path == old_path:
         return []
     paths = paths_of(session, before["id"])

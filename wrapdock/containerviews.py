@@ -35,8 +35,34 @@ def summaries(session: Session) -> list[dict[str, Any]]:
 
 
 def find(session: Session, ref: str) -> dict[str, Any]:
-    """A container by name, full id or unique id prefix (as Docker resolves them)."""
-    return whole(session, find_in(summaries(session), ref))
+    """A container by name, full id or unique id prefix (as Docker resolves them): through the name
+    index (wrapdock/nameindex.py) and the names of the record files, reading one record; from every
+    container's summary where the index is not kept."""
+    from wrapdock import nameindex
+
+    state = session.state
+    if not nameindex.kept(state):
+        return whole(session, find_in(summaries(session), ref))
+    if _FULL_ID.fullmatch(ref):
+        record = state.get("container", ref)
+        if record is not None:
+            return record
+    target = nameindex.lookup(state, ref)
+    if target is not None:
+        record = state.get("container", target)
+        if record is not None and record["name"] == ref:
+            return record
+    prefix = ref.lower()
+    matches = [name for name in state.names("container") if len(ref) >= 3 and name.startswith(prefix)]
+    if len(matches) > 1:
+        raise UsageError(f"{ref!r} matches several containers: use more of the id or the name")
+    record = state.get("container", matches[0]) if matches else None
+    if record is None:
+        raise UsageError(f"no such container: {ref}")
+    return record
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def whole(session: Session, summary: dict[str, Any]) -> dict[str, Any]:

@@ -319,7 +319,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _read_state(session: Session, facts: Facts) -> None:
     store = session.state
     loaded: dict[str, list[dict[str, Any]]] = {}
-    for kind in ("network", "ipam", "container", "cni"):
+    for kind in ("network", "ipam", "container", "cni", "lease"):
         loaded[kind] = []
         folder = store.root / FOLDERS[kind]
         if not folder.is_dir():
@@ -343,6 +343,9 @@ def _read_state(session: Session, facts: Facts) -> None:
         except (KeyError, ValueError) as exc:
             facts.broken_state.append(f"network record {record.get('name')}: {exc}")
     facts.ipam = {record["network"]: record for record in loaded["ipam"]}
+    for lease in loaded["lease"]:  # one file per lease (wrapdock/leases.py), listed as the record once listed them
+        ipam = facts.ipam.setdefault(lease["network"], {"network": lease["network"], "allocations": {}})
+        ipam["allocations"][lease["address"]] = {key: lease[key] for key in ("owner", "time") if key in lease}
     facts.containers = loaded["container"]
     facts.cni = loaded["cni"]
 
@@ -1010,7 +1013,27 @@ def examine(session: Session) -> list[Finding]:
     with session.state.locked() if lockable else nullcontext():
         facts = gather(session)
         found = findings(facts, assess(facts)) + _cluster(session, facts)
+        if not facts.broken_state:
+            found += _indexes(session, facts)
     return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _indexes(session: Session, facts: Facts) -> list[Finding]:
+    """The name and /etc/hosts indexes, and the /etc/hosts files a run or rm edits, against the records."""
+    from wrapdock import containerhosts, hostsindex, nameindex
+
+    out = [Finding(WARNING, "name-index", "container names", text, (f"{GC}  # writes it again from the records",))
+           for text in nameindex.differences(session.state, facts.containers)]
+    networks = {n.name for n in facts.networks}
+    for network, keys in sorted(hostsindex.missing(session, facts.containers, networks).items()):
+        out.append(Finding(WARNING, "hosts-index", network,
+                           f"the index of /etc/hosts files of network {network} lacks {len(keys)} file(s): a run or "
+                           "rm would not update them", (f"{GC}  # writes it again from the records",)))
+    for path, on in sorted(containerhosts.out_of_date(session, facts.containers, networks).items()):
+        out.append(Finding(WARNING, "hosts-file", path,
+                           f"/etc/hosts of containers on {', '.join(sorted(on)) or 'no network'} does not list what "
+                           f"the records do: {path}", (f"{GC}  # writes it again",)))
+    return out
 
 
 def _cluster(session: Session, facts: Facts) -> list[Finding]:

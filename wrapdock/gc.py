@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from wrapdock import cniattach, doctor, overlaycheck
+from wrapdock import cniattach, containerviews, doctor, hostsindex, leases, nameindex, overlaycheck
 from wrapdock.doctor import Assessment, Facts
 from wrapdock.errors import EnvironmentProblem, StateError
-from wrapdock.ipam import Ipam, RecordStore
+from wrapdock.leases import LeaseStore
 from wrapdock.plan import Plan
 from wrapdock.plans import gc as gc_plans
 from wrapdock.plans import iptables as ipt
@@ -59,7 +58,7 @@ class Edit:
     container: str = ""
     network: str = ""
     addresses: tuple[str, ...] = ()  # release: only these (empty: all the container holds there)
-    networks: tuple[str, ...] = ()  # drop-endpoints
+    networks: tuple[str, ...] = ()  # drop-endpoints; forget-container: the networks it was on
     drop_ports: bool = False
 
 
@@ -112,7 +111,8 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
         actions.append(Action(f"remove {what}, abandoned half-way", [f"removed {what}, abandoned half-way"],
                               plan, [*_release_all(record),
                                      Edit("forget-container", f"forget container {record['name']}",
-                                          container=record["id"])]))
+                                          container=record["id"],
+                                          networks=tuple(e["network"] for e in record["endpoints"]))]))
 
     # what no record owns: a process first, with its directory (which goes only once the process is gone),
     # then veths (deleting one is immediate) before namespaces
@@ -237,17 +237,14 @@ def decide(facts: Facts, a: Assessment) -> list[Action]:
 def apply_edit(session: Session, edit: Edit) -> None:
     store = session.state
     if edit.kind == "release":
-        record = store.get("ipam", edit.network)
-        if record is None:
+        held = LeaseStore.of(store, edit.network)
+        if held is None:
             return
         if edit.addresses:
-            for address in edit.addresses:
-                if record["allocations"].get(address, {}).get("owner") == edit.container:
-                    RecordStore(record).remove(address)
+            held.release_addresses(edit.container, list(edit.addresses))
         else:
-            Ipam(IPv4Network(record["subnet"]), IPv4Address(record["gateway"]), RecordStore(record)).release(
-                edit.container)
-        store.put("ipam", edit.network, record)
+            held.ipam().release(edit.container)
+        held.save()
     elif edit.kind == "drop-endpoints":
         record = store.get("container", edit.container)
         if record is None:
@@ -259,6 +256,7 @@ def apply_edit(session: Session, edit: Edit) -> None:
     elif edit.kind == "forget-container":
         store.remove("container", edit.container)
     elif edit.kind == "forget-ipam":
+        leases.forget(store, edit.network)
         store.remove("ipam", edit.network)
     elif edit.kind == "forget-cni":
         store.remove("cni", edit.container)
@@ -267,9 +265,9 @@ def apply_edit(session: Session, edit: Edit) -> None:
 
 
 def _refresh_hosts(session: Session, network_names: set[str]) -> None:
-    from wrapdock import containers
+    from wrapdock import containerhosts
 
-    containers.refresh_hosts(session, network_names)
+    containerhosts.refresh_hosts(session, network_names)
 
 
 # -- the operation -------------------------------------------------------------------------------
@@ -291,10 +289,10 @@ def _carry_out(session: Session, action: Action) -> str | None:
 
 
 def _remove_unused_hosts_files(session: Session, outcome: Outcome) -> None:
-    from wrapdock import containers
+    from wrapdock import containerhosts
     from wrapdock.plans.container import write_files
 
-    unused = containers.unused_hosts_files(session)
+    unused = containerhosts.unused_hosts_files(session)
     if unused:
         task = f"remove {len(unused)} shared /etc/hosts file(s) no container uses"
         plan = Plan(task, [write_files([], task, remove=tuple(unused))])
@@ -344,11 +342,17 @@ def reconcile(session: Session) -> Outcome:
                     continue
                 session.runner.trail.heading(f"state: {edit.text}")
                 apply_edit(session, edit)
-                if edit.kind == "drop-endpoints":
+                if edit.kind in ("drop-endpoints", "forget-container"):  # /etc/hosts lines to take out
                     changed_networks.update(edit.networks)
             outcome.done.extend(action.summary)
         _release_stale_claims(session, facts, outcome)
         changed_networks &= {n.name for n in facts.networks}
+        if not session.print_only:  # and the files a run or rm left wrong (they edit the files in place)
+            from wrapdock import containerhosts
+
+            drifted = containerhosts.out_of_date(session, containerviews.all_records(session),
+                                                 {n.name for n in facts.networks})
+            changed_networks.update(*drifted.values())
         if changed_networks and not session.print_only:
             try:
                 _refresh_hosts(session, changed_networks)
@@ -356,6 +360,9 @@ def reconcile(session: Session) -> Outcome:
                 outcome.failed.append(f"update /etc/hosts of the containers on {', '.join(sorted(changed_networks))}: "
                                       + _why(failure))
         _remove_unused_hosts_files(session, outcome)
-        if not session.print_only:  # a cache of the records (state.py): written from the files alone
+        if not session.print_only:  # the caches and indexes of the records: written from the records alone
             session.state.rebuild_index("container")
+            records = containerviews.all_records(session)
+            nameindex.build(session.state, records)
+            hostsindex.rebuild(session, records, set(session.state.names("network")))
     return outcome

@@ -68,3 +68,41 @@ def resolv_lines(host_resolv: str, dns: list[str]) -> list[str]:
             continue
         kept.append(line)
     return ["# from the host's /etc/resolv.conf (loopback nameservers left out)", *kept]
+
+
+# -- editing a file in place: a container joins or leaves (run, rm), without the other containers' records
+LOCAL_LINES = 3  # HEADER and the two localhost lines
+
+
+def member_lines(record: dict[str, Any], networks: set[str] | frozenset[str]) -> list[str]:
+    """The lines that list `record` in a file of containers on `networks` (one per endpoint there)."""
+    names = "\t" + " ".join(_names(record))
+    return [endpoint["address"] + names for endpoint in record.get("endpoints", []) if endpoint["network"] in networks]
+
+
+def _line_order(line: str) -> tuple[bool, str]:
+    """Where a member's line sorts (hosts_lines' order): by the container's name, the `-h` ones last.
+    The line names its container last, after the host name when that differs ("ADDRESS\\tHOST NAME")."""
+    names = line.partition("\t")[2].split(" ")
+    return len(names) > 1, names[-1]
+
+
+def with_member(lines: list[str], record: dict[str, Any], networks: set[str] | frozenset[str],
+                first: int = 0, tail: int = 0) -> list[str]:
+    """`lines` (a file hosts_lines made) with `record` listed where hosts_lines would list it. `first`:
+    the lines of the file's own container (a `-h` container lists itself first); `tail`: the
+    --add-host lines at the end. The members in between are sorted, so this is a bisection."""
+    import bisect
+
+    mine = member_lines(record, networks)
+    if not mine:
+        return lines
+    place = bisect.bisect_left(lines, _line_order(mine[0]), LOCAL_LINES + first, len(lines) - tail, key=_line_order)
+    return [*lines[:place], *mine, *lines[place:]]
+
+
+def without_member(lines: list[str], record: dict[str, Any], tail: int = 0) -> list[str]:
+    """`lines` without the lines that list `record` (not its --add-host lines at the end, not the header)."""
+    mine = set(member_lines(record, {e["network"] for e in record.get("endpoints", [])}))
+    end = len(lines) - tail
+    return [line for number, line in enumerate(lines) if number >= end or number < LOCAL_LINES or line not in mine]

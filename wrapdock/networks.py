@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wrapdock import names
+from wrapdock import hostsindex, names
 from wrapdock.errors import UsageError
 from wrapdock.ipam import RecordStore
 from wrapdock.model import Network
@@ -72,6 +72,8 @@ def carry_out_and_record(session: Session, network: Network, plan: Plan) -> None
         session.state.put("network", network.name, network.to_record())
         session.state.put("ipam", network.name,
                           RecordStore.new_record(network.name, network.ipam_range, network.gateway))
+        if not session.print_only:  # no container on it yet: no /etc/hosts file lists it (wrapdock/hostsindex.py)
+            hostsindex.write(session, network.name, ())
     except BaseException:
         session.runner.rollback(completed)
         _forget(session, network.name)
@@ -159,13 +161,24 @@ def _holder_names(session: Session, owners: list[str]) -> list[str]:
 
 def _forget(session: Session, name: str) -> None:
     """Drop a network's records: allocations first, so a crash in between leaves a network without leases."""
+    from wrapdock import leases
+
+    hostsindex.forget(session, name)
+    leases.forget(session.state, name)
     session.state.remove("ipam", name)
     session.state.remove("network", name)
 
 
 def allocations(session: Session, name: str) -> dict[str, str]:
-    record = session.state.get("ipam", name)
-    return dict(RecordStore(record).allocations()) if record else {}
+    return {address: entry["owner"] for address, entry in _leases(session, name).items()}
+
+
+def _leases(session: Session, name: str) -> dict[str, dict[str, Any]]:
+    """address -> {"owner", "time"} of every lease on the network (wrapdock/leases.py)."""
+    from wrapdock.leases import LeaseStore
+
+    store = LeaseStore.of(session.state, name)
+    return store.entries() if store is not None else {}
 
 
 def describe(session: Session, network: Network) -> dict[str, Any]:
@@ -174,11 +187,7 @@ def describe(session: Session, network: Network) -> dict[str, Any]:
     view = network.to_record()
     del view["version"]
     view["scope"] = network.scope
-    view["allocations"] = [
-        {"address": address, **entry}
-        for address, entry in sorted((record or {}).get("allocations", {}).items(),
-                                     key=lambda item: tuple(int(part) for part in item[0].split(".")))
-    ]
+    view["allocations"] = [{"address": address, **entry} for address, entry in _leases(session, network.name).items()]
     view["last_reserved"] = (record or {}).get("last_reserved")
     names_by_id = {r["id"]: r["name"] for r in session.state.all("container")}
     view["containers"] = sorted({names_by_id.get(a["owner"], a["owner"]) for a in view["allocations"]})

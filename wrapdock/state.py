@@ -2,8 +2,12 @@
 
 Layout (STATE_DIR = --state-dir, $WRAPDOCK_STATE_DIR or /var/run/wrapdock):
   networks/NAME.json   a network                    (state/network.schema.json)
-  ipam/NAME.json       its IP allocations           (state/ipam.schema.json)
+  ipam/NAME.json       its address range            (state/ipam.schema.json)
+  leases/NAME@ADDRESS.json  one IP lease             (state/lease.schema.json, wrapdock/leases.py)
   containers/ID.json   a container's configuration  (state/container.schema.json)
+  hosts/NAME.json      which /etc/hosts files list network NAME's containers (state/hosts.schema.json,
+                       wrapdock/hostsindex.py)
+  container-names/NAME a link to the id of container NAME (wrapdock/nameindex.py)
   cni/attachments/*.json  an interface made for a CNI caller (state/cni.schema.json); cni/trail/: one
                        trail file per CNI call (the plugin's stdout is its result)
   audit.log            every command run, as JSON lines
@@ -50,7 +54,7 @@ class LockTimeout(Exception):
 
 DEFAULT_STATE_DIR = Path("/var/run/wrapdock")
 FOLDERS = {"network": "networks", "ipam": "ipam", "container": "containers", "image": "images",
-           "cni": "cni/attachments"}
+           "cni": "cni/attachments", "hosts": "hosts", "lease": "leases"}
 INDEXED = {"container"}  # kinds read whole by common commands (ps, every run and rm): FOLDER.index.json
 INDEX_REWRITE_AFTER = 16  # records read from their files (or gone) before a cache is written again
 SUMMARIZED = {"container"}  # kinds whose records' planning fields are also kept apart: FOLDER.summary.json
@@ -219,6 +223,11 @@ class StateStore:
 
     def remove(self, kind: str, name: str) -> None:
         self.path(kind, name).unlink(missing_ok=True)
+
+    def names(self, kind: str) -> list[str]:
+        """The names of the records of `kind` (their files' names), sorted, none of them read."""
+        listing = self._listing(kind)
+        return [] if listing is None else [name[:-5] for name in listing[1]]
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         listing = self._listing(kind)

@@ -6,7 +6,7 @@ and tests/unit/test_state_shape.py fails until this file is generated again."""
 
 import re
 
-SCHEMA_CRC32 = {'network': 3710118474, 'ipam': 1814002205, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856}
+SCHEMA_CRC32 = {'network': 3710118474, 'ipam': 2993873518, 'container': 3750550626, 'image': 1250418214, 'cni': 2025423856, 'hosts': 1079537918, 'lease': 127625080}
 
 NoneType = type(None)
 MISSING = object()
@@ -53,6 +53,10 @@ K39 = re.compile('^sha256:[0-9a-f]{64}$').search
 K40 = frozenset(['address', 'cni_network', 'container_id', 'created', 'host_ifname', 'ifname', 'mac', 'netns', 'network', 'ports', 'primary', 'version'])
 K41 = re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]*$').search
 K42 = re.compile('^([0-9a-f]{2}:){5}[0-9a-f]{2}$').search
+K43 = frozenset(['files', 'network', 'version'])
+K44 = frozenset(['add_hosts', 'networks', 'own'])
+K45 = frozenset(['address', 'network', 'owner', 'time', 'version'])
+K46 = frozenset(['address', 'network', 'owner', 'version'])
 
 
 def network(v0):
@@ -517,4 +521,65 @@ def cni(v0):
     v17 = v0.get('created', MISSING)
     if v17 is not MISSING:
         if not isinstance(v17, str): return False
+    return True
+
+
+def hosts(v0):
+    if not isinstance(v0, dict): return False
+    if not v0.keys() >= K43: return False
+    if not v0.keys() <= K43: return False
+    v1 = v0.get('version', MISSING)
+    if v1 is not MISSING:
+        if v1 != 1: return False
+    v2 = v0.get('network', MISSING)
+    if v2 is not MISSING:
+        if not isinstance(v2, str): return False
+        if not K2(v2): return False
+    v3 = v0.get('files', MISSING)
+    if v3 is not MISSING:
+        if not isinstance(v3, list): return False
+        for v4 in v3:
+            if not isinstance(v4, dict): return False
+            if not v4.keys() <= K44: return False
+            v5 = v4.get('own', MISSING)
+            if v5 is not MISSING:
+                if not isinstance(v5, str): return False
+                if not K3(v5): return False
+            v6 = v4.get('networks', MISSING)
+            if v6 is not MISSING:
+                if not isinstance(v6, list): return False
+                for v7 in v6:
+                    if not isinstance(v7, str): return False
+                    if not K2(v7): return False
+            v8 = v4.get('add_hosts', MISSING)
+            if v8 is not MISSING:
+                if not isinstance(v8, list): return False
+                for v9 in v8:
+                    if not isinstance(v9, str): return False
+                    if len(v9) < 1: return False
+    return True
+
+
+def lease(v0):
+    if not isinstance(v0, dict): return False
+    if not v0.keys() >= K46: return False
+    if not v0.keys() <= K45: return False
+    v1 = v0.get('version', MISSING)
+    if v1 is not MISSING:
+        if v1 != 1: return False
+    v2 = v0.get('network', MISSING)
+    if v2 is not MISSING:
+        if not isinstance(v2, str): return False
+        if not K2(v2): return False
+    v3 = v0.get('address', MISSING)
+    if v3 is not MISSING:
+        if not isinstance(v3, str): return False
+        if not K6(v3): return False
+    v4 = v0.get('owner', MISSING)
+    if v4 is not MISSING:
+        if not isinstance(v4, str): return False
+        if len(v4) < 1: return False
+    v5 = v0.get('time', MISSING)
+    if v5 is not MISSING:
+        if not isinstance(v5, str): return False
     return True

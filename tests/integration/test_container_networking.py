@@ -337,6 +337,50 @@ def test_a_network_shares_one_hosts_file_a_h_container_has_its_own(sandbox):
     host.teardown(start, ["kid"], [TB])
 
 
+def test_run_and_rm_edit_the_files_which_stay_what_the_records_make(sandbox):
+    """A live run or rm adds or takes out its container's lines in the files its network's index names
+    (wrapdock/containerhosts.py), reading no other container's record. From a state without the
+    indexes (an earlier wrapdock: planned from the records, which write them), through runs and rms of
+    every kind (-h, --add-host, two networks, connect, disconnect), every file stays what the records
+    make (doctor's hosts-file check); a file that went wrong is found by doctor and written by gc."""
+    host, start = begin(sandbox)
+    host.network(TB, "162.16.0.1/24")
+    host.network(OB, "162.17.0.1/24")
+    host.run("--name", "m1", "--net", TB, *SLEEP)
+    host.run("--name", "m2", "--net", TB, *SLEEP)
+    sandbox.sh("rm", "-r", "/run/wrapdock/container-names", "/run/wrapdock/hosts")  # as an earlier wrapdock left it
+    host.run("--name", "m3", "--net", TB, *SLEEP)
+    assert sorted(sandbox.sh("ls", "/run/wrapdock/container-names").stdout.split()) == ["m1", "m2", "m3"]
+    assert sandbox.sh("ls", "/run/wrapdock/hosts").stdout.split() == [f"{TB}.json"]
+    host.run("--name", "kid", "-h", "m1", "--net", TB, *SLEEP)
+    host.run("--name", "ext", "--add-host", "far:203.0.113.9", "--net", TB, *SLEEP)
+    host.run("--name", "z9", "--net", OB, *SLEEP)
+    host.wd("--quiet", "network", "connect", OB, "m2")
+    host.run("--name", "a0", "--net", TB, *SLEEP)  # sorts first: listed before everyone
+    host.wd("--quiet", "rm", "-f", "m3", "ext")
+    host.wd("--quiet", "network", "disconnect", OB, "m2")
+    host.run("--name", "zz", "--net", OB, *SLEEP)
+    host.wd("--quiet", "rm", "-f", "m1")
+    assert host.wd("doctor").stdout == "no problems found\n"
+    kid = host.hosts("kid")
+    assert kid["m1"] == host.address("kid", TB) and kid["a0"] == host.address("a0", TB)  # -h m1: itself
+    assert "m3" not in kid and "ext" not in kid and "zz" not in kid
+    assert host.hosts("zz") == {"localhost": "127.0.0.1", "ip6-localhost": "::1", "ip6-loopback": "::1",
+                                "z9": host.address("z9", OB), "zz": host.address("zz", OB)}
+    assert '"name": "kid"' in host.wd("inspect", "kid").stdout  # found by name through the index
+
+    a0_hosts = f"{host.view('a0')['paths']['dir']}/etc/hosts"  # a link to its group's file
+    inode = sandbox.sh("stat", "-c", "%i", a0_hosts).stdout.strip()
+    tampered = sandbox.sh("find", "/run/wrapdock-data/hosts", "-inum", inode).stdout.strip()
+    sandbox.sh("sh", "-c", 'grep -v "a0$" "$1" > /tmp/hosts && cat /tmp/hosts > "$1"', "-", tampered)  # in place
+    assert "a0" not in host.hosts("m2")
+    found = host.sandbox.wrapdock("doctor", check=False)
+    assert found.returncode == 1 and "does not list what the records do: " + tampered in found.stdout, found.stdout
+    host.wd("--quiet", "gc")
+    assert host.wd("doctor").stdout == "no problems found\n"
+    host.teardown(start, ["kid", "m2", "z9", "a0", "zz"], [TB, OB])
+
+
 def test_network_rm_force_with_containers_attached_leaves_nothing(sandbox, tmp_path):
     host, start = begin(sandbox)
     host.network(TB, "162.16.0.1/24")

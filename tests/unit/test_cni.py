@@ -364,7 +364,9 @@ def test_gc_takes_away_a_cni_attachment_whose_veth_is_gone(tmp_path: Path) -> No
     for edit in action.edits:
         gc.apply_edit(session, edit)
     assert state.get("cni", "n1+c2+eth0") is None
-    assert sorted(state.get("ipam", "n1")["allocations"]) == ["10.77.0.5"]
+    from wrapdock.leases import LeaseStore
+
+    assert sorted(LeaseStore.of(state, "n1").held()) == ["10.77.0.5"]
 
 
 def test_gc_puts_a_cni_veth_back_on_its_bridge() -> None:

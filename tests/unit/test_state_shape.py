@@ -42,7 +42,11 @@ CNI = {"version": 1, "network": "web", "cni_network": "web", "container_id": "e"
        "netns": "/run/netns/netns-1", "host_ifname": "wdc0123456789ab", "address": "10.20.0.3",
        "mac": "02:42:0a:14:00:03", "primary": True,
        "ports": [{"host_ip": None, "host_port": 8080, "container_port": 80, "proto": "tcp"}], "created": "t"}
-VALID = {"network": NETWORK, "ipam": IPAM, "container": CONTAINER, "image": IMAGE, "cni": CNI}
+HOSTS = {"version": 1, "network": "web",
+         "files": [{"networks": ["web"], "add_hosts": ["db:10.9.9.9"]}, {"own": "c" * 64}]}
+LEASE = {"version": 1, "network": "web", "address": "10.20.0.2", "owner": "b" * 64, "time": "t"}
+VALID = {"network": NETWORK, "ipam": IPAM, "container": CONTAINER, "image": IMAGE, "cni": CNI, "hosts": HOSTS,
+         "lease": LEASE}
 
 
 def mutations(record: dict) -> list[tuple[str, dict]]:
