@@ -88,18 +88,21 @@ class Ipam:
         return self.subnet.num_addresses - 3
 
     def allocate(self, owner: str) -> IPv4Address:
-        """The next free address after the last one handed out, wrapping around."""
+        """The next free address after the last one handed out, wrapping around. Whether the subnet is
+        full is asked only after a long run of taken addresses: counting the leases reads a whole
+        folder (wrapdock/leases.py), and after the last one handed out the next is usually free."""
         taken = self.store.allocations()
-        if len(taken) >= self.capacity:
-            raise UsageError(f"subnet {self.subnet} is full: all {self.capacity} addresses are allocated")
         last = self.store.last_reserved()
         start = IPv4Address(last) + 1 if last and self.first <= IPv4Address(last) < self.last else self.first
         candidate = start
-        # Each iteration skips one taken address (or the gateway), so this ends within len(taken) + 2 steps.
-        while candidate == self.gateway or str(candidate) in taken:
+        for steps in range(self.capacity + 1):  # every address of the range once (the gateway is one of them)
+            if candidate != self.gateway and str(candidate) not in taken:
+                self.store.put(str(candidate), owner, round_robin=True)
+                return candidate
+            if steps == 64 and len(taken) >= self.capacity:
+                break
             candidate = candidate + 1 if candidate < self.last else self.first
-        self.store.put(str(candidate), owner, round_robin=True)
-        return candidate
+        raise UsageError(f"subnet {self.subnet} is full: all {self.capacity} addresses are allocated")
 
     def reserve(self, address: str, owner: str) -> IPv4Address:
         """A specific address (`--ip`), refused if it is not usable or already taken."""

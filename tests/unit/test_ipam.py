@@ -1,4 +1,5 @@
-"""IPAM: round-robin allocation, reservations, release, full subnets, big subnets; both stores."""
+"""IPAM: round-robin allocation, reservations, release, full subnets, big subnets; every store (in memory, an
+ipam record's list, lease files saved after each change)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,48 @@ import pytest
 from wrapdock import state
 from wrapdock.errors import UsageError
 from wrapdock.ipam import Ipam, MemoryStore, RecordStore
+from wrapdock.leases import LeaseStore
 
 
-def new_store(kind: str, subnet: IPv4Network, gateway: IPv4Address):
+def new_store(kind: str, subnet: IPv4Network, gateway: IPv4Address, folder=None):
     if kind == "memory":
         return MemoryStore()
+    if kind == "leases":
+        return SavingLeases(state.StateStore(folder), RecordStore.new_record("net", subnet, gateway))
     return RecordStore(RecordStore.new_record("net", subnet, gateway))
 
 
-@pytest.fixture(params=["memory", "record"])
-def make_ipam(request):
+class SavingLeases(LeaseStore):
+    """Lease files, each change saved at once (as a run saves its one change): the tests read them back."""
+
+    def put(self, address: str, owner: str, *, round_robin: bool) -> None:
+        super().put(address, owner, round_robin=round_robin)
+        self.save()
+
+    def remove(self, address: str) -> None:
+        super().remove(address)
+        self.save()
+
+
+@pytest.fixture(params=["memory", "record", "leases"])
+def make_ipam(request, tmp_path):
     def make(subnet: str, gateway: str | None = None) -> Ipam:
         net = IPv4Network(subnet)
         gw = IPv4Address(gateway) if gateway else net.network_address + 1
-        return Ipam(net, gw, new_store(request.param, net, gw))
+        return Ipam(net, gw, new_store(request.param, net, gw, tmp_path / subnet.replace("/", "_")))
 
     return make
+
+
+def test_a_long_run_of_taken_addresses_is_walked_and_a_full_subnet_told(make_ipam) -> None:
+    """After 64 taken addresses in a row the allocator asks whether the subnet is full (counting the
+    leases reads a folder); until it is, the one free address is found however far it is."""
+    ipam = make_ipam("10.0.0.0/24")
+    got = [ipam.allocate(f"c{i}") for i in range(ipam.capacity)]
+    ipam.store.remove(str(got[100]))
+    assert ipam.allocate("late") == got[100]  # 150 taken addresses after the last one handed out
+    with pytest.raises(UsageError, match=r"subnet 10\.0\.0\.0/24 is full: all 253 addresses"):
+        ipam.allocate("one-too-many")
 
 
 def test_never_hands_out_network_broadcast_or_gateway(make_ipam) -> None:
