@@ -502,7 +502,7 @@ def test_print_only_run_prints_the_network_steps_and_changes_nothing(sandbox, tm
 
     script = host.wd("--print-only", "run", "-d", "--name", "p1", "--net", TB, "-p", "8090:80",
                      "busybox", "httpd", "-f", "-p", "80").stdout
-    for heredoc in ("ip -batch -", "ip -n p1 -batch -", "iptables-restore -w --noflush"):
+    for heredoc in ("ip -batch -", "nsenter --net=/run/netns/p1 ip -batch -", "iptables-restore -w --noflush"):
         assert re.search(rf"^{re.escape(heredoc)} <<'?(\w+)'?$", script, re.MULTILINE), (heredoc, script)
     assert "addr add 162.16.0.2/24 dev eth0" in script
     assert "route add default via 162.16.0.1" in script
