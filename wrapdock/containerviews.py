@@ -43,7 +43,7 @@ def find(session: Session, ref: str) -> dict[str, Any]:
     state = session.state
     if not nameindex.kept(state):
         return whole(session, find_in(summaries(session), ref))
-    if _FULL_ID.fullmatch(ref):
+    if nameindex.is_id(ref):
         record = state.get("container", ref)
         if record is not None:
             return record
@@ -61,8 +61,6 @@ def find(session: Session, ref: str) -> dict[str, Any]:
         raise UsageError(f"no such container: {ref}")
     return record
 
-
-_FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def whole(session: Session, summary: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,12 @@ Rules that keep the index safe to trust:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wrapdock import hostsfile
-from wrapdock.session import Session
+
+if TYPE_CHECKING:
+    from wrapdock.session import Session
 
 KIND = "hosts"
 Key = tuple[Any, ...]  # hostsfile.content_key: ("own", ID) or ("shared", NETWORKS, ADD_HOSTS)

@@ -15,8 +15,6 @@ readlink instead of reading every container's record. The records stay the truth
 from __future__ import annotations
 
 import os
-import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,17 @@ from wrapdock.errors import StateError
 from wrapdock.state import StateStore
 
 FOLDER = "container-names"
-_ID = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_HEX = frozenset("0123456789abcdef")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def is_id(text: str) -> bool:
+    """A full container id: 64 lowercase hex digits (checked without `re`: its compile is paid per command)."""
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and text[0] not in "_.-" and _NAME_CHARS.issuperset(text)
 
 
 def folder(state: StateStore) -> Path:
@@ -39,7 +46,7 @@ def kept(state: StateStore) -> bool:
 
 def lookup(state: StateStore, name: str) -> str | None:
     """The id the index gives for `name` (to be checked against its record), None if it gives none."""
-    if not _NAME.fullmatch(name):
+    if not _is_name(name):
         return None
     try:
         target = os.readlink(folder(state) / name)
@@ -47,7 +54,7 @@ def lookup(state: StateStore, name: str) -> str | None:
         return None
     except OSError as exc:
         raise StateError(f"{folder(state) / name}: cannot read: {exc.strerror}") from None
-    return target if _ID.fullmatch(target) else None
+    return target if is_id(target) else None
 
 
 def claim(state: StateStore, name: str, container_id: str) -> None:
@@ -69,6 +76,8 @@ def release(state: StateStore, name: str, container_id: str) -> None:
 
 def build(state: StateStore, records: Iterable[dict[str, Any]]) -> None:
     """The whole index from the records, put in place with one rename (gc; the first run that keeps it)."""
+    import shutil
+
     state.root.mkdir(parents=True, exist_ok=True)
     fresh = state.root / f".{FOLDER}.{os.urandom(6).hex()}"
     fresh.mkdir()

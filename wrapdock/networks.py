@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wrapdock import hostsindex, names
+from wrapdock import names
 from wrapdock.errors import UsageError
 from wrapdock.ipam import RecordStore
 from wrapdock.model import Network
@@ -72,7 +72,9 @@ def carry_out_and_record(session: Session, network: Network, plan: Plan) -> None
         session.state.put("network", network.name, network.to_record())
         session.state.put("ipam", network.name,
                           RecordStore.new_record(network.name, network.ipam_range, network.gateway))
-        if not session.print_only:  # no container on it yet: no /etc/hosts file lists it (wrapdock/hostsindex.py)
+        if not session.print_only:  # no container on it yet: no /etc/hosts file lists it
+            from wrapdock import hostsindex
+
             hostsindex.write(session, network.name, ())
     except BaseException:
         session.runner.rollback(completed)
@@ -161,7 +163,7 @@ def _holder_names(session: Session, owners: list[str]) -> list[str]:
 
 def _forget(session: Session, name: str) -> None:
     """Drop a network's records: allocations first, so a crash in between leaves a network without leases."""
-    from wrapdock import leases
+    from wrapdock import hostsindex, leases
 
     hostsindex.forget(session, name)
     leases.forget(session.state, name)
