@@ -206,11 +206,12 @@ def _expected(session: Session, records: list[dict[str, Any]], network_names: se
 
 # -- from the files: a live run or rm, next to any number of containers --------------------------------
 def _lines_of(path: str) -> list[str] | None:
-    """A file's lines; None if it is not there."""
+    """A file's lines; None if it is not there, or is not text (a `-h` container may write its own:
+    such a file is left as it is, and doctor names it)."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        with open(path, encoding="utf-8") as handle:
             return handle.read().splitlines()
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
         return None
 
 

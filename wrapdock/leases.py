@@ -52,7 +52,8 @@ class LeaseStore:
         return cls(state, record)
 
     def ipam(self, subnet: IPv4Network | None = None, gateway: IPv4Address | None = None) -> Ipam:
-        return Ipam(subnet or IPv4Network(self.record["subnet"]), gateway or IPv4Address(self.record["gateway"]), self)
+        return Ipam(IPv4Network(self.record["subnet"]) if subnet is None else subnet,
+                    IPv4Address(self.record["gateway"]) if gateway is None else gateway, self)
 
     # -- ipam.IpamStore ---------------------------------------------------------------------------------
     def allocations(self) -> Mapping[str, str]:

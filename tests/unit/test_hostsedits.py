@@ -82,3 +82,15 @@ def test_a_container_on_none_of_the_files_networks_changes_nothing() -> None:
     lines = hosts_lines(owner, [])
     assert with_member(lines, stranger, frozenset({"web"})) == lines
     assert without_member(lines, stranger) == lines
+
+
+def test_a_file_that_is_not_text_is_left_as_it_is(tmp_path) -> None:
+    """A `-h` container may write bytes of its own into its /etc/hosts: a run or rm leaves that file
+    alone (doctor names it, gc writes it again) instead of failing on it."""
+    from wrapdock.containerhosts import _lines_of
+
+    (tmp_path / "hosts").write_bytes(b"127.0.0.1\tlocalhost\n\xff\xfe\n")
+    assert _lines_of(str(tmp_path / "hosts")) is None
+    (tmp_path / "hosts").write_text("127.0.0.1\tlocalhost\n")
+    assert _lines_of(str(tmp_path / "hosts")) == ["127.0.0.1\tlocalhost"]
+    assert _lines_of(str(tmp_path / "gone")) is None
