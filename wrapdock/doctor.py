@@ -800,7 +800,8 @@ def _environment(facts: Facts) -> list[Finding]:
                            "wrapdock uses)", (f"install util-linux >= {need} (Debian 12 or newer)",)))
     if facts.euid != 0:
         out.append(Finding(ERROR, "not-root", f"uid {facts.euid}",
-                           "not running as root: wrapdock changes links, rules and mounts (iptables was not read)",
+                           "not running as root: wrapdock changes links, rules and mounts (iptables, the state's "
+                           "indexes and the /etc/hosts files were not read)",
                            ("sudo wrapdock doctor",)))
     return out
 
@@ -1013,7 +1014,7 @@ def examine(session: Session) -> list[Finding]:
     with session.state.locked() if lockable else nullcontext():
         facts = gather(session)
         found = findings(facts, assess(facts)) + _cluster(session, facts)
-        if not facts.broken_state:
+        if not facts.broken_state and facts.euid == 0:  # (without root: the not-root finding says why not)
             found += _indexes(session, facts)
     return sorted(found, key=lambda f: f.severity != ERROR)
 
