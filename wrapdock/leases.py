@@ -158,8 +158,3 @@ def forget(state: StateStore, network: str) -> None:
         if name.startswith(prefix):
             state.remove(KIND, name)
 
-
-def orphans(state: StateStore, networks: set[str]) -> list[str]:
-    """Lease files of networks that have no IPAM record (doctor, gc)."""
-    return [name for name in state.names(KIND) if name.split("@", 1)[0] not in networks]
-
