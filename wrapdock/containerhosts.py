@@ -69,7 +69,7 @@ def _directories(folder: str) -> set[str]:
         return set()
 
 
-REMOTE = "remote:"  # the id prefix of another host's container (cluster networks: names across hosts)
+REMOTE = hostsfile.REMOTE
 
 
 def remote_records(session: Session, network_names: set[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 HEADER = "# kept by wrapdock: rewritten when containers join or leave this container's networks"
+REMOTE = "remote:"  # the id prefix of another host's container (cluster networks: names across hosts)
 
 
 def content_key(record: dict[str, Any]) -> tuple[Any, ...]:

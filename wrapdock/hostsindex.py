@@ -57,7 +57,7 @@ def keys_by_network(records: Iterable[dict[str, Any]], networks: set[str]) -> di
     """From the records: network -> the keys of the files that list its containers (local ones only)."""
     found: dict[str, set[Key]] = {name: set() for name in networks}
     for record in records:
-        if record["id"].startswith("remote:"):
+        if record["id"].startswith(hostsfile.REMOTE):
             continue
         key = None
         for endpoint in record.get("endpoints", []):

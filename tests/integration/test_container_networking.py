@@ -376,8 +376,14 @@ def test_run_and_rm_edit_the_files_which_stay_what_the_records_make(sandbox):
     assert "a0" not in host.hosts("m2")
     found = host.sandbox.wrapdock("doctor", check=False)
     assert found.returncode == 1 and "does not list what the records do: " + tampered in found.stdout, found.stdout
+    sandbox.sh("rm", "/run/wrapdock/container-names/zz", "/run/wrapdock/hosts/" + OB + ".json")  # indexes gone wrong
+    found = host.sandbox.wrapdock("doctor", check=False).stdout
+    assert "container zz has no link" in found, found  # (a network without its index is planned from the records)
     host.wd("--quiet", "gc")
     assert host.wd("doctor").stdout == "no problems found\n"
+    assert sandbox.sh("readlink", "/run/wrapdock/container-names/zz").stdout.strip() == host.view("zz")["id"]
+    assert sandbox.sh("test", "-f", f"/run/wrapdock/hosts/{OB}.json", check=False).returncode == 0
+    assert "a0" in host.hosts("m2")  # the tampered file, written again by gc
     host.teardown(start, ["kid", "m2", "z9", "a0", "zz"], [TB, OB])
 
 
