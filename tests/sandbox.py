@@ -121,6 +121,13 @@ class Sandbox:
             ip -n {OUTSIDE_NS} link set wan0 up
             ip route add default via {OUTSIDE_IP}
         """)
+        # the kernel marks a link running (no NO-CARRIER in `ip link`) through linkwatch, up to a second
+        # later: a snapshot taken before that differs from every later one
+        deadline = time.monotonic() + 10
+        while self.sh("cat", "/sys/class/net/uplink/operstate").stdout.strip() != "up":
+            if time.monotonic() > deadline:
+                raise AssertionError("the sandbox's uplink is not up after 10 s")
+            time.sleep(0.02)
 
     # -- what the host looks like ------------------------------------------------------------
     def snapshot(self) -> dict:

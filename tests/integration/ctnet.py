@@ -227,8 +227,11 @@ class WrapdockBug(Exception):
 
 
 def assert_nothing_left(sandbox: Sandbox, start: dict) -> None:
-    assert sandbox.snapshot() == start
-    for folder in ("containers", "networks", "ipam"):
+    now = sandbox.snapshot()
+    left = {key: (sorted(set(now[key]) - set(start[key])), sorted(set(start[key]) - set(now[key])))
+            for key in start if now[key] != start[key]}
+    assert not left, f"(left over, gone) since the start: {left}"
+    for folder in ("containers", "networks", "ipam", "leases"):
         assert sandbox.state_records(folder) == [], folder
     assert sandbox.cgroup_dirs() == []
 
