@@ -761,10 +761,15 @@ def test_init_script_is_valid_shell_with_everything_filled(config: str, layout: 
     argv = [shell, "sh", "-n", str(script)] if shell else ["sh", "-n", str(script)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    # it joins every cgroup of the container before anything else can fork
+    # it joins every cgroup of the container in a background group started before the root filesystem
+    # is built, and waits for it (failing if it failed) before pivot_root and the workload
     joins = [line for line in lines if line.endswith("/cgroup.procs")]
     assert joins == cgroup_plans.join_commands(LAYOUTS[layout], ID)
-    assert lines.index(joins[0]) < next(i for i, line in enumerate(lines) if line.startswith("mount -t overlay"))
+    start = lines.index("{")
+    assert lines[start + 1:start + 1 + len(joins)] == joins
+    assert lines[start + 1 + len(joins):start + 3 + len(joins)] == ["} &", "cgroup_join=$!"]
+    assert start < next(i for i, line in enumerate(lines) if line.startswith("mount -t overlay"))
+    assert lines.index('wait "$cgroup_join"') == lines.index("pivot_root . .wrapdock-oldroot") - 3
     workload = {"privileged": '"$@"', "sysadmin": '"$@"',
                 "dropall": 'setpriv --inh-caps -sys_admin,-mknod,-dac_override -- "$@"'}.get(
         config, 'setpriv --inh-caps -sys_admin -- "$@"')
