@@ -50,6 +50,11 @@ class ContainerPaths:
         return self.dir / "exit_code"
 
     @cached_property
+    def starting(self) -> Path:
+        """Written right before a start: a start's undo waits for the init only if it is there."""
+        return self.dir / "starting"
+
+    @cached_property
     def tty_input(self) -> Path:
         """A FIFO nobody writes to: the terminal's input under -t without -i (made when needed)."""
         return self.dir / "tty-input"
@@ -71,4 +76,4 @@ class ContainerPaths:
         return self.etc_dir / "hosts"
 
     def runtime_files(self) -> list[Path]:
-        return [self.pidfile, self.statfile, self.ready, self.exitfile]
+        return [self.pidfile, self.statfile, self.ready, self.exitfile, self.starting]

@@ -83,12 +83,17 @@ def cmd(*argv: str, note: str, undo: Step | None = None, stdin: Iterable[str] = 
     )
 
 
+def inlinable(step: Step) -> bool:
+    """A step that can be a part of a script: no probe, no verdict on its output."""
+    return not (step.skip_if or step.only_if or step.answers is not None)
+
+
 def script_lines(step: Step) -> list[str]:
     """A step as lines of a `set -e` shell script (an `sh -s` step's own lines, a batch as a here-document,
     else its argv)."""
     if step.argv == ("sh", "-s"):
         return [line for line in step.stdin if line != "set -e"]
-    if step.skip_if or step.only_if or step.answers is not None:
+    if not inlinable(step):
         raise ValueError(f"cannot inline {step.argv[0]}: it has a probe or a verdict")
     if step.stdin:
         if INLINE_END in step.stdin:

@@ -13,7 +13,9 @@ in test_network_reliability.py.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -82,11 +84,12 @@ def test_run_rolls_back_a_fault_at_every_step(sandbox):
     wait_for(lambda: web_answers(box), what="web's published port")
     ok(box, "--quiet", "rm", "-f", "web")
     assert_same(box, before, "run then rm -f")
-    kinds = [step["argv"][0] for step in steps]
-    assert {"ip", "iptables-restore", "setsid"} <= set(kinds), kinds  # veth, published port, start
+    # two scripts: the files, cgroups, netns, veth and published port; then the start and the wait
+    assert [step["argv"] for step in steps] == [["sh", "-s"], ["sh", "-s"]], notes(steps)
+    prepared, started = ("\n".join(step["stdin"]) for step in steps)
+    assert all(f"\n{word}" in prepared for word in ("ip -batch", "nsenter --net=", "iptables-restore")), prepared
+    assert "\nsetsid -f " in started and WAIT_FOR_INIT in steps[-1]["note"], started
     # web and nbr share one /etc/hosts file: web's files script writes it (nbr sees web at once)
-    assert steps[-1]["note"].startswith(WAIT_FOR_INIT), notes(steps)
-    assert steps[-2]["argv"][0] == "setsid", notes(steps)
     assert SHARED_HOSTS in steps[0]["note"], notes(steps)
 
     for k, step in enumerate(steps, start=1):
@@ -95,6 +98,47 @@ def test_run_rolls_back_a_fault_at_every_step(sandbox):
         assert proc.stdout == "" and "; rolled back " in line, line
         assert_same(box, before, f"fault at command {k} ({shlex.join(step['argv'][:3])})")
 
+    ok(box, "--quiet", "rm", "-f", "nbr")
+    ok(box, "--quiet", "network", "rm", NET)
+    assert_no_leftovers(box, start)
+
+
+def failing_once(tmp_path, program: str, when: str = "*") -> dict:
+    """An environment whose PATH finds a stand-in for `program` that fails its first call whose
+    arguments match `when` (a shell pattern of "$*") and runs the real program otherwise: a fault
+    inside one of wrapdock's scripts, after the commands before it in that script ran."""
+    real = shutil.which(program)
+    assert real, program
+    folder = tmp_path / f"fail-{program}"
+    folder.mkdir(parents=True)
+    stand_in = folder / program
+    stand_in.write_text(f"""#!/bin/sh
+case "$*" in
+    {when}) if /bin/mkdir {folder}/.fired 2>/dev/null; then echo "injected fault in {program}" >&2; exit 1; fi ;;
+esac
+exec {real} "$@"
+""")
+    stand_in.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+INSIDE_RUN = [("mkdir", "*"), ("ln", "*"), ("ip", "*"), ("nsenter", "*--net=/run/netns/*"), ("iptables-restore", "*"),
+              ("setsid", "*"), ("sh", "-c*wrapdock-wait*")]  # (the last: the wait, right after the start)
+
+
+def test_run_rolls_back_a_fault_inside_its_scripts(sandbox, tmp_path):
+    """A script that stops half-way (a command of it fails) is undone whole: each of its parts' undos,
+    guarded, last first; what had not run yet is skipped."""
+    box = sandbox
+    start = box.snapshot()
+    before = prepare_with_neighbour(box, (NET, SUBNET))
+    for program, when in INSIDE_RUN:
+        proc = call(box, "--quiet", *RUN, env=failing_once(tmp_path, program, when))
+        line = one_error(proc, 1)
+        assert f"injected fault in {program}" in line and "; rolled back " in line, line
+        assert "rollback incomplete" not in line, line
+        left = changes(box, before, seconds=10)
+        assert not left, f"fault in {program}: {line}\nleft: {left}\nwrapdock gc: {ok(box, 'gc').stdout}"
     ok(box, "--quiet", "rm", "-f", "nbr")
     ok(box, "--quiet", "network", "rm", NET)
     assert_no_leftovers(box, start)
@@ -212,11 +256,11 @@ def test_lab_up_removes_everything_after_a_fault_at_every_step(sandbox, sandbox_
     assert ok(first, "--quiet", "lab", "down", str(lab)).stdout == "lab flt is down: removed 3 object(s)\n"
     assert_same(first, befores[0], "lab up then lab down")
     # the last container's files script writes the /etc/hosts it shares with its neighbour; its start
-    # then waits for its own init
-    assert len(steps) >= 10 and steps[-2]["argv"][0] == "setsid", notes(steps)
+    # script then waits for its own init
+    assert len(steps) >= 6 and "\nsetsid -f " in "\n".join(steps[-1]["stdin"]), notes(steps)
     files_scripts = [step for step in steps if step["note"].startswith("the container's directory")]
     assert len(files_scripts) == 2 and SHARED_HOSTS in files_scripts[-1]["note"], notes(steps)
-    assert steps[-1]["note"].startswith(WAIT_FOR_INIT), notes(steps)
+    assert WAIT_FOR_INIT in steps[-1]["note"], notes(steps)
 
     def loop(index: int) -> None:
         box, before = boxes[index], befores[index]
@@ -235,23 +279,19 @@ def test_lab_up_removes_everything_after_a_fault_at_every_step(sandbox, sandbox_
 
 
 # -- a fault right after the start: the rollback must stop the container ------------------------------
-def test_a_fault_right_after_the_start_kills_the_container(sandbox):
+def test_a_fault_right_after_the_start_kills_the_container(sandbox, tmp_path):
     """Regression: the undo of `setsid -f` read the init's pid file at once; when the init had not written
     it yet, the undo did nothing, and the container ran on with no record, directory or netns (the
     rollback ended "incomplete" on its busy cgroups, and gc did not see it). A race with the starting
-    init: it showed in about every other attempt, hence several."""
+    init: it showed in about every other attempt, hence several. The fault is the wait's, the command
+    right after the start in the start's script."""
     box = sandbox
     start = box.snapshot()
     before = prepare(box, (NET, SUBNET))
-    steps = changing_steps(ok(box, "--trail", "json", *RUN).stderr)
-    ok(box, "--quiet", "rm", "-f", "web")
-    assert_same(box, before, "run then rm -f")
-    (k,) = [k for k, step in enumerate(steps, start=1) if step["note"].startswith(WAIT_FOR_INIT)]
-    assert steps[k - 2]["argv"][0] == "setsid"
-
     for attempt in range(5):
-        line = one_error(call(box, "--quiet", *RUN, env=fault(k)), 1)
-        assert "injected fault at command" in line and "rollback incomplete" not in line, line
+        line = one_error(call(box, "--quiet", *RUN, env=failing_once(tmp_path / str(attempt), "sh",
+                                                                      "-c*wrapdock-wait*")), 1)
+        assert "injected fault in sh" in line and "rollback incomplete" not in line, line
         left = changes(box, before, seconds=10)
         assert not left, f"attempt {attempt}: {line}\nleft: {left}\nwrapdock gc: {ok(box, 'gc').stdout}"
 

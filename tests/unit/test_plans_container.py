@@ -43,7 +43,7 @@ from wrapdock.containerspec import (
 )
 from wrapdock.errors import OperationFailed, UsageError
 from wrapdock.model import Network
-from wrapdock.plan import Plan, Step, cmd
+from wrapdock.plan import INLINE_END, Plan, Step, cmd
 from wrapdock.plans import cgroups as cgroup_plans
 from wrapdock.plans import container as plans
 from wrapdock.plans import endpoint as endpoint_plans
@@ -271,10 +271,36 @@ def undo_lines(step: Step) -> list[str]:
     return [shlex.join(step.undo.argv)]
 
 
+def inlined(step: Step) -> list[Step]:
+    """A step as the commands it runs: an `sh -s` script's batches (here-documents) each one step, the
+    lines between them `sh -s` steps; any other step as itself."""
+    if step.argv != ("sh", "-s"):
+        return [step]
+    parts: list[Step] = []
+    chunk: list[str] = []
+    lines = iter(step.stdin)
+    for line in lines:
+        if not line.endswith(f"<<'{INLINE_END}'"):
+            chunk += [line] if line != "set -e" else []
+            continue
+        if chunk:
+            parts.append(cmd("sh", "-s", note=step.note, stdin=["set -e", *chunk]))
+            chunk = []
+        batch = []
+        for inner in lines:
+            if inner == INLINE_END:
+                break
+            batch.append(inner)
+        parts.append(cmd(*shlex.split(line.removesuffix(f"<<'{INLINE_END}'")), note=step.note, stdin=batch))
+    if chunk:
+        parts.append(cmd("sh", "-s", note=step.note, stdin=["set -e", *chunk]))
+    return parts
+
+
 def made_by(steps: list[Step]) -> dict[str, set[str]]:
     """What a prepare plan creates on the host, read from its commands, scripts and batches."""
     made: dict[str, set[str]] = {"dirs": set(), "netns": set(), "veths": set()}
-    for step in steps:
+    for step in (part for whole in steps for part in inlined(whole)):
         if step.argv[:3] == ("ip", "netns", "add"):
             made["netns"].add(step.argv[3])
         elif step.argv == ("ip", "-batch", "-"):
@@ -350,13 +376,14 @@ def test_every_object_prepare_makes_is_removed_by_removes_script(config: str, la
     # what any undo of prepare does (after a failed run), remove does too: the same line, or the
     # same command under its guard
     script = script_lines(cleanup)
-    published = [s for s in prepared if s.argv[0] == "iptables-restore"]
+    published = [s for s in (part for step in prepared for part in inlined(step)) if s.argv[0] == "iptables-restore"]
+    comment = endpoint_plans.container_comment(ID)
     for step in published:  # the port rules: remove deletes every rule with the container's comment
         rules = [line for line in step.stdin if line.startswith("-A ")]
-        assert rules and all(f"--comment {endpoint_plans.container_comment(ID)}" in rule for rule in rules)
-        assert withdraw[0].argv[-1] == endpoint_plans.container_comment(ID)
-    undos = [line for step in prepared if step.undo is not None and step not in published
-             for line in undo_lines(step)]
+        assert rules and all(f"--comment {comment}" in rule for rule in rules)
+        assert withdraw[0].argv[-1] == comment
+    unpublished = shlex.join(endpoint_plans.unpublish(ID, "web", [])[0].argv)  # by the same comment
+    undos = [line for step in prepared if step.undo is not None for line in undo_lines(step) if line != unpublished]
     assert undos
     for line in undos:
         assert line in script or any(other.endswith(f" ] || {line}") for other in script), line
@@ -575,33 +602,38 @@ def test_rebinding_a_running_containers_hosts_swaps_its_mount_then_renames_the_l
 # -- a container on networks: the namespace comes with the first host batch ------------------------
 def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> None:
     steps = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps()).steps
-    assert not any(s.argv[:3] == ("ip", "netns", "add") for s in steps)
-    assert not any("lo" in s.argv and "up" in s.argv for s in steps)  # lo comes up in the inside batch
-    files, host0, inside0, publish, host1, inside1 = steps
-    assert files.argv == ("sh", "-s") and "cgroup v2" in files.note
+    (script,) = steps  # one process: the files, the cgroups and the networks' batches
+    parts = inlined(script)
+    assert not any(s.argv[:3] == ("ip", "netns", "add") for s in parts)
+    assert not any("lo" in s.argv and "up" in s.argv for s in parts)  # lo comes up in the inside batch
+    assert script.argv == ("sh", "-s") and "cgroup v2" in script.note and script.partial
+    host0, inside0, publish, host1, inside1 = [s for s in parts if s.argv[0] != "sh"]
     veth0, veth1 = VETHS
-    # the first network: namespace, veth, bridge, hairpin, up; one batch that undoes itself if it stops
-    assert host0.argv == ("ip", "-batch", "-") and host0.partial
+    # the first network: namespace, veth, bridge, hairpin, up
+    assert host0.argv == ("ip", "-batch", "-")
     assert list(host0.stdin) == [
         "netns add web",
         f"link add name {veth0} mtu 1400 type veth peer name eth0 mtu 1400 netns web",
         f"link set dev {veth0} master front",
         f"link set dev {veth0} type bridge_slave hairpin on",
         f"link set dev {veth0} up"]
-    assert host0.undo is not None and host0.undo.argv == ("sh", "-s")
-    assert list(host0.undo.stdin) == ["set -e", f"[ ! -e /sys/class/net/{veth0} ] || ip link del dev {veth0}",
-                                      "[ ! -e /run/netns/web ] || ip netns del web"]
-    assert inside0.argv == ("nsenter", "--net=/run/netns/web", "ip", "-batch", "-") and inside0.undo is None
+    assert inside0.argv == ("nsenter", "--net=/run/netns/web", "ip", "-batch", "-")
     assert list(inside0.stdin) == ["link set dev lo up", "addr add 10.20.0.2/24 dev eth0",
                                    "link set dev eth0 up", "route add default via 10.20.0.1"]
     assert publish.argv[0] == "iptables-restore"
-    # the second: the namespace exists already; no lo, no default route; its undo leaves the namespace
-    assert host1.partial and list(host1.stdin) == [
+    # the second: the namespace exists already; no lo, no default route
+    assert list(host1.stdin) == [
         f"link add name {veth1} type veth peer name eth1 netns web", f"link set dev {veth1} master back",
         f"link set dev {veth1} type bridge_slave hairpin on", f"link set dev {veth1} up"]
-    assert host1.undo is not None and list(host1.undo.stdin) == [
-        "set -e", f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
     assert list(inside1.stdin) == ["addr add 10.30.0.5/24 dev eth1", "link set dev eth1 up"]
+    # the steps it is made of, each with its undo: guarded, so that a script stopped anywhere undoes
+    h0, i0, _, h1, _ = network_steps()
+    assert h0.partial and h0.undo is not None and h0.undo.argv == ("sh", "-s")
+    assert list(h0.undo.stdin) == ["set -e", f"[ ! -e /sys/class/net/{veth0} ] || ip link del dev {veth0}",
+                                   "[ ! -e /run/netns/web ] || ip netns del web"]
+    assert i0.undo is None
+    assert h1.undo is not None and list(h1.undo.stdin) == [
+        "set -e", f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
 
 
 def test_attach_without_create_netns_is_what_connect_uses() -> None:
@@ -619,55 +651,33 @@ def test_hairpin_masquerade_is_only_for_dnated_connections() -> None:
     for line, port in zip(masquerades, PORTS, strict=True):
         assert (f"-o front -p {port.proto} --dport {port.container_port} -m conntrack --ctstate DNAT "
                 f"-m comment --comment {endpoint_plans.container_comment(ID)} -j MASQUERADE") in line, line
-    assert publish.undo is not None
-    assert [line for line in publish.undo.stdin if "MASQUERADE" in line] == [
-        line.replace("-A ", "-D ", 1) for line in masquerades]
+    # undone by the owner comment: nothing to delete (and no failure) if the batch never ran
+    assert publish.undo is not None and publish.undo.argv == endpoint_plans.unpublish(ID, "web", [])[0].argv
 
 
-def rollback_of(failing: tuple[str, ...]) -> list[tuple[tuple[str, ...], str | None]]:
-    """Run the prepare plan of a container on FRONT and BACK with `failing` failing; what ran after it."""
-    host = FakeHost(failing={failing: "boom"})
-    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
-    with pytest.raises(OperationFailed, match="rolled back"):
-        Runner(Trail("quiet"), execute=host).apply(plan)
-    assert host.argvs.count(failing) == 1
-    return host.calls[host.argvs.index(failing) + 1:]
-
-
-def test_a_failing_first_host_batch_undoes_itself_and_the_directory() -> None:
-    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
-    files, host0 = plan.steps[:2]
-    assert files.undo is not None and host0.undo is not None
-    after = rollback_of(("ip", "-batch", "-"))
-    assert after == [(host0.undo.argv, "\n".join(host0.undo.stdin) + "\n"),
-                     (files.undo.argv, "\n".join(files.undo.stdin) + "\n")]
-
-
-def test_a_failing_container_batch_undoes_the_host_batch_and_the_directory() -> None:
-    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, network_steps())
-    files, host0 = plan.steps[:2]
-    assert files.undo is not None and host0.undo is not None
-    after = rollback_of(("nsenter", "--net=/run/netns/web", "ip", "-batch", "-"))  # not partial: no undo of its own
-    assert [argv for argv, _ in after] == [host0.undo.argv, files.undo.argv]
-    assert after[0][1] == "\n".join(host0.undo.stdin) + "\n"
-
-
-def test_a_failing_last_step_undoes_the_networks_ports_then_directory_and_cgroups_in_reverse() -> None:
-    plan = plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, network_steps())
-    files, host0, _, publish, host1, inside1 = plan.steps
+def test_a_failing_prepare_script_runs_every_undo_last_first_in_one_script() -> None:
+    """The script may stop anywhere: its undo is every part's undo, last first, each guarded or
+    idempotent (the ports by their owner comment, the veths and the namespace behind tests, rmdir
+    and rm -rf of what may be missing)."""
+    (script,) = plans.prepare(CONFIGS["plain"], PATHS, runtime("v1"), ETC, network_steps()).steps
     host = FakeHost()
-    last_input = "\n".join(inside1.stdin) + "\n"
 
-    def execute(argv, stdin):  # only the second network's container-side batch fails
+    def execute(argv, stdin):  # the script fails (after some of it ran); its undo runs
         result = host(argv, stdin)
-        return replace(result, exit_code=1, stderr="boom") if stdin == last_input else result
+        return replace(result, exit_code=1, stderr="boom") if len(host.calls) == 1 else result
 
-    with pytest.raises(OperationFailed, match="rolled back 4 step"):
-        Runner(Trail("quiet"), execute=execute).apply(plan)
-    undos = [s.undo for s in (host1, publish, host0, files) if s.undo is not None]
-    assert len(undos) == 4
-    assert host.calls[len(plan.steps):] == [
-        (undo.argv, "\n".join(undo.stdin) + "\n" if undo.stdin else None) for undo in undos]
+    with pytest.raises(OperationFailed, match="rolled back 1 step"):
+        Runner(Trail("quiet"), execute=execute).apply(Plan("run", [script]))
+    (undo_call,) = host.calls[1:]
+    undo = undo_call[1].rstrip("\n").split("\n")
+    veth0, veth1 = VETHS
+    cgroup_dirs = [str(d) for d in LAYOUTS["v1"].dirs(ID).values()]
+    assert undo[:5] == ["set -e", f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}",  # the 2nd network
+                        shlex.join(endpoint_plans.unpublish(ID, "web", [])[0].argv),  # the 1st's ports
+                        f"[ ! -e /sys/class/net/{veth0} ] || ip link del dev {veth0}",  # the 1st, its netns
+                        "[ ! -e /run/netns/web ] || ip netns del web"]
+    assert undo[5:-1] == [f"[ ! -d {d} ] || rmdir {d}" for d in cgroup_dirs]  # the cgroups
+    assert undo[-1] == f"rm -rf --one-file-system {PATHS.dir}"  # the directory last
 
 
 # -- --print-only scripts of container plans -------------------------------------------------------
@@ -717,13 +727,31 @@ def test_every_sh_script_of_a_container_plan_is_valid_sh(config: str, layout: st
 
 
 def test_work_that_need_not_wait_for_the_init_runs_between_the_start_and_the_wait() -> None:
-    neighbours = plans.write_files([("/x/hosts", ["127.0.0.1\tlocalhost"])], "/etc/hosts of 1 container(s) on web")
-    steps = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), meanwhile=[neighbours])
-    assert [s.argv[0] for s in steps] == ["setsid", "sh", "sh"]
-    assert steps[1] is neighbours
-    assert steps[2].note.startswith("wait until")
+    """One script: the start (after its mark), the neighbours' /etc/hosts, the wait; undone by the
+    neighbours' undos, then the kill, which waits for the init only if the mark was written."""
+    neighbours = plans.write_files([("/x/hosts", ["127.0.0.1\tlocalhost"])], "/etc/hosts of 1 container(s) on web",
+                                   undo=cmd("sh", "-s", note="restore", stdin=["set -e", ": > /x/hosts"]))
+    (step,) = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), meanwhile=[neighbours])
+    parts = inlined(step)
+    assert [p.argv[0] for p in parts] == ["sh"] and step.partial
+    lines = script_lines(step)
+    mark, start = lines[:2]
+    assert mark == f": > {PATHS.starting}" and start.startswith("setsid -f sh -c ")
+    assert lines[2:-1] == script_lines(neighbours)
+    assert lines[-1].startswith("sh -c 'n=0; until [ -e \"$1\" ]") and "wait until" in step.note
+    assert step.undo is not None
+    restore, kill = script_lines(step.undo)
+    assert restore == ": > /x/hosts"
+    words = shlex.split(kill)
+    assert words[2].startswith('[ -e "$4" ] || exit 0; ') and words[-1] == str(PATHS.starting)
     again = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), again=True, meanwhile=[neighbours])
-    assert [s.argv[0] for s in again] == ["rm", "setsid", "sh", "sh"] and again[2] is neighbours
+    (restart,) = again
+    assert script_lines(restart)[0] == "rm -f " + " ".join(map(str, PATHS.runtime_files()))
+    assert str(PATHS.starting) in script_lines(restart)[0] and script_lines(restart)[1:] == lines
+    # a step that cannot be a line of a script (a verdict on its output): separate steps, as before
+    claim = cmd("etcdctl", "txn", note="claim", answers="SUCCESS")
+    apart = plans.start_detached(CONFIGS["plain"], PATHS, runtime("v1"), meanwhile=[claim])
+    assert [s.argv[0] for s in apart] == ["sh", "setsid", "etcdctl", "sh"] and apart[2] is claim
 
 
 def test_start_chain_enters_the_netns_drops_caps_and_runs_the_init() -> None:

@@ -32,7 +32,7 @@ from wrapdock import resources
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerpaths import ContainerPaths as ContainerPaths  # where a container's files are
 from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
-from wrapdock.plan import Plan, Step, cmd, inline, one_script, script_lines
+from wrapdock.plan import Plan, Step, cmd, inlinable, inline, one_script, script_lines
 from wrapdock.plans import cgroups as cgroup_plans
 
 # what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
@@ -180,15 +180,17 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> S
     """SIGKILL the container's PID 1 (if it started) and wait until it is gone.
 
     `starting`: it may have been started a moment ago, so first wait (5 s at most) until its init
-    has written its pid and start time, or it has ended.
+    has written its pid and start time, or it has ended; unless the start was never tried (no
+    `paths.starting`, which the start script writes first: it may have stopped before).
     """
     script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
               'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done')
     if starting:
-        script = ('n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
+        script = ('[ -e "$4" ] || exit 0; '
+                  'n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
                   + script)
         return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), str(paths.statfile),
-                   str(paths.exitfile), note=note)
+                   str(paths.exitfile), str(paths.starting), note=note)
     return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
 
 
@@ -243,7 +245,9 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
     group's and links it into the container's etc directory); it runs in the files' script.
 
     A container on a network gets its namespace from the network steps' host batch; without one,
-    `ip netns add` here.
+    `ip netns add` here. The network steps join the same script (each command wrapdock runs itself
+    costs ~4-5 ms beyond its own run: a fork of its Python, threads to feed it and read it); every
+    undo in it is guarded or idempotent, as a script that stopped half-way needs (`one_script`).
     """
     plan = Plan(f"create container {config.name} ({config.id[:12]})")
     files_note = (f"the container's directory {paths.dir}: its layer, work dir and mount point, init script and "
@@ -266,8 +270,7 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
                                                               f"ip -n {netns} link set dev lo up"],
                          undo=cmd("sh", "-s", note=notes[-1],
                                   stdin=[f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}"])))
-    plan.add(one_script(steps, "; ".join(notes)))
-    plan.extend(network_steps)
+    plan.add(one_script([*steps, *network_steps], "; ".join([*notes, *(step.note for step in network_steps)])))
     return plan
 
 
@@ -289,7 +292,12 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
                 note=f"wait until {config.name}'s init has handed over to the workload")
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
-    return [*forget, start, *meanwhile, ready]
+    tried = cmd("sh", "-s", note=note, stdin=["set -e", f": > {_q(paths.starting)}"])  # see kill_and_wait
+    steps = [*forget, tried, start, *meanwhile, ready]
+    if not all(inlinable(step) for step in steps):  # (an etcdctl claim among the neighbours' steps)
+        return steps
+    # one process: each command wrapdock runs itself costs ~4-5 ms beyond its own run
+    return [one_script(steps, "; ".join(dict.fromkeys(step.note for step in steps)))]
 
 
 def rebind_hosts(name: str, pid: int | None, paths: ContainerPaths, source: str, old_source: str,

@@ -106,10 +106,12 @@ def port_rules(container_id: str, att: Attachment, ports: list[PortMapping], tag
 
 
 def publish(container_id: str, name: str, att: Attachment, ports: list[PortMapping], tag: str | None = None) -> Step:
+    """The rules in one batch; undone by their owner comment, which finds nothing to delete if the batch
+    never ran (a start's script that stopped before it: see plans.container.prepare)."""
     rules = port_rules(container_id, att, ports, tag)
     note = f"publish {name}'s ports: " + ", ".join(p.text() for p in ports)
     return cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-A"),
-               undo=cmd("iptables-restore", "-w", "--noflush", note=note, stdin=ipt.restore_lines(rules, "-D")))
+               undo=ipt.delete_by_comment(tag or container_comment(container_id), note, tables=("nat",)))
 
 
 def unpublish(container_id: str, name: str, ports: list[PortMapping], tag: str | None = None) -> list[Step]:
