@@ -9,8 +9,10 @@ sandbox's mount table, the cgroups under the sandbox's parent and the processes 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -247,3 +249,22 @@ def fetch(box: Sandbox, url: str) -> str | None:
     """GET `url` from the sandbox host (busybox wget, bounded by `timeout`); None if it failed."""
     proc = box.sh("timeout", "5", "busybox", "wget", "-qO-", url, check=False, timeout=30)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def failing_once(tmp_path: Path, program: str, when: str = "*") -> dict:
+    """An environment whose PATH finds a stand-in for `program` that fails its first call whose
+    arguments match `when` (a `case` pattern of "$*": quote spaces) and runs the real program otherwise: a fault
+    inside one of wrapdock's scripts, after the commands before it in that script ran."""
+    real = shutil.which(program)
+    assert real, program
+    folder = tmp_path / f"fail-{program}"
+    folder.mkdir(parents=True)
+    stand_in = folder / program
+    stand_in.write_text(f"""#!/bin/sh
+case "$*" in
+    {when}) if /bin/mkdir {folder}/.fired 2>/dev/null; then echo "injected fault in {program}" >&2; exit 1; fi ;;
+esac
+exec {real} "$@"
+""")
+    stand_in.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}

@@ -13,9 +13,7 @@ in test_network_reliability.py.
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -30,6 +28,7 @@ from tests.integration.reliability import (
     call,
     changes,
     changing_steps,
+    failing_once,
     ok,
     one_error,
     picture,
@@ -101,25 +100,6 @@ def test_run_rolls_back_a_fault_at_every_step(sandbox):
     ok(box, "--quiet", "rm", "-f", "nbr")
     ok(box, "--quiet", "network", "rm", NET)
     assert_no_leftovers(box, start)
-
-
-def failing_once(tmp_path, program: str, when: str = "*") -> dict:
-    """An environment whose PATH finds a stand-in for `program` that fails its first call whose
-    arguments match `when` (a shell pattern of "$*") and runs the real program otherwise: a fault
-    inside one of wrapdock's scripts, after the commands before it in that script ran."""
-    real = shutil.which(program)
-    assert real, program
-    folder = tmp_path / f"fail-{program}"
-    folder.mkdir(parents=True)
-    stand_in = folder / program
-    stand_in.write_text(f"""#!/bin/sh
-case "$*" in
-    {when}) if /bin/mkdir {folder}/.fired 2>/dev/null; then echo "injected fault in {program}" >&2; exit 1; fi ;;
-esac
-exec {real} "$@"
-""")
-    stand_in.chmod(0o755)
-    return {"PATH": f"{folder}:{os.environ['PATH']}"}
 
 
 INSIDE_RUN = [("mkdir", "*"), ("ln", "*"), ("ip", "*"), ("nsenter", "*--net=/run/netns/*"), ("iptables-restore", "*"),
@@ -257,7 +237,7 @@ def test_lab_up_removes_everything_after_a_fault_at_every_step(sandbox, sandbox_
     assert_same(first, befores[0], "lab up then lab down")
     # the last container's files script writes the /etc/hosts it shares with its neighbour; its start
     # script then waits for its own init
-    assert len(steps) >= 6 and "\nsetsid -f " in "\n".join(steps[-1]["stdin"]), notes(steps)
+    assert len(steps) >= 5 and "\nsetsid -f " in "\n".join(steps[-1]["stdin"]), notes(steps)
     files_scripts = [step for step in steps if step["note"].startswith("the container's directory")]
     assert len(files_scripts) == 2 and SHARED_HOSTS in files_scripts[-1]["note"], notes(steps)
     assert WAIT_FOR_INIT in steps[-1]["note"], notes(steps)

@@ -22,7 +22,7 @@ def test_seed_lab_up_check_down(sandbox) -> None:
     up = sandbox.wrapdock("lab", "up", "seed", check=False)
     assert up.returncode == 0, up.stderr[-2000:]
     assert "==> [5/5] container owl" in up.stderr
-    assert "+ ip -batch -" in up.stderr  # the trail shows the plumbing
+    assert "  ip -batch - <<" in up.stderr  # the trail shows the plumbing (in the scripts)
     check = sandbox.wrapdock("--quiet", "lab", "check", "seed", "--format", "json", check=False)
     results = json.loads(check.stdout)
     assert check.returncode == 0, check.stdout

@@ -22,6 +22,7 @@ from tests.integration.netlab import (
     live,
     state_files,
 )
+from tests.integration.reliability import failing_once
 from wrapdock.shell import brief
 
 pytestmark = pytest.mark.integration
@@ -83,9 +84,11 @@ def check_every_create_fault(boxes: Sequence) -> list[list[str]]:
     live(first, "network", "rm", "testbridge")
     first.sh("sysctl", "-qw", f"net.ipv4.ip_forward={forward}")  # rm leaves forwarding on, by design
     assert first.snapshot() == before
-    # the bridge, its alias, address and state in one batch, and its route_localnet, in one `sh -s`
+    # the bridge, its alias, address and state in one batch, and its route_localnet, in one `sh -s` (beside
+    # another network, the network's rules too: see the test below)
     assert steps[0] == ["sh", "-s"]
-    assert "ip -batch - <<'WRAPDOCK_BATCH_EOF'" in inputs[0] and inputs[0][-1].endswith("/route_localnet=1")
+    assert inputs[0][1] == "ip -batch - <<'WRAPDOCK_BATCH_EOF'", inputs[0]
+    assert any(line.endswith("/route_localnet=1") for line in inputs[0]), inputs[0]
 
     def fault(box, k: int) -> None:
         argv = steps[k - 1]
@@ -121,11 +124,28 @@ def test_create_rolls_back_a_fault_at_every_step_next_to_another_network(sandbox
     # the shared chains and forwarding are in place: the batch only adds the network's own rules (decided when it
     # runs: its input still names the chains), and forwarding is not switched
     assert not any("net.ipv4.ip_forward=1" in argv for argv in steps), steps
-    # the network's own steps only (the name in each command or its input)
+    # the network's own steps only: one script, the links and the rules (decided against the read)
     assert steps[0][:4] == ["sh", "-s", "set -e", "ip -batch - <<'WRAPDOCK_BATCH_EOF'"]
-    assert all(any("testbridge" in word for word in argv) for argv in steps[1:]), steps
+    assert len(steps) == 1 and "iptables-restore -w --noflush <<'WRAPDOCK_BATCH_EOF'" in steps[0], steps
     saved = sandbox.sh("iptables-save").stdout
     assert ":WRAPDOCK-FORWARD" in saved and "wrapdock:network=other" in saved
+    live(sandbox, "network", "rm", "other")
+    assert_clean(sandbox, start)
+
+
+def test_create_rolls_back_a_fault_inside_its_script(sandbox, tmp_path):
+    """Next to another network, create is one script (the links, route_localnet, the rules): a command of
+    it that fails leaves the host as it was (the rules by the tables whose block went in, then the bridge
+    if it is there)."""
+    start = sandbox.snapshot()
+    live(sandbox, "--quiet", "network", "create", "--subnet", "10.99.0.0/24", "other")
+    before, records = sandbox.snapshot(), state_files(sandbox)
+    for program, when in (("ip", '"-batch -"'), ("sysctl", "*"), ("iptables-restore", "*")):  # (not the read's ip -j)
+        proc = sandbox.wrapdock(*CREATE, check=False, env=failing_once(tmp_path, program, when))
+        line = error_line(proc, 1)
+        assert f"injected fault in {program}" in line and "rollback incomplete" not in line, line
+        assert sandbox.snapshot() == before, f"leftovers after a fault in {program}"
+        assert state_files(sandbox) == records, program
     live(sandbox, "network", "rm", "other")
     assert_clean(sandbox, start)
 

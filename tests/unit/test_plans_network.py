@@ -16,7 +16,7 @@ import pytest
 
 from wrapdock import names
 from wrapdock.model import Network
-from wrapdock.plan import Plan, Step
+from wrapdock.plan import Plan, Step, script_lines
 from wrapdock.plans import iptables as ipt
 from wrapdock.plans import network as network_plans
 from wrapdock.shell import step_text
@@ -327,6 +327,23 @@ def test_a_combined_restores_undo_deletes_only_the_tables_whose_block_went_in() 
         f"if iptables -w -t filter -C {first_filter[3:]} >/dev/null 2>&1; then "
         "iptables-restore -w --noflush <<'WRAPDOCK_BATCH_EOF'"]
     assert script[0] == "set -e" and script.count("fi") == 2
+
+
+def test_a_live_create_beside_another_is_one_script_undone_rules_first_then_the_bridge() -> None:
+    """The usual live create (chains there, forwarding on): the links, route_localnet and the one restore in
+    one script (one process). It may stop anywhere: its undo is the restore's (each table only if its
+    block went in), then the bridge, only if it is there."""
+    network = NETWORKS["normal"]
+    apart = network_plans.create(network, made(OTHER), forwarding=None).steps  # (a sysctl probe: apart)
+    links, restore = [s for s in apart if s.argv[0] != "sysctl"]
+    (script,) = network_plans.create(network, made(OTHER), forwarding=True).steps
+    assert script.argv == ("sh", "-s") and script.partial
+    assert script.stdin == ("set -e", *links.stdin[1:], *script_lines(restore))
+    assert script.undo is not None and restore.undo is not None
+    assert script.undo.stdin == ("set -e", *restore.undo.stdin[1:],
+                                 "[ ! -d /sys/class/net/web/bridge ] || ip link del dev web")
+    # a restore of one table (internal) has a plain undo, which would fail if the batch never ran: apart
+    assert len(network_plans.create(NETWORKS["internal"], made(OTHER), forwarding=True).steps) == 2
 
 
 @pytest.mark.parametrize("network", ALL_CASES)
