@@ -636,6 +636,13 @@ def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> N
         "set -e", f"[ ! -e /sys/class/net/{veth1} ] || ip link del dev {veth1}"]
 
 
+def test_a_network_step_with_a_probe_stays_a_step_of_its_own() -> None:
+    probed = cmd("ip", "-n", "web", "route", "replace", "default", "via", "10.20.0.1", note="route",
+                 only_if=("test", "-e", "/run/netns/web"))
+    steps = plans.prepare(CONFIGS["plain"], PATHS, runtime("v2"), ETC, [*network_steps(), probed]).steps
+    assert steps[0].argv == ("sh", "-s") and steps[1:] == [*network_steps(), probed]
+
+
 def test_attach_without_create_netns_is_what_connect_uses() -> None:
     host, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web")
     created_host, created_inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", create_netns=True)

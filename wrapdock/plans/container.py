@@ -270,6 +270,10 @@ def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
                                                               f"ip -n {netns} link set dev lo up"],
                          undo=cmd("sh", "-s", note=notes[-1],
                                   stdin=[f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}"])))
+    if not all(inlinable(step) for step in network_steps):  # (none has a probe today: kept apart if one does)
+        plan.add(one_script(steps, "; ".join(notes)))
+        plan.extend(network_steps)
+        return plan
     plan.add(one_script([*steps, *network_steps], "; ".join([*notes, *(step.note for step in network_steps)])))
     return plan
 
