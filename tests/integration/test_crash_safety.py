@@ -209,7 +209,7 @@ def trials(box: Sandbox, op: str, count: int) -> tuple[list[Crash], int]:
 
     crashes = []
     for trial in range(count):
-        # (a run is two scripts: a kill may also land before the first change, or while it runs)
+        # (a run is two scripts: its kills may also land before the first change)
         after, delay = rng.randint(0 if total < 3 else 1, total - 1), rng.uniform(0, 0.02)
         if op == "rm":
             ok(box, "--quiet", *RUN)
