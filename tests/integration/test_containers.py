@@ -96,7 +96,8 @@ def replay(box, machine_hostname: str) -> None:
 
     # only its own mounts: overlay root, /dev, /dev/pts, /dev/shm, /proc, /proc/sys (ro), /sys (ro) and
     # the /etc files wrapdock keeps for it (bind mounts of files in its own directory)
-    points = mount_points(wd(box, "exec", "bird", "cat", "/proc/self/mountinfo").stdout)
+    mountinfo = wd(box, "exec", "bird", "cat", "/proc/self/mountinfo").stdout
+    points = mount_points(mountinfo)
     assert points["/"][0] == "overlay"
     assert points["/"][1] == f"wrapdock-{container_id[:12]}"
     etc_files = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
@@ -106,6 +107,11 @@ def replay(box, machine_hostname: str) -> None:
         name = "etc/hosts" if path == "/etc/hosts" else path.rsplit('/', 1)[1]
         assert points[path][2].endswith(f"/containers/{container_id}/{name}"), points[path]
     assert points["/dev/.wrapdock"][2].endswith(f"/containers/{container_id}/etc"), points
+    # the remounts name their flags: /proc/sys, the etc directory and the /etc/hosts bound from it are
+    # read-only, nosuid, nodev and noexec
+    flags = {fields[4]: set(fields[5].split(",")) for fields in (line.split() for line in mountinfo.splitlines())}
+    for path in ("/proc/sys", "/dev/.wrapdock", "/etc/hosts"):
+        assert {"ro", "nosuid", "nodev", "noexec"} <= flags[path], (path, flags[path])
     # the host's root is not reachable through any path inside
     assert wd(box, "exec", "bird", "sh", "-c", "test -e /run/wrapdock-data || test -e /.wrapdock-oldroot",
               code=1).returncode == 1

@@ -579,7 +579,8 @@ def test_init_binds_a_shared_hosts_file_read_only_through_its_etc_directory() ->
     own = plans.init_script(CONFIGS["plain"], PATHS, runtime("v2"), tuple(ETC), hosts="own")
     assert [line for line in shared if ".wrapdock" in line and "oldroot" not in line] == [
         "mkdir -p dev/.wrapdock", f"mount --bind {PATHS.etc_dir} dev/.wrapdock",
-        "mount -o remount,bind,ro dev/.wrapdock", "mount --bind dev/.wrapdock/hosts etc/hosts"]
+        "mount -o remount,bind,ro,nosuid,nodev,noexec dev/.wrapdock dev/.wrapdock",
+        "mount --bind dev/.wrapdock/hosts etc/hosts"]
     assert f"mount --bind {PATHS.hosts} etc/hosts" in own
     assert not [line for line in own if "dev/.wrapdock" in line]
     bare = plans.init_script(CONFIGS["plain"], PATHS, runtime("v2"), ())

@@ -117,7 +117,7 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         else:
             mounts.append(f"mkdir -p {_q(target)}")
         mounts.append(f"mount --bind {_q(volume.source)} {_q(target)}")
-        if volume.readonly:
+        if volume.readonly:  # (busybox keeps the host mount's own flags, read from /proc/mounts)
             mounts.append(f"mount -o remount,bind,ro {_q(target)}")
     sources: dict[str, str] = {}
     if hosts == "own":
@@ -125,7 +125,9 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
     elif hosts == "shared":  # a bind from the read-only directory is read-only too
         mounts += [f"mkdir -p {HOSTS_DIR_IN_CONTAINER[1:]}",
                    f"mount --bind {_q(paths.etc_dir)} {HOSTS_DIR_IN_CONTAINER[1:]}",
-                   f"mount -o remount,bind,ro {HOSTS_DIR_IN_CONTAINER[1:]}"]
+                   # (its flags and source named: see the remount of proc/sys in the template)
+                   f"mount -o remount,bind,ro,nosuid,nodev,noexec {HOSTS_DIR_IN_CONTAINER[1:]} "
+                   f"{HOSTS_DIR_IN_CONTAINER[1:]}"]
         sources["hosts"] = f"{HOSTS_DIR_IN_CONTAINER[1:]}/hosts"
     sources.update((name, _q(paths.etc_file(name))) for name in etc_files)
     for name, source in sources.items():
