@@ -137,6 +137,7 @@ def _check_ports(session: Session, ports: list, others: list[dict[str, Any]]) ->
 
 def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
     """Connect the caller's namespace to the network, as `network connect` does; returns the record."""
+    from wrapdock import kernelfacts
     from wrapdock.leases import LeaseStore
     from wrapdock.plan import Plan
     from wrapdock.plans import endpoint as endpoint_plans
@@ -172,7 +173,7 @@ def add(session: Session, call: Call) -> tuple[dict[str, Any], Network]:
         att = Attachment(network, call.ifname, host_ifname(call.container_id, call.ifname), address, primary,
                          mac=call.mac or mac_for(address))
         steps = del_steps(network, call.container_id, call.ifname, stale) if stale is not None else []
-        steps.append(_joined(endpoint_plans.attach(att, call.netns, name)))
+        steps.append(_joined(endpoint_plans.attach(att, call.netns, name, kernel_ipv6=kernelfacts.has_ipv6())))
         if ports:
             steps.append(endpoint_plans.publish(call.container_id, name, att, ports,
                                                 tag=rule_tag(call.container_id, call.ifname)))

@@ -25,6 +25,7 @@ from wrapdock import (
     imageconfig,
     images,
     imagestore,
+    kernelfacts,
     nameindex,
     names,
     networks,
@@ -368,8 +369,10 @@ def run(session: Session, request: RunRequest) -> tuple[ContainerConfig, int | N
         if session.records_state:  # first, so that gc can clean up after a crash from here on
             session.state.put("container", config.id, record)
         network_steps: list[Step] = []
+        kernel_ipv6 = kernelfacts.has_ipv6()
         for att in attachments(session, record):
-            network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary)
+            network_steps += endpoint_plans.attach(att, netns or "", config.name, create_netns=att.primary,
+                                                   kernel_ipv6=kernel_ipv6)
             if ports and att.primary:
                 network_steps.append(endpoint_plans.publish(config.id, config.name, att, ports))
         plan = plans.prepare(config, paths, runtime, etc_files(record), network_steps, request.tty, hosts=hosts)
@@ -536,7 +539,7 @@ def connect(session: Session, network_name: str, ref: str, ip: str | None) -> di
         att = Attachment(network, endpoint["ifname"], endpoint["host_ifname"], address, primary=not record["endpoints"])
         connected = {**record, "endpoints": [*record["endpoints"], endpoint], "net_mode": "bridge"}
         others = [r for r in summaries(session) if r["id"] != record["id"]]
-        steps = endpoint_plans.attach(att, record["netns"], record["name"])
+        steps = endpoint_plans.attach(att, record["netns"], record["name"], kernel_ipv6=kernelfacts.has_ipv6())
         if network.scope == "cluster":  # its name for the other hosts, claimed first (as run does)
             from wrapdock import clusternames
 

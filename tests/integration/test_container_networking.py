@@ -232,6 +232,10 @@ def test_connect_and_disconnect(sandbox, tmp_path):
     assert host.links("robin") == ["lo", "eth0", "eth1"]
     eth1 = host.inside("robin", "ip", "-4", "-o", "addr", "show", "dev", "eth1")
     assert f"inet {robin_ob}/24" in eth1.stdout, eth1.stdout
+    # IPv4-only networks: no IPv6 link-local address on the container's interfaces (whose chatter the
+    # bridge would flood to every port), while the kernel has IPv6 (lo keeps ::1)
+    ipv6 = host.inside("robin", "ip", "-6", "-o", "addr", "show").stdout
+    assert re.findall(r"^\d+: (\S+)\s+inet6 (\S+)", ipv6, re.M) == [("lo", "::1/128")], ipv6
     assert robin_ob in {a["address"] for a in host.leases(OB)}
     assert host.network_view(OB)["containers"] == ["owl", "robin"]
     # now directly on otherbridge: owl sees robin's address there; and they know each other's names

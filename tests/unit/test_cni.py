@@ -195,7 +195,7 @@ def test_add_and_del_never_load_inspect_nor_openssl() -> None:
         from wrapdock.plan import Plan
         network = cniattach._stub_network("n")
         att = endpoint.Attachment(network, "eth0", cniattach.host_ifname("c", "eth0"), IPv4Address("10.0.0.2"), True)
-        steps = [cniattach._joined(endpoint.attach(att, "/run/netns/x", "c")),
+        steps = [cniattach._joined(endpoint.attach(att, "/run/netns/x", "c", kernel_ipv6=True)),
                  *cniattach.del_steps(network, "c", "eth0", None)]
         Plan("t", steps)
         portspec.PortMapping(None, 80, 80, "tcp")

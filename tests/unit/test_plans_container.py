@@ -124,7 +124,7 @@ def network_steps(netns: str = "web", name: str = "web") -> list[Step]:
     """The network steps containers.run hands to prepare for a container on FRONT and BACK."""
     steps: list[Step] = []
     for att in ATTACHMENTS:
-        steps += endpoint_plans.attach(att, netns, name, create_netns=att.primary)
+        steps += endpoint_plans.attach(att, netns, name, create_netns=att.primary, kernel_ipv6=True)
         if att.primary:
             steps.append(endpoint_plans.publish(ID, name, att, PORTS))
     return steps
@@ -619,14 +619,16 @@ def test_prepare_on_a_network_makes_the_namespace_in_the_first_host_batch() -> N
         f"link set dev {veth0} type bridge_slave hairpin on",
         f"link set dev {veth0} up"]
     assert inside0.argv == ("nsenter", "--net=/run/netns/web", "ip", "-batch", "-")
-    assert list(inside0.stdin) == ["link set dev lo up", "addr add 10.20.0.2/24 dev eth0",
-                                   "link set dev eth0 up", "route add default via 10.20.0.1"]
+    assert list(inside0.stdin) == ["link set dev lo up", "link set dev eth0 addrgenmode none",
+                                   "addr add 10.20.0.2/24 dev eth0", "link set dev eth0 up",
+                                   "route add default via 10.20.0.1"]
     assert publish.argv[0] == "iptables-restore"
     # the second: the namespace exists already; no lo, no default route
     assert list(host1.stdin) == [
         f"link add name {veth1} type veth peer name eth1 netns web", f"link set dev {veth1} master back",
         f"link set dev {veth1} type bridge_slave hairpin on", f"link set dev {veth1} up"]
-    assert list(inside1.stdin) == ["addr add 10.30.0.5/24 dev eth1", "link set dev eth1 up"]
+    assert list(inside1.stdin) == ["link set dev eth1 addrgenmode none", "addr add 10.30.0.5/24 dev eth1",
+                                   "link set dev eth1 up"]
     # the steps it is made of, each with its undo: guarded, so that a script stopped anywhere undoes
     h0, i0, _, h1, _ = network_steps()
     assert h0.partial and h0.undo is not None and h0.undo.argv == ("sh", "-s")
@@ -645,11 +647,22 @@ def test_a_network_step_with_a_probe_stays_a_step_of_its_own() -> None:
 
 
 def test_attach_without_create_netns_is_what_connect_uses() -> None:
-    host, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web")
-    created_host, created_inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", create_netns=True)
+    host, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", kernel_ipv6=True)
+    created_host, created_inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", create_netns=True,
+                                                                kernel_ipv6=True)
     assert created_host.stdin == ("netns add web", *host.stdin)
     assert created_inside.stdin == ("link set dev lo up", *inside.stdin)
     assert "network namespace web" in created_host.note and "network namespace" not in host.note
+
+
+def test_the_container_interface_gets_no_ipv6_link_local_address_where_the_kernel_has_ipv6() -> None:
+    """Before it is up: else its IPv6 chatter is flooded to every port of the bridge. A kernel without
+    IPv6 has no addrgenmode (the batch would fail)."""
+    _, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", kernel_ipv6=True)
+    assert inside.stdin.index("link set dev eth0 addrgenmode none") < inside.stdin.index("link set dev eth0 up")
+    _, without = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", kernel_ipv6=False)
+    assert not any("addrgenmode" in line for line in without.stdin)
+    assert [line for line in inside.stdin if "addrgenmode" not in line] == list(without.stdin)
 
 
 def test_hairpin_masquerade_is_only_for_dnated_connections() -> None:
