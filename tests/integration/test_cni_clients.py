@@ -147,6 +147,7 @@ def test_podman_containers_on_a_wrapdock_network(sandbox: Sandbox, podman: Podma
     out = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NET, IMAGE, "sh", "-c",
                  f"ip addr show eth0 && ping -c1 -W3 {web}").stdout
     assert "inet 10.88.0.3/24" in out and "1 packets received" in out
+    assert "inet6" not in out  # no IPv6 link-local address on an IPv4-only network (addrgenmode none)
     assert_no_cni_left(sandbox, host, NET)
     # --ip and --mac-address reach the plugin as IP= and MAC= in CNI_ARGS
     out = podman("run", "--rm", "--network", NET, "--ip", "10.88.0.50", "--mac-address", "02:42:ac:11:00:99",
