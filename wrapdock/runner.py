@@ -58,13 +58,24 @@ def _sh_command(name: str):
     return sh, command
 
 
+STDIN_PIECE = 4096  # PIPE_BUF on Linux: a write of this size to a pipe is whole, never cut short
+
+
+def stdin_pieces(stdin: str) -> list[bytes]:
+    """A command's input as `sh` is given it: in pieces of PIPE_BUF bytes, each written with one `os.write`.
+    Given a string, `sh` writes 1 KiB pieces, each a round trip through its feeding thread: ~1.6 ms more
+    for a 25 KiB script (the neighbours' /etc/hosts at 1000 containers: 150 interleaved runs)."""
+    data = stdin.encode()
+    return [data[i : i + STDIN_PIECE] for i in range(0, len(data), STDIN_PIECE)]
+
+
 def sh_executor(argv: Sequence[str], stdin: str | None) -> Result:
     """Run one command with `sh`: no pty, output captured, every exit code returned (not raised)."""
     started = time.monotonic()
     _, command = _sh_command(argv[0])
     finished = command(
         *argv[1:],
-        _in=stdin,
+        _in=None if stdin is None else stdin_pieces(stdin),
         _tty_out=False,
         _return_cmd=True,
         _ok_code=_ANY_EXIT,
