@@ -151,6 +151,7 @@ def op_plumb(req: dict) -> dict:
     """
     from ipaddress import IPv4Address
 
+    from wrapdock import kernelfacts
     from wrapdock.model import Network
     from wrapdock.plan import Plan
     from wrapdock.plans import endpoint
@@ -169,7 +170,8 @@ def op_plumb(req: dict) -> dict:
         name = f"plumb{rep}"
         att = endpoint.Attachment(network, "eth0", endpoint.host_ifname(cid, 0), IPv4Address(hosts[10 + rep % 200]),
                                   primary=True)
-        add = Plan("add", [*endpoint.attach(att, name, name), endpoint.publish(cid, name, att, ports)])
+        add = Plan("add", [*endpoint.attach(att, name, name, kernel_ipv6=kernelfacts.has_ipv6()),
+                           endpoint.publish(cid, name, att, ports)])
         delete = Plan("del", [*endpoint.unpublish(cid, name, ports), endpoint.detach(att, name)])
         subprocess.run(["ip", "netns", "add", name], check=True)
         one: dict = {}

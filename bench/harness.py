@@ -867,6 +867,8 @@ def main(argv: list[str]) -> int:
             except AgentError as exc:  # one failing measure (e.g. wrapdock mid-edit) does not stop the others
                 log(f"{name} failed: {exc}")
                 results["errors"][name] = " ".join(str(exc).split())[:1500]
+        if results["errors"]:  # a measure that could not run is a failure of the run, not a pass
+            status = 1
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         results["interrupted"] = True
