@@ -649,7 +649,7 @@ def test_a_network_step_with_a_probe_stays_a_step_of_its_own() -> None:
 def test_attach_without_create_netns_is_what_connect_uses() -> None:
     host, inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", kernel_ipv6=True)
     created_host, created_inside = endpoint_plans.attach(ATTACHMENTS[0], "web", "web", create_netns=True,
-                                                                kernel_ipv6=True)
+                                                         kernel_ipv6=True)
     assert created_host.stdin == ("netns add web", *host.stdin)
     assert created_inside.stdin == ("link set dev lo up", *inside.stdin)
     assert "network namespace web" in created_host.note and "network namespace" not in host.note
