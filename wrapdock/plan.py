@@ -102,6 +102,25 @@ def script_lines(step: Step) -> list[str]:
     return [shlex.join(step.argv)]
 
 
+def batches(step: Step) -> list[Step]:
+    """The batches a step feeds: a batch step itself; in a script (`sh -s`, as `inline` and `one_script`
+    make them), each batch it runs as a here-document at the start of a line (`script_lines`), in order.
+    What reads plans for their effect (the iptables lines a plan adds) reads merged scripts alike."""
+    if step.argv != ("sh", "-s"):
+        return [step] if step.stdin else []
+    found: list[Step] = []
+    lines = iter(step.stdin)
+    for line in lines:
+        if line.endswith(f" <<'{INLINE_END}'"):
+            body: list[str] = []
+            for inner in lines:
+                if inner == INLINE_END:
+                    break
+                body.append(inner)
+            found.append(cmd(*shlex.split(line.removesuffix(f" <<'{INLINE_END}'")), note=step.note, stdin=body))
+    return found
+
+
 def inline(steps: list[Step], note: str) -> Step:
     """Several steps as one `set -e` script (`sh -s`), in order: an undo that redoes what other steps did,
     with their very lines."""

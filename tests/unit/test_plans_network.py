@@ -17,6 +17,7 @@ import pytest
 from wrapdock import names
 from wrapdock.model import Network
 from wrapdock.plan import Plan, Step, script_lines
+from wrapdock.plan import batches as script_batches
 from wrapdock.plans import iptables as ipt
 from wrapdock.plans import network as network_plans
 from wrapdock.shell import step_text
@@ -152,11 +153,20 @@ def is_combined_undo(step: Step) -> bool:
     return step.argv == ("sh", "-s") and any(line.startswith("if iptables ") for line in step.stdin)
 
 
+def restores(steps: list[Step]) -> list[Step]:
+    """The iptables-restore batches of `steps`, also those a merged script runs (plan.batches)."""
+    return [b for s in steps for b in ([s] if is_batch(s) else script_batches(s) if s.argv == ("sh", "-s") else [])
+            if is_batch(b)]
+
+
 def iptables_argvs(plan: Plan) -> list[tuple[str, ...]]:
-    """Every iptables command of the plan's steps (batches expanded), in order."""
+    """Every iptables command of the plan's steps (batches expanded, also inside merged scripts), in order."""
     found: list[tuple[str, ...]] = []
     for step in plan.steps:
-        found += batch_argvs(step) if is_batch(step) else [step.argv] if is_iptables(step.argv) else []
+        if step.argv == ("sh", "-s"):
+            found += [a for b in restores([step]) for a in batch_argvs(b)]
+        else:
+            found += batch_argvs(step) if is_batch(step) else [step.argv] if is_iptables(step.argv) else []
     return found
 
 
@@ -297,7 +307,7 @@ def test_create_adds_are_restores_with_exact_undo(network: Network) -> None:
     assert len(batches) == 3 and [line for line in batches[2].stdin if line.startswith("*")] == own
     assert not [s for s in steps if is_iptables(s.argv)]
     for step in batches:
-        combined = len([line for line in step.stdin if line.startswith("*")]) > 1
+        combined = step.skip_if is None  # the network's own lines (ipt.one_restore), one table or several
         assert step.partial is combined and step.undo is not None
         assert is_combined_undo(step.undo) if combined else is_batch(step.undo)
         assert not [line for line in step.stdin if line.startswith(":")], "a :CHAIN line would flush the chain"
@@ -342,8 +352,8 @@ def test_a_live_create_beside_another_is_one_script_undone_rules_first_then_the_
     assert script.undo is not None and restore.undo is not None
     assert script.undo.stdin == ("set -e", *restore.undo.stdin[1:],
                                  "[ ! -d /sys/class/net/web/bridge ] || ip link del dev web")
-    # a restore of one table (internal) has a plain undo, which would fail if the batch never ran: apart
-    assert len(network_plans.create(NETWORKS["internal"], made(OTHER), forwarding=True).steps) == 2
+    # a restore of one table (internal) has the same guarded undo: one script too
+    assert len(network_plans.create(NETWORKS["internal"], made(OTHER), forwarding=True).steps) == 1
 
 
 @pytest.mark.parametrize("network", ALL_CASES)
@@ -383,7 +393,7 @@ def test_create_repairs_a_partly_missing_skeleton_unguarded(network: Network) ->
     full = made(OTHER)
     partial = ipt.Tables(full.chains - {("filter", ipt.ISO_IN_CHAIN)},
                          tuple((k, c) for k, c in full.rules if k[1] != ipt.ISO_IN_CHAIN))
-    batches = [s for s in network_plans.create(network, partial).steps if is_batch(s)]
+    batches = restores(network_plans.create(network, partial).steps)
     assert [s.skip_if for s in batches] == [None] * len(batches)
     assert [line for s in batches for line in s.stdin if line.startswith("-N")] == [f"-N {ipt.ISO_IN_CHAIN}"]
     repaired, whole = ipt.after(partial, batches), made(OTHER, network)
@@ -398,7 +408,7 @@ def test_create_compares_rules_as_iptables_save_prints_them() -> None:
     network = NETWORKS["internal"]
     tables = ipt.parse_save(SAVE_INTERNAL.replace(
         '-A WRAPDOCK-ISO-IN -i backend -m comment --comment "wrapdock:network=backend" -j DROP\n', ""))
-    (step,) = [s for s in network_plans.create(network, tables).steps if is_batch(s)]
+    (step,) = restores(network_plans.create(network, tables).steps)
     assert step.stdin == ("*filter", "-A WRAPDOCK-ISO-IN -i backend -m comment --comment wrapdock:network=backend "
                           "-j DROP", "COMMIT")
 
@@ -595,3 +605,17 @@ def test_after_applies_a_delete_by_comment() -> None:
                              ("filter", ipt.FORWARD_CHAIN, ["-m", "comment", "--comment", owner, "-j", "ACCEPT"])])
     left = ipt.after(tables, [ipt.delete_by_comment(owner, "n", tables=("nat",))])
     assert left is not None and [k[0] for k, _ in left.rules] == ["filter"]
+
+
+@pytest.mark.parametrize("network", ALL_CASES)
+def test_the_tables_after_a_merged_create_hold_its_rules(network: Network) -> None:
+    """A live create beside another network is one script; the tables planned after it (a lab's down, a
+    --print-only session's next plan, gc's next repair) still hold the rules that script adds."""
+    beside = made(OTHER)
+    (script,) = network_plans.create(network, beside, forwarding=True).steps
+    assert script.argv == ("sh", "-s")
+    apart = [s for s in network_plans.create(network, beside, forwarding=None).steps if s.argv[0] != "sysctl"]
+    merged, separate = ipt.after(beside, [script]), ipt.after(beside, apart)
+    assert merged is not None and separate is not None
+    assert sorted(merged.rules) == sorted(separate.rules) and len(merged.rules) > len(beside.rules)
+    assert [b.argv[0] for b in script_batches(script)] == ["ip", "iptables-restore"]  # the links, the rules

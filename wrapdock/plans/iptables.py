@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from wrapdock import names
-from wrapdock.plan import INLINE_END, Step, cmd
+from wrapdock.plan import INLINE_END, Step, batches, cmd
 from wrapdock.shell import probe_text
 
 IPTABLES = ("iptables", "-w")
@@ -202,21 +202,23 @@ def from_rules(chains: Iterable[tuple[str, str]], rules: Iterable[tuple[str, str
 
 
 def after(tables: Tables | None, steps: Iterable[Step]) -> Tables | None:
-    """The tables once `steps` ran: their iptables-restore input applied (planning several plans from one read)."""
+    """The tables once `steps` ran: their iptables-restore input applied, also where a script runs it
+    (a merged network create or container start), for planning several plans from one read."""
     if tables is None:
         return None
     for step in steps:
         if step.argv[:1] == ("sh",) and UNRULE in step.argv:  # delete_by_comment: all the owner's rules go
             owner, where = step.argv[step.argv.index(UNRULE) + 2], re.findall(r"iptables-save -t (\w+)", step.argv[2])
             tables = Tables(tables.chains, tuple((k, c) for k, c in tables.rules if c != owner or k[0] not in where))
-        if step.argv[:1] != RESTORE[:1]:
-            continue
-        table = ""
-        for line in step.stdin:
-            if line.startswith("*"):
-                table = line[1:]
-            elif line != "COMMIT":
-                tables = tables.edited(table, line)
+        for batch in batches(step):
+            if batch.argv[:1] != RESTORE[:1]:
+                continue
+            table = ""
+            for line in batch.stdin:
+                if line.startswith("*"):
+                    table = line[1:]
+                elif line != "COMMIT":
+                    tables = tables.edited(table, line)
     return tables
 
 
@@ -331,16 +333,18 @@ def edit_steps(edits: list[Edit], note: str) -> list[Step]:
 
 
 def one_restore(edits: list[Edit], note: str) -> list[Step]:
-    """Additions to several tables in ONE iptables-restore (one process, not one per table).
+    """Additions to one or several tables in ONE iptables-restore (one process, not one per table).
 
     iptables-restore commits table by table (iptables-legacy, and iptables-nft too: a failure in nat leaves
     filter's block applied), so the step is partial, and its undo checks, table by table (last first), whether
     that table's block went in: its first line's rule (`-C`) or chain (`-S`) is there. A block goes in whole
     or not at all and every line of it was missing when planned, so that line stands for the block; the undo
-    deletes exactly that block's lines. Only for additions (a deletion's block would need the opposite test)."""
+    deletes exactly that block's lines. Only for additions (a deletion's block would need the opposite test).
+    So the undo is right whether or not the step ran: the step can be a part of a script that stops before
+    it (plans.network.create)."""
     tables = list(dict.fromkeys(t for t, _, _ in edits))
-    if len(tables) < 2:
-        return edit_steps(edits, note)
+    if not tables:
+        return []
     lines: list[str] = []
     for table in tables:
         lines += [f"*{table}", *(line for t, line, _ in edits if t == table), "COMMIT"]

@@ -81,11 +81,11 @@ def create(network: Network, tables: ipt.Tables | None, forwarding: bool | None 
                 only_if=("test", "-d", f"/sys/class/net/{br}/bridge")))
     links = with_route_localnet(network, [batch])
     rules = host_steps(network, tables, forwarding)
-    if len(rules) == 1 and inlinable(rules[0]) and rules[0].undo is not None and rules[0].undo.argv == ("sh", "-s"):
-        # the usual case (chains there, forwarding on): one restore, whose undo checks table by table
-        # whether its block went in (ipt.one_restore). With the links in one script: each command
-        # wrapdock runs itself costs ~4-5 ms beyond its own run. Its undo, all of it guarded: the rules,
-        # then the bridge if it is there.
+    if len(rules) == 1 and inlinable(rules[0]):
+        # the usual case (chains there, forwarding on): the one restore of ipt.one_restore (the other
+        # steps host_steps makes have probes), whose undo checks table by table whether its block went
+        # in. With the links in one script: each command wrapdock runs itself costs ~4-5 ms beyond its
+        # own run. Its undo, all of it guarded: the rules, then the bridge if it is there.
         guarded = cmd("sh", "-s", note=link_note,
                       stdin=["set -e", f"[ ! -d /sys/class/net/{br}/bridge ] || ip link del dev {br}"])
         plan.add(one_script([replace(links, undo=guarded), *rules], f"{links.note}; {rules[0].note}"))
