@@ -522,13 +522,12 @@ class Bench:
             mounts = peers.Wrapdock(self.python, self.script, label="wdmounts")
             mounts.run("--quiet", "network", "create", "--subnet", "10.98.0.0/24", "solo")
             mounts.run("--quiet", "run", "--rm", "--net", "solo", "busybox", "true")
-            # the host ends as wrapdock leaves them: IPv6 off (plans.endpoint.attach), then up
+            # the host ends as wrapdock leaves them: no IPv6 address (plans.endpoint.attach), then up
+            ipv6 = Path("/proc/sys/net/ipv6").is_dir()
             mounts.box.run(["ip", "-batch", "-"], stdin="".join(
                 f"netns add wdempty{i}\nlink add wde{i} type veth peer name eth0 netns wdempty{i}\n"
-                f"link set wde{i} master solo\n" for i in range(1, n + 1)))
-            mounts.box.bash(f"[ ! -d /proc/sys/net/ipv6 ] || for i in $(seq 1 {n}); do "
-                            "echo 1 > /proc/sys/net/ipv6/conf/wde$i/disable_ipv6; done")
-            mounts.box.run(["ip", "-batch", "-"], stdin="".join(f"link set wde{i} up\n" for i in range(1, n + 1)))
+                f"link set wde{i} master solo\n" + (f"link set wde{i} addrgenmode none\n" if ipv6 else "")
+                + f"link set wde{i} up\n" for i in range(1, n + 1)))
 
             def start(peer: peers.Wrapdock, network: str) -> Callable[[int], dict]:
                 def once(_rep: int) -> dict:

@@ -137,8 +137,7 @@ def test_connect_rolls_back_a_fault_at_every_step(sandbox):
     assert ping.returncode == 0, ping.stdout + ping.stderr
     ok(box, "--quiet", "network", "disconnect", NET2, "nbr")
     assert_same(box, before, "connect then disconnect")
-    # the host end (its batch, then IPv6 off and up: one script), the container end
-    assert [step["argv"][:2] for step in steps[:2]] == [["sh", "-s"], ["nsenter", "--net=/run/netns/nbr"]], steps
+    assert [step["argv"][:2] for step in steps[:2]] == [["ip", "-batch"], ["nsenter", "--net=/run/netns/nbr"]], steps
     # the file of nbr's new group of networks, then nbr moved onto it (its link, its mount)
     assert steps[-2]["note"].startswith(HOSTS_REFRESH), notes(steps)
     assert steps[-1]["note"] == "nbr's /etc/hosts: the file its networks now share", notes(steps)

@@ -3,9 +3,8 @@
 Per network: a veth pair whose container end is created directly inside the container's network
 namespace (an address set before a move would be lost), the host end on the bridge and up; the
 address from IPAM, the link up and, on the first network, the default route via the gateway. The
-host side is one `ip -batch` (where the kernel has IPv6, in one `sh -s` with the host end's
-`disable_ipv6` and its `up`: see attach), the container side one `nsenter --net=NETNS ip -batch` (iproute2
-takes no -n on batch lines). Published ports are one `iptables-restore --noflush` batch of the container's rules.
+host side is one `ip -batch`, the container side one `nsenter --net=NETNS ip -batch` (iproute2 takes no -n on
+batch lines). Published ports are one `iptables-restore --noflush` batch of the container's rules.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from wrapdock.model import Network
-from wrapdock.plan import Step, cmd, script_lines
+from wrapdock.plan import Step, cmd
 from wrapdock.plans import iptables as ipt
 from wrapdock.portspec import PortMapping
 
@@ -61,10 +60,12 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False, *
       duplicate-address check, multicast listener reports and router solicitations (repeated for as long
       as it lives, RFC 7559), and the bridge floods each to every port: next to 1000 containers, ~1000
       deliveries each, a few thousand a second for the whole network.
-    - The host end, a bridge port, has IPv6 off (`disable_ipv6`, before it is up; `ip` has no word for
-      it, hence a second `ip` for the `up`). Else each port holds a link-local address and three IPv6
-      routes in the host's tables, and every interface that goes down makes the kernel walk those
-      tables and its address list: next to 1000 containers, ~3000 routes, ~3 ms of kernel time an `rm`.
+    - The host end, a bridge port, gets none either (the same line in the host's batch). Else each port
+      holds a link-local address and its two routes in the host's IPv6 tables, which the kernel walks
+      (with its address list) every time an interface goes down: next to 1000 containers ~3000 routes,
+      ~3 ms of kernel time an `rm`. What stays is one multicast route per port (ff00::/8, as any
+      interface with IPv6 has); `disable_ipv6` would drop that too, but `ip` has no word for it: one
+      more process for every attachment.
     A kernel without IPv6 has neither the settings nor the chatter."""
     net = att.network
     mtu = f" mtu {net.mtu}" if net.mtu else ""
@@ -74,22 +75,16 @@ def attach(att: Attachment, netns: str, name: str, create_netns: bool = False, *
     if create_netns:
         note = f"network namespace {netns} (ip netns exec {netns} ... works on the host); " + note
         undo_lines.append(f"[ ! -e /run/netns/{netns} ] || ip netns del {netns}")
-    batch = [
+    host = cmd("ip", "-batch", "-", note=note, partial=True, stdin=(
         *([f"netns add {netns}"] if create_netns else []),
         f"link add name {att.host_ifname}{mtu} type veth peer name {att.ifname}{mac}{mtu} netns {netns}",
         f"link set dev {att.host_ifname} master {net.bridge}",
         # hairpin: a container reaching its own published port through the host is bridged back out
         # of the port it came in by (br_netfilter does that after the DNAT)
         f"link set dev {att.host_ifname} type bridge_slave hairpin on",
-    ]
-    up = f"link set dev {att.host_ifname} up"
-    undo = cmd("sh", "-s", note=note, stdin=undo_lines)
-    if kernel_ipv6:
-        lines = [*script_lines(cmd("ip", "-batch", "-", note=note, stdin=batch)),
-                 f"echo 1 > /proc/sys/net/ipv6/conf/{att.host_ifname}/disable_ipv6", f"ip {up}"]
-        host = cmd("sh", "-s", note=note, partial=True, stdin=["set -e", *lines], undo=undo)
-    else:
-        host = cmd("ip", "-batch", "-", note=note, partial=True, stdin=[*batch, up], undo=undo)
+        *([f"link set dev {att.host_ifname} addrgenmode none"] if kernel_ipv6 else []),
+        f"link set dev {att.host_ifname} up",
+    ), undo=cmd("sh", "-s", note=note, stdin=undo_lines))
     inside = [*(["link set dev lo up"] if create_netns else []),
               *([f"link set dev {att.ifname} addrgenmode none"] if kernel_ipv6 else []),
               f"addr add {att.cidr} dev {att.ifname}", f"link set dev {att.ifname} up"]
