@@ -379,7 +379,7 @@ def test_abandoned_container_is_removed_as_rm_f_would() -> None:
         f"[ ! -d {memory} ] || rmdir {memory}",
         f"[ ! -d {pids} ] || rmdir {pids}",
         f"[ ! -d /data/containers/{ID_A} ] || rm -rf --one-file-system /data/containers/{ID_A}",
-        f"n=0; while [ -e /sys/class/net/{veth} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done",
+        f"n=0; while [ -e /sys/class/net/{veth} ] && [ $n -lt 400 ]; do sleep 0.002; n=$((n+1)); done",
         f"[ ! -e /sys/class/net/{veth} ] || ip link del dev {veth}",
     ]
     assert not any("kill" in " ".join(s.argv) for s in action.plan.steps)  # it never started

@@ -392,7 +392,10 @@ def test_every_object_prepare_makes_is_removed_by_removes_script(config: str, la
 def test_remove_of_a_running_container_kills_it_first() -> None:
     steps = remove_steps("plain", "v1", running=True)
     assert steps[0].argv[:2] == ("sh", "-c") and "kill -s KILL" in steps[0].argv[2]
-    assert steps[0].argv[-1] == str(PATHS.pidfile)
+    # the namespace's name goes first: the kernel takes it down once the kill has emptied it
+    assert steps[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile), "/run/netns/web", "web")
+    assert steps[0].argv[2].index("ip netns del") < steps[0].argv[2].index("kill -s KILL")
+    assert remove_steps("plain", "v1", running=True, netns=None)[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile))
     assert steps[1:] == remove_steps("plain", "v1", running=False)
     assert len(steps) == 2  # the kill, then the one cleanup script
     assert "kill" not in "\n".join(remove_steps("plain", "v1", running=False)[0].stdin)

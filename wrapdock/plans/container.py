@@ -178,15 +178,23 @@ def start_chain(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
             *on_a_pty([*container, *namespaces], devpts, None if interactive else paths.tty_input)]
 
 
-def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False) -> Step:
+def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False, netns: str | None = None) -> Step:
     """SIGKILL the container's PID 1 (if it started) and wait until it is gone.
 
     `starting`: it may have been started a moment ago, so first wait (5 s at most) until its init
     has written its pid and start time, or it has ended; unless the start was never tried (no
     `paths.starting`, which the start script writes first: it may have stopped before).
+
+    `netns` (rm -f): the namespace's name goes first. Its processes keep it alive until the kill, and
+    the kernel then takes it and its veths down the moment the last one is gone, in the background,
+    while this waits and the next steps run. Deleted later (in the cleanup script), the rm waited for
+    that teardown: next to 1000 containers a bridge takes several ms to let a port go.
     """
     script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
               'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done')
+    if netns is not None:
+        script = '[ ! -e "$2" ] || ip netns del "$3" || exit; ' + script
+        return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), f"/run/netns/{netns}", netns, note=note)
     if starting:
         script = ('[ -e "$4" ] || exit 0; '
                   'n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
@@ -366,8 +374,10 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     directory and the veths: what is gone already is skipped, so a second rm finishes a failed one.
 
     The veths go last and mostly by themselves: deleting the namespace deletes its end of each pair,
-    which takes the host's end along. The kernel does that in the background, within ~10 ms, while
-    the cgroups and the directory go; `ip link del` does the same in the foreground in ~25 ms. The
+    which takes the host's end along. The kernel does that in the background, within ~10 ms, from the
+    moment the namespace has neither a name nor a process (rm -f deletes the name before the kill:
+    kill_and_wait), while the cgroups and the directory go; `ip link del` does the same in the
+    foreground in ~25 ms. The
     script waits for each host end to vanish (at most 1 s: a process left in the namespace keeps
     it) and deletes what is still there. `meanwhile` (`sh -s` steps: the neighbours' /etc/hosts) runs
     in that script, in the background from right after the namespace goes until the end, while the
@@ -375,7 +385,8 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     """
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
-        plan.add(kill_and_wait(paths, f"kill {config.name} (rm -f)"))
+        plan.add(kill_and_wait(paths, f"kill {config.name} (rm -f)" + (
+            ", its network namespace's name gone first" if runtime.netns else ""), netns=runtime.netns))
     plan.extend(network_steps)
     lines = ["set -e"]
     if runtime.netns:
@@ -386,7 +397,7 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     lines.append(f"[ ! -d {_q(paths.dir)} ] || rm -rf --one-file-system {_q(paths.dir)}")
     for name in host_ifnames:
         if runtime.netns:
-            lines.append(f"n=0; while [ -e /sys/class/net/{name} ] && [ $n -lt 200 ]; do sleep 0.005; n=$((n+1)); done")
+            lines.append(f"n=0; while [ -e /sys/class/net/{name} ] && [ $n -lt 400 ]; do sleep 0.002; n=$((n+1)); done")
         lines.append(f"[ ! -e /sys/class/net/{name} ] || ip link del dev {name}")
     if meanwhile:
         lines.append('wait "$meanwhile"')  # its failure is the script's (set -e)
