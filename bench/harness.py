@@ -75,6 +75,9 @@ NOTES = {
 }
 
 
+PAIRED_MIN_ROUNDS = 20  # the paired measure's rounds (section 3), whatever --reps says, unless --quick
+
+
 def log(message: str) -> None:
     print(f"[bench {time.monotonic() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
@@ -512,8 +515,11 @@ class Bench:
         network's bridge (as a container's is), tells the kernel's share from wrapdock's: every new mount
         namespace (a container's init) copies the whole mount table, and taking a port off a bridge of N
         ports takes longer (an `rm` waits until its veth is gone)."""
+        # the targets are ratios within 10-15%, one round's pair moves by +-20 ms: at least 20 rounds
+        # (round ten: with 10, `rm -f` next to 200 missed once at a 1.03x mean), unless --quick
+        reps = self.reps if self.args.quick else max(self.reps, PAIRED_MIN_ROUNDS)
         log(f"3. start #1 (fresh host), #{n + 1} (on the {n}) and #1 beside {n} empty netns and bridge ports, "
-            f"alternating, {self.reps} rounds")
+            f"alternating, {reps} rounds")
         fresh = peers.Wrapdock(self.python, self.script, label="wdfresh")
         mounts = None
         try:
@@ -538,8 +544,9 @@ class Bench:
 
             runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd"), "mounts": start(mounts, "solo")}
             rounds(1, runners)  # warm-up, as for the peers
-            got = rounds(self.reps, runners)
-            return {"fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
+            got = rounds(reps, runners)
+            return {"rounds": reps,
+                    "fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
                     "mounts_rm_commands": last_commands(mounts),
                     **{label: summary(samples) for label, samples in got.items()},
                     **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()}}
