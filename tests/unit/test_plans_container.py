@@ -396,6 +396,11 @@ def test_remove_of_a_running_container_kills_it_first() -> None:
     assert steps[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile), "/run/netns/web", "web")
     assert steps[0].argv[2].index("ip netns del") < steps[0].argv[2].index("kill -s KILL")
     assert remove_steps("plain", "v1", running=True, netns=None)[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile))
+    # (with a start's wait before it, the namespace's words follow the wait's)
+    both = plans.kill_and_wait(PATHS, "kill", starting=True, netns="web")
+    assert both.argv[4:] == (str(PATHS.pidfile), str(PATHS.statfile), str(PATHS.exitfile), str(PATHS.starting),
+                             "/run/netns/web", "web")
+    assert both.argv[2].startswith('[ ! -e "$5" ] || ip netns del "$6" || exit; [ -e "$4" ] || exit 0; ')
     assert steps[1:] == remove_steps("plain", "v1", running=False)
     assert len(steps) == 2  # the kill, then the one cleanup script
     assert "kill" not in "\n".join(remove_steps("plain", "v1", running=False)[0].stdin)

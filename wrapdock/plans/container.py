@@ -192,16 +192,17 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False, netn
     """
     script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
               'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done')
-    if netns is not None:
-        script = '[ ! -e "$2" ] || ip netns del "$3" || exit; ' + script
-        return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), f"/run/netns/{netns}", netns, note=note)
+    args = [str(paths.pidfile)]
     if starting:
         script = ('[ -e "$4" ] || exit 0; '
                   'n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
                   + script)
-        return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), str(paths.statfile),
-                   str(paths.exitfile), str(paths.starting), note=note)
-    return cmd("sh", "-c", script, "wrapdock-kill", str(paths.pidfile), note=note)
+        args += [str(paths.statfile), str(paths.exitfile), str(paths.starting)]
+    if netns is not None:
+        path, name = len(args) + 1, len(args) + 2
+        script = f'[ ! -e "${path}" ] || ip netns del "${name}" || exit; ' + script
+        args += [f"/run/netns/{netns}", netns]
+    return cmd("sh", "-c", script, "wrapdock-kill", *args, note=note)
 
 
 def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tuple[str | Path, ...] = (),
@@ -377,11 +378,11 @@ def remove(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime, run
     which takes the host's end along. The kernel does that in the background, within ~10 ms, from the
     moment the namespace has neither a name nor a process (rm -f deletes the name before the kill:
     kill_and_wait), while the cgroups and the directory go; `ip link del` does the same in the
-    foreground in ~25 ms. The
-    script waits for each host end to vanish (at most 1 s: a process left in the namespace keeps
-    it) and deletes what is still there. `meanwhile` (`sh -s` steps: the neighbours' /etc/hosts) runs
-    in that script, in the background from right after the namespace goes until the end, while the
-    kernel takes the cgroups and the veths down; their undos are the script's undo.
+    foreground in ~25 ms. The script waits for each host end to vanish (at most ~1 s: a process left
+    in the namespace keeps it) and deletes what is still there. `meanwhile` (`sh -s` steps: the
+    neighbours' /etc/hosts) runs in that script, in the background from right after the namespace
+    goes until the end, while the kernel takes the cgroups and the veths down; their undos are the
+    script's undo.
     """
     plan = Plan(f"remove container {config.name} ({config.id[:12]})")
     if running:
