@@ -30,6 +30,8 @@ sys.path.insert(0, str(BENCH))
 import peers  # noqa: E402
 from sandbox import AgentError, remove_stale_cgroups  # noqa: E402
 
+from wrapdock import kernelfacts  # noqa: E402
+
 T0 = time.monotonic()
 PEERS = ("docker", "podman", "cni")
 
@@ -529,7 +531,7 @@ class Bench:
             mounts.run("--quiet", "network", "create", "--subnet", "10.98.0.0/24", "solo")
             mounts.run("--quiet", "run", "--rm", "--net", "solo", "busybox", "true")
             # the host ends as wrapdock leaves them: no IPv6 address (plans.endpoint.attach), then up
-            ipv6 = Path("/proc/sys/net/ipv6").is_dir()
+            ipv6 = kernelfacts.has_ipv6()
             mounts.box.run(["ip", "-batch", "-"], stdin="".join(
                 f"netns add wdempty{i}\nlink add wde{i} type veth peer name eth0 netns wdempty{i}\n"
                 f"link set wde{i} master solo\n" + (f"link set wde{i} addrgenmode none\n" if ipv6 else "")

@@ -179,6 +179,14 @@ def test_rm_f_fault_at_every_step_then_rm_again_finishes(sandbox):
         assert ok(box, "--quiet", "rm", "-f", "web").stdout == "web\n"
         assert_same(box, before, f"rm -f again after a fault at command {k}")
 
+    # the kill step stopped between its two parts: the namespace's name gone, the container running
+    ok(box, "--quiet", *RUN)
+    wait_for(lambda: web_answers(box), what="web's published port")
+    box.sh("ip", "netns", "del", "web")
+    assert ok(box, "--quiet", "rm", "-f", "web").stdout == "web\n"
+    assert not httpd_running(box)
+    assert_same(box, before, "rm -f after the namespace's name alone went")
+
     ok(box, "--quiet", "rm", "-f", "nbr")
     ok(box, "--quiet", "network", "rm", NET)
     assert_no_leftovers(box, start)

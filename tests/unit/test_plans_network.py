@@ -155,18 +155,15 @@ def is_combined_undo(step: Step) -> bool:
 
 def restores(steps: list[Step]) -> list[Step]:
     """The iptables-restore batches of `steps`, also those a merged script runs (plan.batches)."""
-    return [b for s in steps for b in ([s] if is_batch(s) else script_batches(s) if s.argv == ("sh", "-s") else [])
-            if is_batch(b)]
+    return [b for s in steps for b in script_batches(s) if is_batch(b)]
 
 
 def iptables_argvs(plan: Plan) -> list[tuple[str, ...]]:
     """Every iptables command of the plan's steps (batches expanded, also inside merged scripts), in order."""
     found: list[tuple[str, ...]] = []
     for step in plan.steps:
-        if step.argv == ("sh", "-s"):
-            found += [a for b in restores([step]) for a in batch_argvs(b)]
-        else:
-            found += batch_argvs(step) if is_batch(step) else [step.argv] if is_iptables(step.argv) else []
+        found += [a for b in restores([step]) for a in batch_argvs(b)] or (
+            [step.argv] if is_iptables(step.argv) else [])
     return found
 
 
