@@ -547,7 +547,10 @@ class Bench:
                 def once(_rep: int) -> dict:
                     answer = peer.run("--quiet", "run", "-d", "--name", "probe", "--net", network, "busybox",
                                       "sleep", "3600")
-                    return {**answer, "rm": peer.run("--quiet", "rm", "-f", "probe")}
+                    answer["commands_ms"] = [c["ms"] for c in last_commands(peer)]  # untimed, as the rm's
+                    rm = peer.run("--quiet", "rm", "-f", "probe")
+                    rm["commands_ms"] = [c["ms"] for c in last_commands(peer)]
+                    return {**answer, "rm": rm}
                 return once
 
             runners = {"fresh": start(fresh, "solo"), "crowd": start(self.wd, "crowd"), "mounts": start(mounts, "solo")}
@@ -557,7 +560,12 @@ class Bench:
                     "fresh_rm_commands": last_commands(fresh), "crowd_rm_commands": last_commands(self.wd),
                     "mounts_rm_commands": last_commands(mounts),
                     **{label: summary(samples) for label, samples in got.items()},
-                    **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()}}
+                    **{f"{label}_rm": summary([s["rm"] for s in samples]) for label, samples in got.items()},
+                    # every round's commands (audit.log): where a ratio's difference is, wrapdock's own
+                    # time (its Python: the total minus its commands) or the commands'
+                    "commands_ms": {label: {"start": [s["commands_ms"] for s in samples],
+                                            "rm": [s["rm"]["commands_ms"] for s in samples]}
+                                    for label, samples in got.items()}}
         finally:
             for label, peer in (("wdfresh", fresh), ("wdmounts", mounts)):
                 if peer is not None:
@@ -632,6 +640,16 @@ def last_commands(peer: peers.Wrapdock) -> list[dict]:
         mine.append({"command": entry["argv"], "phase": entry["phase"], "ms": entry["ms"],
                      "stdin_lines": entry["stdin_lines"]})
     return mine[::-1]
+
+
+def _split(paired: dict, label: str, op: str) -> str:
+    """Medians over the rounds of the time in an operation's commands and of the rest of it (wrapdock's
+    own: the Python process, its start-up included), e.g. '31 + 70 ms'."""
+    key = label if op == "start" else f"{label}_rm"
+    rounds_ms = paired["commands_ms"][label][op]
+    inside = [sum(commands) for commands in rounds_ms]
+    own = [seconds * 1000 - ms_in for seconds, ms_in in zip(paired[key]["samples_s"], inside, strict=True)]
+    return f"{median(inside):.0f} + {median(own):.0f} ms" if inside else "—"
 
 
 def _ratio(a, b) -> str:
@@ -718,6 +736,11 @@ def main_table(results: dict) -> str:
                              f"{ms(fresh_s)} -> {ms(mounts_s)}", "", "", "", _ratio(mounts_s, fresh_s), "", ""])
                 rows.append([f"   {op}: that host -> next to {n} containers (the rest)",
                              f"{ms(mounts_s)} -> {ms(crowd_s)}", "", "", "", _ratio(crowd_s, mounts_s), "", ""])
+        if "commands_ms" in cr["paired"]:
+            for op, key in (("start #1", "start"), ("rm -f", "rm")):
+                cells = [_split(cr["paired"], label, key) for label in ("fresh", "crowd")]
+                rows.append([f"   {op}: in its commands + wrapdock's own, fresh host -> next to {n}",
+                             f"{cells[0]} -> {cells[1]}", "", "", "", "", "", ""])
     for op, label in (("run", "4. run -d --net N -p 9000:80 ... sleep"), ("rm", "4. rm -f (that container)")):
         w, d, p = (med(["run_d", peer, op, "median_s"]) for peer in ("wrapdock", "docker", "podman"))
         rows.append([label, ms(w), ms(d), ms(p), "", _ratio(w, d), *_target_cell(results, f"{op}_detached_ratio")])
