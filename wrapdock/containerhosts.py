@@ -23,6 +23,11 @@ from wrapdock.plans import container as plans
 from wrapdock.session import Session
 
 
+def _write(files: list[tuple[str, list[str]]], note: str, **options: Any) -> Step:
+    """plans.write_files for /etc/hosts files: their lines are data, shown and written as they read."""
+    return plans.write_files(files, note, verbatim=True, **options)
+
+
 def shared_hosts_dir(session: Session) -> str:
     """DATA_DIR/hosts: one /etc/hosts per group of containers with the same networks (hostsfile.content_key)."""
     return f"{session.data_dir}/hosts"
@@ -53,12 +58,12 @@ def new_container_step(session: Session, record: dict[str, Any],
     note = f"{record['name']}'s /etc/hosts" + (" (the file of the containers on the same networks)"
                                                if kind == "shared" else "")
     if kind == "own":
-        return kind, plans.write_files([(path, lines)], note, mkdirs=(paths.etc_dir,))
+        return kind, _write([(path, lines)], note, mkdirs=(paths.etc_dir,))
     key = hostsfile.content_key(record)
     member = next((r for r in others if not r["id"].startswith(REMOTE) and hostsfile.content_key(r) == key), None)
-    undo = (plans.write_files([(path, hostsfile.hosts_lines(member, [*others, *remote]))], note) if member
-            else plans.write_files([], note, remove=(path,)))
-    return kind, plans.write_files([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
+    undo = (_write([(path, hostsfile.hosts_lines(member, [*others, *remote]))], note) if member
+            else _write([], note, remove=(path,)))
+    return kind, _write([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
                                    links=((path, paths.hosts),), undo=undo)
 
 
@@ -144,9 +149,9 @@ def hosts_step(session: Session, network_names: set[str], after: list[dict[str, 
             f"{len(write)} file(s)" + (f", {len(unused)} no longer used" if unused else ""))
     restore = [(path, contents_before[path]) for path in [*write, *unused] if path in contents_before]
     created = tuple(path for path in write if path not in contents_before)
-    undo = plans.write_files(restore, note, remove=created) if restore or created else None
+    undo = _write(restore, note, remove=created) if restore or created else None
     mkdirs = (shared_hosts_dir(session),) if created else ()
-    return [plans.write_files(list(write.items()), note, mkdirs=mkdirs, remove=unused, undo=undo)]
+    return [_write(list(write.items()), note, mkdirs=mkdirs, remove=unused, undo=undo)]
 
 
 def last_of_its_group(session: Session, record: dict[str, Any], others: list[dict[str, Any]]
@@ -192,9 +197,9 @@ def refresh_hosts(session: Session, network_names: set[str]) -> None:
         return
     before = [(path, _lines_of(path)) for path, _ in write]
     note = _note(network_names, len(write))
-    undo = plans.write_files([(p, lines) for p, lines in before if lines is not None], note,
+    undo = _write([(p, lines) for p, lines in before if lines is not None], note,
                              remove=tuple(p for p, lines in before if lines is None))
-    step = plans.write_files(write, note, mkdirs=(shared_hosts_dir(session),), undo=undo)
+    step = _write(write, note, mkdirs=(shared_hosts_dir(session),), undo=undo)
     session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), [step]))
 
 
@@ -311,12 +316,12 @@ def joining(session: Session, record: dict[str, Any]) -> tuple[tuple[str, Step],
     note = f"{record['name']}'s /etc/hosts" + (" (the file of the containers on the same networks)"
                                                if kind == "shared" else "")
     if kind == "own":
-        mine_step = plans.write_files([(path, lines)], note, mkdirs=(paths.etc_dir,))
+        mine_step = _write([(path, lines)], note, mkdirs=(paths.etc_dir,))
     else:
         before = _lines_of(path)
-        undo = (plans.write_files([(path, before)], note) if before is not None
-                else plans.write_files([], note, remove=(path,)))
-        mine_step = plans.write_files([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
+        undo = (_write([(path, before)], note) if before is not None
+                else _write([], note, remove=(path,)))
+        mine_step = _write([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
                                       links=((path, paths.hosts),), undo=undo)
     write: list[tuple[str, list[str]]] = []
     restore: list[tuple[str, list[str]]] = []
@@ -331,7 +336,7 @@ def joining(session: Session, record: dict[str, Any]) -> tuple[tuple[str, Step],
     if not write:
         return (kind, mine_step), []
     note = _note(network_names, len(write))
-    return (kind, mine_step), [plans.write_files(write, note, undo=plans.write_files(restore, note))]
+    return (kind, mine_step), [_write(write, note, undo=_write(restore, note))]
 
 
 def leaving(session: Session, record: dict[str, Any]) -> tuple[list[Step], dict[str, set[hostsindex.Key]]] | None:
@@ -370,8 +375,8 @@ def leaving(session: Session, record: dict[str, Any]) -> tuple[list[Step], dict[
     if not write and not unused:
         return [], gone
     note = _note(network_names, len(write), len(unused))
-    undo = plans.write_files([*restore, *dropped], note)
-    return [plans.write_files(write, note, remove=unused, undo=undo)], gone
+    undo = _write([*restore, *dropped], note)
+    return [_write(write, note, remove=unused, undo=undo)], gone
 
 
 # -- checks: the files against the records (doctor, gc) -----------------------------------------------

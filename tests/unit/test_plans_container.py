@@ -499,6 +499,35 @@ def test_write_files_writes_one_content_once_through_tee(tmp_path: Path) -> None
         assert path.stat().st_ino == inode  # in place: bind mounts follow
 
 
+@pytest.mark.parametrize("markers", [False, True], ids=["verbatim", "a-marker-inside"])
+def test_write_files_verbatim_shows_the_lines_as_they_read_and_writes_them_exactly(tmp_path: Path,
+                                                                                    markers: bool) -> None:
+    """/etc/hosts files: their lines one quoted word, each line of the file a line of the script as it
+    reads; a content with a here-document's end marker falls back to a quoted word per line."""
+    tricky = [line for line in TRICKY if markers or "WRAPDOCK" not in line]
+    shared = ["127.0.0.1\tlocalhost", *(f"10.0.0.{i}\tc{i}" for i in range(2, 12)), *tricky]
+    files = [(tmp_path / "a" / "hosts", shared), (tmp_path / "b" / "hosts", shared), (tmp_path / "own", ["x\ty"])]
+    for path, _ in files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("old\n")
+    inodes = [path.stat().st_ino for path, _ in files]
+    step = plans.write_files(files, "hosts", verbatim=True)
+    if markers:
+        assert "    WRAPDOCK_EOF \\" in step.stdin and "10.0.0.5\tc5" not in step.stdin
+    else:
+        assert all(line in step.stdin for line in shared[1:-1] if "'" not in line)
+        assert step.stdin[1] == "printf '%s\\n' '127.0.0.1\tlocalhost" and "x\ty" not in step.stdin
+    assert len([c for c in script_commands(step) if "| tee --" in c]) == 1
+    step_text(step)  # the trail and --print-only render it (no line ends their here-document)
+    script = tmp_path / "script.sh"
+    script.write_text("\n".join(step.stdin) + "\n")
+    shellcheck(script, "SC2016", "SC1003")  # TRICKY's $HOME and backslashes: meant literally
+    carry_out([step])
+    for (path, lines), inode in zip(files, inodes, strict=True):
+        assert path.read_text() == "".join(line + "\n" for line in lines), path
+        assert path.stat().st_ino == inode  # in place: bind mounts follow
+
+
 def test_write_files_with_tee_stops_when_a_file_cannot_be_written(tmp_path: Path) -> None:
     blocker = tmp_path / "not a dir"
     blocker.write_text("")

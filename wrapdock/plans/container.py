@@ -32,8 +32,9 @@ from wrapdock import resources
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerpaths import ContainerPaths as ContainerPaths  # where a container's files are
 from wrapdock.containerspec import DEFAULT_PATH, ContainerConfig
-from wrapdock.plan import Plan, Step, cmd, inlinable, inline, one_script, script_lines
+from wrapdock.plan import INLINE_END, Plan, Step, cmd, inlinable, inline, one_script, script_lines
 from wrapdock.plans import cgroups as cgroup_plans
+from wrapdock.shell import HEREDOC_END
 
 # what the init needs beyond the container's own set: SYS_ADMIN (namespaces, mounts, pivot_root,
 # hostname), MKNOD (/dev nodes) and DAC_OVERRIDE (overlayfs's work dir); exec needs SYS_ADMIN
@@ -207,15 +208,17 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False, netn
 
 def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tuple[str | Path, ...] = (),
                 executable: tuple[Path, ...] = (), undo: Step | None = None,
-                links: tuple[tuple[str | Path, str | Path], ...] = (), remove: tuple[str | Path, ...] = ()) -> Step:
+                links: tuple[tuple[str | Path, str | Path], ...] = (), remove: tuple[str | Path, ...] = (),
+                verbatim: bool = False) -> Step:
     """One `sh -s` that makes directories, writes files, then makes hard links (`links`: (file, link))
     and removes files (`remove`): one process for all of them.
 
-    Each file is one `printf '%s\\n' LINE... > FILE`, a shell builtin: no process per file, and the
+    Each file is one `printf '%s\\n' CONTENT > FILE`, a shell builtin: no process per file, and the
     file is truncated and written in place, so a bind mount of it (the container's /etc/hosts)
     sees the new content. Files that get the same content (the /etc/hosts of the containers of one
     network) get it once, through one `tee`: the script and the trail grow with the containers,
-    not with their square.
+    not with their square. `verbatim`: CONTENT is the lines as they are, in one quoted word, for
+    files of data (/etc/hosts), long, and no line that reads as a command (_printf_lines).
     """
     lines = ["set -e"]
     if mkdirs:
@@ -231,20 +234,38 @@ def write_files(files: list[tuple[str | Path, list[str]]], note: str, mkdirs: tu
         if not content:
             lines += [f": > {_q(path)}" for path in paths]
             continue
-        lines.append("printf '%s\\n' \\")
-        lines += [f"    {_q(line)} \\" for line in content]
+        printf, joined = _printf_lines(content, verbatim)
         if len(paths) == 1:
-            lines.append(f"    > {_q(paths[0])}")
+            redirect = [f"> {_q(paths[0])}"]
         else:
-            lines.append("    | tee -- \\")
-            lines += [f"    {_q(path)} \\" for path in paths]
-            lines.append("    > /dev/null")
+            redirect = ["| tee -- \\", *(f"    {_q(path)} \\" for path in paths), "    > /dev/null"]
+        if joined:
+            printf[-1] += " " + redirect.pop(0)
+        else:
+            redirect[0] = "    " + redirect[0]
+        lines += [*printf, *redirect]
     if executable:
         lines.append("chmod 755 " + " ".join(_q(p) for p in executable))
     lines += [f"ln -f {_q(source)} {_q(link)}" for source, link in links]
     if remove:
         lines.append("rm -f -- " + " ".join(_q(p) for p in remove))
     return cmd("sh", "-s", note=note, stdin=lines, undo=undo, partial=undo is not None)
+
+
+def _printf_lines(content: Sequence[str], verbatim: bool) -> tuple[list[str], bool]:
+    """The script lines of `printf '%s\\n' CONTENT` and whether its last line takes the redirection.
+
+    A word per line, each quoted and indented (a file's lines that read as shell, the init script's,
+    stay apart from the script's own); `verbatim`: the lines as they are, quoted as one word, so the
+    trail shows the file as it will read. One quote for the whole file: quoting the /etc/hosts of
+    1000 containers line by line took ~1 ms of a start or rm's Python, for the file and its undo's
+    copy. A content that holds a here-document's end marker (the trail and the --print-only script
+    feed a script through one) gets a word per line whatever `verbatim` says."""
+    if verbatim:
+        block = "\n".join(content)
+        if HEREDOC_END not in block and INLINE_END not in block:
+            return f"printf '%s\\n' {shlex.quote(block)}".split("\n"), True
+    return ["printf '%s\\n' \\", *(f"    {_q(line)} \\" for line in content)], False
 
 
 def prepare(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime,
