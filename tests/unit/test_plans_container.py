@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -394,15 +393,12 @@ def test_remove_of_a_running_container_kills_it_first() -> None:
     steps = remove_steps("plain", "v1", running=True)
     assert steps[0].argv[:2] == ("sh", "-c") and "kill -s KILL" in steps[0].argv[2]
     # the namespace's name goes first: the kernel takes it down once the kill has emptied it
-    assert steps[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile), str(PATHS.exitfile), "/run/netns/web", "web")
+    assert steps[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile), "/run/netns/web", "web")
     assert steps[0].argv[2].index("ip netns del") < steps[0].argv[2].index("kill -s KILL")
-    assert remove_steps("plain", "v1", running=True, netns=None)[0].argv[3:] == (
-        "wrapdock-kill", str(PATHS.pidfile), str(PATHS.exitfile))
-    # then until the shim has noted the exit code (its last write): the directory may go next
-    assert steps[0].argv[2].endswith('n=0; while [ ! -e "$2" ] && [ $n -lt 200 ]; do sleep 0.002; n=$((n+1)); done')
+    assert remove_steps("plain", "v1", running=True, netns=None)[0].argv[3:] == ("wrapdock-kill", str(PATHS.pidfile))
     # (with a start's wait before it, the namespace's words follow the wait's)
     both = plans.kill_and_wait(PATHS, "kill", starting=True, netns="web")
-    assert both.argv[4:] == (str(PATHS.pidfile), str(PATHS.exitfile), str(PATHS.statfile), str(PATHS.starting),
+    assert both.argv[4:] == (str(PATHS.pidfile), str(PATHS.statfile), str(PATHS.exitfile), str(PATHS.starting),
                              "/run/netns/web", "web")
     assert both.argv[2].startswith('[ ! -e "$5" ] || ip netns del "$6" || exit; [ -e "$4" ] || exit 0; ')
     assert steps[1:] == remove_steps("plain", "v1", running=False)
@@ -961,27 +957,6 @@ def fake_cgroup_root(tmp_path: Path, version: int) -> Path:
         root.mkdir()
         (root / "cgroup.subtree_control").write_text("")
     return root
-
-
-def test_the_kill_returns_only_once_the_shim_has_noted_the_exit_code(tmp_path: Path) -> None:
-    """rm -f removes the directory right after the kill: the shim's late files made that fail."""
-    paths = ContainerPaths(tmp_path / "c")
-    paths.dir.mkdir()
-    # a shim: its container (a sleep) in the background, reaped, then the exit code noted 0.3 s later
-    shim = subprocess.Popen(["sh", "-c", 'sleep 30 & echo $! > "$1"; wait; sleep 0.3; echo 137 > "$2"', "shim",
-                             str(paths.pidfile), str(paths.exitfile)])
-    try:
-        deadline = time.monotonic() + 10
-        while not paths.pidfile.exists() or not paths.pidfile.read_text().strip():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        kill = plans.kill_and_wait(paths, "kill")
-        done = subprocess.run(kill.argv, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        assert paths.exitfile.exists()  # not only the container gone: the shim's last write made
-    finally:
-        shim.kill()
-        shim.wait()
 
 
 def run_script(step: Step) -> subprocess.CompletedProcess[str]:

@@ -191,20 +191,15 @@ def kill_and_wait(paths: ContainerPaths, note: str, starting: bool = False, netn
     the kernel then takes it and its veths down the moment the last one is gone, in the background,
     while this waits and the next steps run. Deleted later (in the cleanup script), the rm waited for
     that teardown: next to 1000 containers a bridge takes several ms to let a port go.
-
-    Then until the shim has noted the exit code (~0.6 s at most): its last write, after its line to
-    the start's FIFO. Whatever comes next may remove the directory, and a file the shim made in it
-    meanwhile made that fail ("Directory not empty").
     """
-    script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; if kill -s KILL "$pid" 2>/dev/null; then '
-              'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done; fi; '
-              'n=0; while [ ! -e "$2" ] && [ $n -lt 200 ]; do sleep 0.002; n=$((n+1)); done')
-    args = [str(paths.pidfile), str(paths.exitfile)]
+    script = ('pid=$(cat "$1" 2>/dev/null) || exit 0; kill -s KILL "$pid" 2>/dev/null || exit 0; '
+              'while kill -0 "$pid" 2>/dev/null; do sleep 0.002; done')
+    args = [str(paths.pidfile)]
     if starting:
         script = ('[ -e "$4" ] || exit 0; '
-                  'n=0; while [ ! -e "$3" ] && [ ! -e "$2" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
+                  'n=0; while [ ! -e "$2" ] && [ ! -e "$3" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; '
                   + script)
-        args += [str(paths.statfile), str(paths.starting)]
+        args += [str(paths.statfile), str(paths.exitfile), str(paths.starting)]
     if netns is not None:
         path, name = len(args) + 1, len(args) + 2
         script = f'[ ! -e "${path}" ] || ip netns del "${name}" || exit; ' + script
@@ -327,20 +322,18 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     # the shim first lets go of its starter's stdin/stdout/stderr, so neither wrapdock nor a script
     # piped into something waits for a container that runs for days
     # (and, once it ended, wakes a start still waiting: see `wait`)
-    shim = ('log=$1 exitfile=$2 fifo=$3; shift 3; exec </dev/null >>"$log" 2>&1; "$@"; code=$?; '
-            '[ ! -p "$fifo" ] || echo ended 1<>"$fifo"; echo $code >"$exitfile"')
+    shim = ('log=$1 exitfile=$2 fifo=$3; shift 3; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"; '
+            '[ ! -p "$fifo" ] || echo ended 1<>"$fifo"')
     start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
                 str(paths.ready_fifo), *start_chain(config, paths, runtime, tty), note=note,
                 undo=kill_and_wait(paths, note, starting=True))
-    # Woken, not polling: the init writes "ready" to the FIFO right after its ready file, the shim
-    # "ended" right before the exit file (its last write: see kill_and_wait); both open it read-write:
-    # never blocked, the line lost if nobody listens. Open first, then look at the files: a "ready"
-    # written before the open came after its file (an "ended" lost in the moment before the exit file
-    # costs the 10 s bound). Polling every ~6 ms (`sleep 0.005` and its fork) cost ~3 ms a start on
-    # average and ~1.4 ms of CPU a poll, and turned a 1 ms slower init into a 6 ms later start.
-    wait = ('[ -p "$4" ] || { echo "$4: not a FIFO" >&2; exit 1; }; exec 3<>"$4"; line=; '
-            'until [ -e "$1" ] || [ -e "$2" ] || [ "$line" = ended ]; do '
-            'line=$(timeout 10 head -n 1 <&3) || break; [ "$line" != ready ] || exit 0; done; '
+    # Woken, not polling: the init writes a line to the FIFO right after its ready file, the shim right
+    # after the exit file (both open it read-write: never blocked, the line lost if nobody listens).
+    # Open first, then look at the files: a line written before the open was after its file. Polling
+    # every ~6 ms (`sleep 0.005` and its fork) cost ~3 ms a start on average and ~1.4 ms of CPU a
+    # poll, and turned a 1 ms slower init into a 6 ms later start. 10 s at most.
+    wait = ('[ -p "$4" ] || { echo "$4: not a FIFO" >&2; exit 1; }; exec 3<>"$4"; '
+            'until [ -e "$1" ] || [ -e "$2" ]; do timeout 10 head -n 1 <&3 >/dev/null || break; done; '
             '[ ! -e "$1" ] || exit 0; echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1')
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
                 str(paths.ready_fifo), note=f"wait until {config.name}'s init has handed over to the workload")
