@@ -46,12 +46,6 @@ class ContainerPaths:
         return self.dir / "ready"
 
     @cached_property
-    def ready_fifo(self) -> Path:
-        """A FIFO the init (ready) and the shim (ended) write a line to, right after their files: a start
-        waits on it, not by polling for the files (made by the start, kept while the container is)."""
-        return self.dir / "ready.fifo"
-
-    @cached_property
     def exitfile(self) -> Path:
         return self.dir / "exit_code"
 

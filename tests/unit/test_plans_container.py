@@ -806,11 +806,10 @@ def test_work_that_need_not_wait_for_the_init_runs_between_the_start_and_the_wai
     parts = inlined(step)
     assert [p.argv[0] for p in parts] == ["sh"] and step.partial
     lines = script_lines(step)
-    mark, fifo, start = lines[:3]
+    mark, start = lines[:2]
     assert mark == f": > {PATHS.starting}" and start.startswith("setsid -f sh -c ")
-    assert fifo == f"[ -p {PATHS.ready_fifo} ] || mkfifo -m 600 {PATHS.ready_fifo}"
-    assert lines[3:-1] == script_lines(neighbours)
-    assert lines[-1].startswith("sh -c '[ -p \"$4\" ]") and "wait until" in step.note
+    assert lines[2:-1] == script_lines(neighbours)
+    assert lines[-1].startswith("sh -c 'n=0; until [ -e \"$1\" ]") and "wait until" in step.note
     assert step.undo is not None
     restore, kill = script_lines(step.undo)
     assert restore == ": > /x/hosts"

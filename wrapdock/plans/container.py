@@ -157,7 +157,6 @@ def init_script(config: ContainerConfig, paths: ContainerPaths, runtime: Runtime
         "hostname": _q(config.hostname),
         "workdir": _q(config.workdir),
         "readyfile": _q(paths.ready),
-        "readyfifo": _q(paths.ready_fifo),
         "devpts": devpts,
         "exec_line": f"exec setsid -c {workload}" if tty else f"exec {workload}",
     })
@@ -321,25 +320,15 @@ def start_detached(config: ContainerConfig, paths: ContainerPaths, runtime: Runt
     note = f"start {config.name}: its output goes to {paths.log}"
     # the shim first lets go of its starter's stdin/stdout/stderr, so neither wrapdock nor a script
     # piped into something waits for a container that runs for days
-    # (and, once it ended, wakes a start still waiting: see `wait`)
-    shim = ('log=$1 exitfile=$2 fifo=$3; shift 3; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"; '
-            '[ ! -p "$fifo" ] || echo ended 1<>"$fifo"')
+    shim = 'log=$1 exitfile=$2; shift 2; exec </dev/null >>"$log" 2>&1; "$@"; echo $? >"$exitfile"'
     start = cmd("setsid", "-f", "sh", "-c", shim, "wrapdock-shim", str(paths.log), str(paths.exitfile),
-                str(paths.ready_fifo), *start_chain(config, paths, runtime, tty), note=note,
-                undo=kill_and_wait(paths, note, starting=True))
-    # Woken, not polling: the init writes a line to the FIFO right after its ready file, the shim right
-    # after the exit file (both open it read-write: never blocked, the line lost if nobody listens).
-    # Open first, then look at the files: a line written before the open was after its file. Polling
-    # every ~6 ms (`sleep 0.005` and its fork) cost ~3 ms a start on average and ~1.4 ms of CPU a
-    # poll, and turned a 1 ms slower init into a 6 ms later start. 10 s at most.
-    wait = ('[ -p "$4" ] || { echo "$4: not a FIFO" >&2; exit 1; }; exec 3<>"$4"; '
-            'until [ -e "$1" ] || [ -e "$2" ]; do timeout 10 head -n 1 <&3 >/dev/null || break; done; '
-            '[ ! -e "$1" ] || exit 0; echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1')
+                *start_chain(config, paths, runtime, tty), note=note, undo=kill_and_wait(paths, note, starting=True))
+    wait = ('n=0; until [ -e "$1" ]; do if [ -e "$2" ] || [ $n -ge 2000 ]; then '
+            'echo "container did not start:" >&2; tail -n 5 "$3" >&2; exit 1; fi; sleep 0.005; n=$((n+1)); done')
     ready = cmd("sh", "-c", wait, "wrapdock-wait", str(paths.ready), str(paths.exitfile), str(paths.log),
-                str(paths.ready_fifo), note=f"wait until {config.name}'s init has handed over to the workload")
+                note=f"wait until {config.name}'s init has handed over to the workload")
     forget = [cmd("rm", "-f", *map(str, paths.runtime_files()), note=note)] if again else []  # an earlier run's
-    tried = cmd("sh", "-s", note=note, stdin=["set -e", f": > {_q(paths.starting)}",  # see kill_and_wait
-                                              f"[ -p {_q(paths.ready_fifo)} ] || mkfifo -m 600 {_q(paths.ready_fifo)}"])
+    tried = cmd("sh", "-s", note=note, stdin=["set -e", f": > {_q(paths.starting)}"])  # see kill_and_wait
     steps = [*forget, tried, start, *meanwhile, ready]
     if not all(inlinable(step) for step in steps):  # (an etcdctl claim among the neighbours' steps)
         return steps
