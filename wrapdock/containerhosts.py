@@ -64,7 +64,7 @@ def new_container_step(session: Session, record: dict[str, Any],
     undo = (_write([(path, hostsfile.hosts_lines(member, [*others, *remote]))], note) if member
             else _write([], note, remove=(path,)))
     return kind, _write([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
-                                   links=((path, paths.hosts),), undo=undo)
+                        links=((path, paths.hosts),), undo=undo)
 
 
 def _directories(folder: str) -> set[str]:
@@ -198,7 +198,7 @@ def refresh_hosts(session: Session, network_names: set[str]) -> None:
     before = [(path, _lines_of(path)) for path, _ in write]
     note = _note(network_names, len(write))
     undo = _write([(p, lines) for p, lines in before if lines is not None], note,
-                             remove=tuple(p for p, lines in before if lines is None))
+                  remove=tuple(p for p, lines in before if lines is None))
     step = _write(write, note, mkdirs=(shared_hosts_dir(session),), undo=undo)
     session.carry_out(Plan("update /etc/hosts of the containers on " + ", ".join(sorted(network_names)), [step]))
 
@@ -322,7 +322,7 @@ def joining(session: Session, record: dict[str, Any]) -> tuple[tuple[str, Step],
         undo = (_write([(path, before)], note) if before is not None
                 else _write([], note, remove=(path,)))
         mine_step = _write([(path, lines)], note, mkdirs=(shared_hosts_dir(session), paths.etc_dir),
-                                      links=((path, paths.hosts),), undo=undo)
+                           links=((path, paths.hosts),), undo=undo)
     write: list[tuple[str, list[str]]] = []
     restore: list[tuple[str, list[str]]] = []
     for other, content in sorted(files.items()):
