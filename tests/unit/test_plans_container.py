@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fakes import FakeHost
-from tests.unit.test_render import shellcheck
+from tests.unit.test_render import run_bash, shellcheck
 from wrapdock import cgroups
 from wrapdock.cgroups import CgroupLayout
 from wrapdock.containerspec import (
@@ -518,14 +518,23 @@ def test_write_files_verbatim_shows_the_lines_as_they_read_and_writes_them_exact
         assert all(line in step.stdin for line in shared[1:-1] if "'" not in line)
         assert step.stdin[1] == "printf '%s\\n' '127.0.0.1\tlocalhost" and "x\ty" not in step.stdin
     assert len([c for c in script_commands(step) if "| tee --" in c]) == 1
-    step_text(step)  # the trail and --print-only render it (no line ends their here-document)
     script = tmp_path / "script.sh"
     script.write_text("\n".join(step.stdin) + "\n")
     shellcheck(script, "SC2016", "SC1003")  # TRICKY's $HOME and backslashes: meant literally
-    carry_out([step])
-    for (path, lines), inode in zip(files, inodes, strict=True):
-        assert path.read_text() == "".join(line + "\n" for line in lines), path
-        assert path.stat().st_ino == inode  # in place: bind mounts follow
+    # as the runner feeds it, then as the --print-only script has it (a here-document of its lines)
+    printed = render_script([Plan("hosts", [step])], ["run"])
+
+    def print_only() -> None:
+        code, _, err = run_bash(printed, tmp_path)
+        assert code == 0, err
+
+    for run in (lambda: carry_out([step]), print_only):
+        for path, _ in files:
+            path.write_text("old\n")
+        run()
+        for (path, lines), inode in zip(files, inodes, strict=True):
+            assert path.read_text() == "".join(line + "\n" for line in lines), path
+            assert path.stat().st_ino == inode  # in place: bind mounts follow
 
 
 def test_write_files_with_tee_stops_when_a_file_cannot_be_written(tmp_path: Path) -> None:
